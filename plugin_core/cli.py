@@ -1,0 +1,287 @@
+"""The `diffplugin` command line (also `python -m plugin_core`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from .errors import PluginError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _add_base_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sd", required=True, type=Path, help="diffusers Stable Diffusion 1.x folder (unet/, vae/, scheduler/, text_encoder/, tokenizer/)")
+    parser.add_argument("--clip-vision", required=True, type=Path, help="transformers CLIP ViT-L/14 folder (CLIPVisionModel or CLIPModel)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32")
+
+
+def _add_selection_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--prompt", required=required, help="instruction, e.g. 'remove the rain and the haze'")
+    parser.add_argument("--plugins", type=Path, help="folder of plugins (.safetensors files and/or reference task folders)")
+    parser.add_argument("--selector", type=Path, help="Plugin-Selector (.safetensors or reference PromptTunner.pt)")
+    parser.add_argument("--select-threshold", type=float, default=0.0, help="θ: plugins scoring above it are selected (default 0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diffplugin", description="Diff-Plugin: task plugins for Stable Diffusion 1.x.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    restore = commands.add_parser("restore", help="restore images with chosen plugins or by instruction")
+    restore.add_argument("images", nargs="+", type=Path)
+    restore.add_argument("--plugin", action="append", type=Path, default=[], help="plugin file or task folder; repeat to chain plugins")
+    _add_selection_arguments(restore, required=False)
+    _add_base_arguments(restore)
+    restore.add_argument("--steps", type=int, default=20, help="sampling steps of the first plugin (default 20)")
+    restore.add_argument("--later-steps", type=int, default=3, help="steps of every later plugin (default 3, as the reference)")
+    restore.add_argument("--seed", type=int, default=42)
+    restore.add_argument("--threshold", type=int, default=960, help="timesteps >= this restart from the noised input (default 960)")
+    restore.add_argument("--resolution", type=int, default=512, help="short side is raised to this when smaller (default 512)")
+    restore.add_argument("--resize", choices=("min", "exact"), default="min", help="'min': only raise small images (infer.py); 'exact': always scale the short side (demo.py)")
+    restore.add_argument("--output-size", choices=("original", "processed"), default="original", help="write at the input's size, or at the working size the reference outputs")
+    restore.add_argument("-o", "--output", type=Path, default=Path("restored"), help="output folder, or a file name for a single image")
+    restore.add_argument("--save-latent", type=Path, help="also write the final latents to this .safetensors file")
+    restore.add_argument("--no-progress", action="store_true")
+
+    select = commands.add_parser("select", help="print the Plugin-Selector's scores for an image and instruction")
+    select.add_argument("image", type=Path)
+    _add_selection_arguments(select, required=True)
+    _add_base_arguments(select)
+    select.add_argument("--json", action="store_true", help="print the scores as JSON")
+
+    convert = commands.add_parser("convert", help="reference layout -> one .safetensors per plugin")
+    convert.add_argument("source", type=Path, help="a task folder (tpb.pt + scb/), a PromptTunner.pt, or a folder of them (pre-trained/)")
+    convert.add_argument("-o", "--output", type=Path, required=True, help="output file (one plugin) or folder")
+    convert.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="store weights in this dtype")
+
+    info = commands.add_parser("info", help="what a plugin or selector file holds")
+    info.add_argument("path", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not args.verbose:
+        _quiet_libraries()
+    handlers = {"restore": _restore, "select": _select, "convert": _convert, "info": _info}
+    try:
+        return handlers[args.command](args) or 0
+    except PluginError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def _restorer(args, with_text: bool):
+    from .pipeline import BaseModels, Restorer
+
+    dtype = DTYPES[args.dtype]
+    models = BaseModels.from_pretrained(args.sd, args.clip_vision, with_text=with_text, device=args.device, dtype=dtype)
+    return Restorer(models, device=args.device, dtype=dtype)
+
+
+def _load_library(args):
+    from .checkpoints import find_plugins, load_plugin, load_selector
+
+    if args.plugins is None or args.selector is None:
+        raise PluginError("--prompt needs --plugins DIR and --selector PATH")
+    found = find_plugins(args.plugins)
+    if not found:
+        raise PluginError(f"{args.plugins}: no plugins found")
+    dtype = DTYPES[args.dtype]
+    plugins = [load_plugin(path, device=args.device, dtype=dtype) for path in found.values()]
+    selector, _ = load_selector(args.selector, device=args.device)
+    return plugins, selector
+
+
+def _restore(args) -> int:
+    from .checkpoints import load_plugin
+    from .images import load_image
+
+    if bool(args.plugin) == bool(args.prompt):
+        raise PluginError("give either --plugin PATH (repeatable) or --prompt TEXT with --plugins and --selector")
+    images = [load_image(path) for path in args.images]
+    restorer = _restorer(args, with_text=bool(args.prompt))
+    dtype = DTYPES[args.dtype]
+
+    if args.plugin:
+        chains = {tuple(range(len(images))): [load_plugin(p, device=args.device, dtype=dtype) for p in args.plugin]}
+    else:
+        library, selector = _load_library(args)
+        by_task = {p.task: p for p in library}
+        chains_by_tasks: dict[tuple[str, ...], list[int]] = {}
+        for index, image in enumerate(images):
+            selection = restorer.select(image, args.prompt, library, selector, args.select_threshold)
+            print(f"{args.images[index]}:\n{selection.format()}")
+            chains_by_tasks.setdefault(tuple(selection.selected), []).append(index)
+        chains = {tuple(ix): [by_task[t] for t in tasks] for tasks, ix in chains_by_tasks.items()}
+
+    progress = None if args.no_progress else _progress_bar()
+    outputs, latents = [None] * len(images), [None] * len(images)
+    for indices, plugins in chains.items():
+        result = restorer.restore(
+            [images[i] for i in indices],
+            plugins,
+            steps=args.steps,
+            later_steps=args.later_steps,
+            seed=args.seed,
+            threshold=args.threshold,
+            resolution=args.resolution,
+            resize_mode=args.resize,
+            progress=progress,
+        )
+        for position, index in enumerate(indices):
+            outputs[index], latents[index] = result.images[position], result.latents[position]
+    if progress:
+        progress.close()
+
+    targets = _output_paths(args.images, args.output)
+    for source, image, original, target in zip(args.images, outputs, images, targets):
+        if args.output_size == "original" and image.size != original.size:
+            image = image.resize(original.size, resample=_lanczos())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image.save(target)
+        print(f"wrote {target}")
+    if args.save_latent:
+        from .checkpoints import write_safetensors
+
+        write_safetensors(
+            args.save_latent,
+            {f"latent.{i}": latent for i, latent in enumerate(latents)},
+            {"images": json.dumps([str(p) for p in args.images])},
+        )
+        print(f"wrote {args.save_latent}")
+    return 0
+
+
+def _select(args) -> int:
+    from .images import load_image
+
+    image = load_image(args.image)
+    restorer = _restorer(args, with_text=True)
+    library, selector = _load_library(args)
+    selection = restorer.select(image, args.prompt, library, selector, args.select_threshold)
+    print(json.dumps(selection.as_dict(), indent=1) if args.json else selection.format())
+    return 0
+
+
+def _convert(args) -> int:
+    from .checkpoints import (
+        REFERENCE_SELECTOR_FILE,
+        convert_reference_plugin,
+        convert_reference_selector,
+        is_reference_task_folder,
+    )
+
+    dtype = DTYPES[args.dtype] if args.dtype else None
+    source, output = args.source, args.output
+    if source.is_file():
+        path = convert_reference_selector(source, output)
+        print(f"wrote {path}")
+        return 0
+    if is_reference_task_folder(source):
+        if output.suffix != ".safetensors":
+            output = output / f"{source.name}.safetensors"
+        print(f"wrote {convert_reference_plugin(source, output, dtype=dtype)}")
+        return 0
+    if not source.is_dir():
+        raise PluginError(f"{source}: not found")
+    converted = 0
+    for folder in sorted(p for p in source.iterdir() if p.is_dir()):
+        if is_reference_task_folder(folder):
+            print(f"wrote {convert_reference_plugin(folder, output / f'{folder.name}.safetensors', dtype=dtype)}")
+            converted += 1
+    if (source / REFERENCE_SELECTOR_FILE).is_file():
+        print(f"wrote {convert_reference_selector(source / REFERENCE_SELECTOR_FILE, output / 'selector.safetensors')}")
+        converted += 1
+    if not converted:
+        raise PluginError(f"{source}: no reference task folders (tpb.pt + scb/) or plugin_selector/PromptTunner.pt found")
+    return 0
+
+
+def _info(args) -> int:
+    from .checkpoints import SELECTOR_FORMAT, load_plugin, load_selector, safetensors_metadata
+
+    path = args.path
+    is_selector = path.name == "PromptTunner.pt" or (
+        path.suffix == ".safetensors" and safetensors_metadata(path).get("format") == SELECTOR_FORMAT
+    )
+    if is_selector:
+        selector, meta = load_selector(path)
+        count = sum(p.numel() for p in selector.parameters())
+        print(f"Plugin-Selector: {path}\n  parameters: {count:,}\n  prompt width {selector.prompt_width}, text width {selector.text_width}")
+        print(f"  logit scale: {selector.logit_scale.exp().item():.3f}\n  trained tasks: {', '.join(meta['tasks']) or 'not recorded'}")
+        return 0
+    plugin = load_plugin(path)
+    tpb = sum(p.numel() for p in plugin.tpb.parameters())
+    scb = sum(p.numel() for p in plugin.scb.parameters())
+    dtype = next(plugin.parameters()).dtype
+    print(f"Task-Plugin: {path}")
+    print(f"  task: {plugin.task}\n  start: {plugin.start_mode} ({'pure noise' if plugin.start_mode == 'noise' else 'noised input latent'})")
+    print(f"  base: {plugin.config.describe()}\n  CLIP vision layer: {plugin.info.clip_layer}")
+    print(f"  parameters: TPB {tpb:,} + SCB {scb:,} = {tpb + scb:,} ({dtype})")
+    print(f"  instructions: {'; '.join(plugin.info.instructions) or '-'}")
+    if plugin.info.extra:
+        print(f"  info: {json.dumps(plugin.info.extra, sort_keys=True)}")
+    return 0
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _quiet_libraries() -> None:
+    """diffusers/transformers loading chatter (accelerate hints, weight bars) hides our output."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _output_paths(inputs: list[Path], output: Path) -> list[Path]:
+    if len(inputs) == 1 and output.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"):
+        return [output]
+    names = [p.stem for p in inputs]
+    # Two inputs with the same stem from different folders must not overwrite each other.
+    return [output / (f"{stem}.png" if names.count(stem) == 1 else f"{stem}_{i}.png") for i, stem in enumerate(names)]
+
+
+def _lanczos():
+    from PIL import Image
+
+    return Image.LANCZOS
+
+
+class _progress_bar:
+    """A tqdm bar fed by the pipeline's (done, total) callback."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None or self.bar.total != total or done < self.bar.n:
+            if self.bar is not None:
+                self.bar.close()
+            self.bar = tqdm(total=total, unit="step", desc="restoring")
+        self.bar.update(done - self.bar.n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Image conversions exactly as the reference inference does them.
+
+* CLIP input: short side to 224 (PIL bicubic), centre crop 224, /255, OpenAI mean/std
+  (a default `CLIPImageProcessor`, applied to the *original* image).
+* Working size: if a side is below `resolution` (512), the short side is raised to it
+  (`infer.py`); then each side is rounded down to a multiple of 8 with a LANCZOS resize
+  (diffusers' `VaeImageProcessor`). Pixels to [-1, 1].
+* Output: `(x / 2 + 0.5).clamp(0, 1) * 255`, rounded to uint8.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputImageError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_SIZE = 224
+RESIZE_MODES = ("min", "exact")
+
+
+def load_image(path: Path | str) -> Image.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise InputImageError(f"{path}: image not found")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb(image)
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise InputImageError(f"{path}: cannot read this image ({error})") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB as the reference reads it: alpha dropped (not composited), grey expanded."""
+    if image.width < 1 or image.height < 1:
+        raise InputImageError(f"empty image ({image.width}x{image.height})")
+    if image.mode == "RGB":
+        return image.copy()
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bits before the RGB conversion clips it.
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
+        image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def clip_pixels(images: list[Image.Image]) -> torch.Tensor:
+    """[B, 3, 224, 224] CLIP vision input, as the reference's default CLIPImageProcessor."""
+    batch = []
+    for image in images:
+        width, height = image.size
+        short, long = (width, height) if width <= height else (height, width)
+        new_long = int(CLIP_SIZE * long / short)
+        size = (CLIP_SIZE, new_long) if width <= height else (new_long, CLIP_SIZE)
+        resized = image.resize(size, resample=Image.BICUBIC)
+        top = (resized.height - CLIP_SIZE) // 2
+        left = (resized.width - CLIP_SIZE) // 2
+        array = np.asarray(resized, dtype=np.float32)[top : top + CLIP_SIZE, left : left + CLIP_SIZE]
+        array = (array * (1 / 255) - np.array(CLIP_MEAN, dtype=np.float32)) / np.array(CLIP_STD, dtype=np.float32)
+        batch.append(torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))))
+    return torch.stack(batch)
+
+
+def scaled_size(width: int, height: int, resolution: int = 512, mode: str = "min") -> tuple[int, int]:
+    """The short-side rule before rounding.
+
+    mode "min" (infer.py): raise the short side to `resolution` only when a side is smaller;
+    mode "exact" (demo.py): always scale the short side to `resolution`.
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
+    if mode == "exact" or width < resolution or height < resolution:
+        if width < height:
+            return resolution, int((resolution / width) * height)
+        return int((resolution / height) * width), resolution
+    return width, height
+
+
+def working_size(width: int, height: int, resolution: int = 512, mode: str = "min", multiple: int = 8) -> tuple[int, int]:
+    """The size the reference runs an image at: the short-side rule, then each side
+    rounded down to a multiple of the VAE factor."""
+    width, height = scaled_size(width, height, resolution, mode)
+    width, height = width - width % multiple, height - height % multiple
+    if width < multiple or height < multiple:
+        raise InputImageError(f"image too small to process at resolution {resolution}")
+    return width, height
+
+
+def resize_for_vae(image: Image.Image, resolution: int = 512, mode: str = "min", multiple: int = 8) -> Image.Image:
+    """The reference's two resizes: bicubic for the short-side rule, then LANCZOS down to
+    multiples of the VAE factor (each a no-op when the size already fits)."""
+    scaled = scaled_size(image.width, image.height, resolution, mode)
+    if scaled != image.size:
+        image = image.resize(scaled, resample=Image.BICUBIC)
+    final = working_size(image.width, image.height, resolution, mode="min", multiple=multiple)
+    if final != image.size:
+        image = image.resize(final, resample=Image.LANCZOS)
+    return image
+
+
+def vae_pixels(images: list[Image.Image]) -> torch.Tensor:
+    """[B, 3, H, W] in [-1, 1] from same-size RGB images."""
+    arrays = [np.asarray(image, dtype=np.float32) / 255.0 for image in images]
+    tensor = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    return tensor * 2.0 - 1.0
+
+
+def to_pil(decoded: torch.Tensor) -> list[Image.Image]:
+    """VAE output [B, 3, H, W] in [-1, 1] -> uint8 RGB images, rounded as the reference."""
+    pixels = (decoded.float() / 2 + 0.5).clamp(0, 1)
+    arrays = (pixels.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    return [Image.fromarray(array) for array in arrays]

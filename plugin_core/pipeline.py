@@ -1,0 +1,328 @@
+"""Headless restoration on diffusers / transformers components, as the reference runs it.
+
+Per plugin: Fp = TPB(CLIP vision tokens of the original image) once; every step
+`residuals = SCB(z_in, t, Fp)` and `eps = UNet(z_t, t, context=Fp, skips += residuals)`;
+no classifier-free guidance. The first latent is the input latent noised to t while
+`t >= threshold` ("input" start) or the seeded noise itself ("noise" start).
+Several plugins run one after another on the previous (uint8) output with `later_steps`
+steps each, Fp always from the original image, the generator re-seeded for each.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+
+from . import images as imaging
+from .errors import InputImageError, PluginError, PluginMismatchError
+from .plugin import TaskPlugin
+from .selector import NULL_TASK, PluginSelector, Selection
+
+log = logging.getLogger("diffplugin")
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class BaseModels:
+    """The frozen parts: an SD-1.x UNet, VAE and scheduler, CLIP vision, and optionally
+    SD's CLIP text encoder (for the Plugin-Selector)."""
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    scheduler: object
+    clip_vision: torch.nn.Module
+    text_encoder: torch.nn.Module | None = None
+    tokenizer: object | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls, sd_dir: Path | str, clip_vision: Path | str, *, with_text: bool = False, device="cpu", dtype=torch.float32
+    ) -> "BaseModels":
+        from diffusers import AutoencoderKL, UNet2DConditionModel, UniPCMultistepScheduler
+        from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModel
+
+        sd_dir = Path(sd_dir)
+        for sub in ("unet", "vae", "scheduler") + (("text_encoder", "tokenizer") if with_text else ()):
+            if not (sd_dir / sub).is_dir():
+                raise PluginError(f"{sd_dir}: not a diffusers Stable Diffusion folder (no {sub}/)")
+        # The VAE stays float32 in half-precision runs: SD's VAE overflows in fp16.
+        vae_dtype = torch.float32 if dtype == torch.float16 else dtype
+        models = cls(
+            unet=UNet2DConditionModel.from_pretrained(sd_dir / "unet", torch_dtype=dtype).to(device),
+            vae=AutoencoderKL.from_pretrained(sd_dir / "vae", torch_dtype=vae_dtype).to(device),
+            scheduler=UniPCMultistepScheduler.from_pretrained(sd_dir / "scheduler"),
+            clip_vision=CLIPVisionModel.from_pretrained(clip_vision, torch_dtype=dtype).to(device),
+        )
+        if with_text:
+            models.text_encoder = CLIPTextModel.from_pretrained(sd_dir / "text_encoder", torch_dtype=dtype).to(device)
+            models.tokenizer = CLIPTokenizer.from_pretrained(sd_dir / "tokenizer")
+        for module in (models.unet, models.vae, models.clip_vision, models.text_encoder):
+            if module is not None:
+                module.eval().requires_grad_(False)
+        return models
+
+
+@dataclass
+class RestoreResult:
+    images: list[Image.Image]  # at working size (multiples of 8, short side >= resolution)
+    latents: list[torch.Tensor]  # final latent of the last plugin, [4, h, w] each
+    applied: list[str] = field(default_factory=list)  # task names, in order
+
+
+class Restorer:
+    """Runs Task-Plugins on images with a frozen SD-1.x base."""
+
+    def __init__(self, models: BaseModels, device="cpu", dtype=torch.float32):
+        self.models = models
+        self.device = torch.device(device)
+        self.dtype = dtype
+        if self.device.type == "cpu" and dtype == torch.float16:
+            raise PluginError("float16 is not supported on the CPU; use bfloat16 or float32")
+        unet_config = models.unet.config
+        self.vae_factor = 2 ** (len(models.vae.config.block_out_channels) - 1)
+        self.skip_count = _unet_skip_count(models.unet)
+        self._null_text: torch.Tensor | None = None
+        self._unet_context = unet_config.cross_attention_dim
+        self._unet_channels = unet_config.block_out_channels[0]
+        layers = unet_config.layers_per_block
+        self._first_level_layers = layers if isinstance(layers, int) else layers[0]
+
+    # ------------------------------------------------------------------ checks
+
+    def check_plugin(self, plugin: TaskPlugin) -> None:
+        """Refuse a plugin that does not fit the base, before any sampling."""
+        plugin.check_base(
+            context_width=self._unet_context,
+            channels=self._unet_channels,
+            clip_width=self.models.clip_vision.config.hidden_size,
+            what="Stable Diffusion UNet / CLIP vision pair",
+        )
+        if self._first_level_layers < plugin.config.scb_layers:
+            raise PluginMismatchError(
+                f"Task-Plugin '{plugin.task}' feeds {plugin.config.scb_layers + 1} full-resolution skips, "
+                f"but this UNet's first level has only {self._first_level_layers} layers"
+            )
+        layers = self.models.clip_vision.config.num_hidden_layers
+        if plugin.info.clip_layer > layers:
+            raise PluginMismatchError(
+                f"Task-Plugin '{plugin.task}' reads CLIP vision layer {plugin.info.clip_layer}, "
+                f"but this CLIP vision model has {layers} layers"
+            )
+
+    # ------------------------------------------------------------------ encoders
+
+    @torch.no_grad()
+    def clip_tokens(self, images: list[Image.Image], layer: int) -> torch.Tensor:
+        """CLIP vision hidden states at `layer` (before post-LN), class token first."""
+        model = self.models.clip_vision
+        pixels = imaging.clip_pixels(images).to(self.device, self.dtype)
+        last = layer == model.config.num_hidden_layers
+        output = model(pixel_values=pixels, output_hidden_states=not last)
+        return output.last_hidden_state if last else output.hidden_states[layer]
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Scaled posterior mean of the VAE: the latent the SCB reads."""
+        vae = self.models.vae
+        vae_dtype = next(vae.parameters()).dtype
+        mean = vae.encode(pixels.to(self.device, vae_dtype)).latent_dist.mean
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return ((mean - shift) * vae.config.scaling_factor).float()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        vae = self.models.vae
+        vae_dtype = next(vae.parameters()).dtype
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        decoded = vae.decode((latents / vae.config.scaling_factor + shift).to(vae_dtype)).sample
+        return imaging.to_pil(decoded)
+
+    @torch.no_grad()
+    def pooled_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """SD's CLIP-L pooled text embedding (final-LN state at EOS, no projection), [T, 768].
+
+        The text model's attention is causal, so the EOS state never sees the padding
+        after it: only the tokens up to the longest EOS are run (same numbers, far less work).
+        """
+        encoder, tokenizer = self.models.text_encoder, self.models.tokenizer
+        if encoder is None or tokenizer is None:
+            raise PluginError("selection needs SD's text encoder and tokenizer")
+        ids = tokenizer(
+            list(texts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        eos = (ids == tokenizer.eos_token_id).int().argmax(dim=1)
+        ids = ids[:, : int(eos.max()) + 1].to(self.device)
+        return encoder(input_ids=ids).pooler_output.float()
+
+    # ------------------------------------------------------------------ sampling
+
+    def _scheduler(self):
+        from diffusers import UniPCMultistepScheduler
+
+        # As diffusers 0.17 ran UniPC for the reference: timesteps linspace(0, 999) whatever
+        # spacing the SD folder names, and the last step ends at alpha_bar(0), not sigma 0.
+        return UniPCMultistepScheduler.from_config(
+            self.models.scheduler.config, timestep_spacing="linspace", final_sigmas_type="sigma_min"
+        )
+
+    def noised(self, latent: torch.Tensor, noise: torch.Tensor, timestep: int) -> torch.Tensor:
+        """DDPM forward process: sqrt(a_t) z + sqrt(1 - a_t) eps, as the reference's add_noise."""
+        alpha_bar = self.models.scheduler.alphas_cumprod[int(timestep)].to(torch.float32)
+        return alpha_bar.sqrt() * latent + (1 - alpha_bar).sqrt() * noise
+
+    @torch.no_grad()
+    def sample(
+        self,
+        plugin: TaskPlugin,
+        input_latent: torch.Tensor,
+        visual_prompt: torch.Tensor,
+        *,
+        steps: int,
+        seed: int,
+        threshold: int = 960,
+        start_mode: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> torch.Tensor:
+        """The reference loop for a batch of same-size latents; returns the final latents (float32)."""
+        start_mode = start_mode or plugin.start_mode
+        batch, _, height, width = input_latent.shape
+        # The reference draws one (1, 4, h, w) normal from a freshly seeded CPU generator per
+        # image: every image of a batch gets that same draw, as if run on its own.
+        generator = torch.Generator().manual_seed(seed)
+        noise = torch.randn((1, 4, height, width), generator=generator).to(self.device).expand(batch, -1, -1, -1)
+        latents = noise.clone() if start_mode == "noise" else input_latent.clone()
+        scheduler = self._scheduler()
+        scheduler.set_timesteps(steps, device=self.device)
+        timesteps = scheduler.timesteps.long()
+        unet = self.models.unet
+        context = visual_prompt.to(self.dtype)
+        cond = input_latent.to(self.dtype)
+        pad = [torch.zeros((), device=self.device, dtype=self.dtype)] * (self.skip_count - 3)
+        for index, t in enumerate(timesteps):
+            if start_mode == "input" and int(t) >= threshold:
+                latents = self.noised(input_latent, noise, int(t))
+            residuals = plugin.skip_residuals(cond, t, context)
+            prediction = unet(
+                latents.to(self.dtype),
+                t,
+                encoder_hidden_states=context,
+                down_block_additional_residuals=list(residuals) + pad,
+                # A (zero) mid residual makes diffusers treat these as ControlNet skips.
+                mid_block_additional_residual=pad[0] if pad else torch.zeros((), device=self.device, dtype=self.dtype),
+            ).sample
+            latents = scheduler.step(prediction.float(), t, latents, return_dict=False)[0]
+            if not torch.isfinite(latents).all():
+                raise PluginError(
+                    f"non-finite values in the latents after step {index + 1} of plugin '{plugin.task}'"
+                    + (" (half-precision overflow? try --dtype float32)" if self.dtype != torch.float32 else "")
+                )
+            if progress:
+                progress(index + 1, len(timesteps))
+        return latents
+
+    # ------------------------------------------------------------------ public
+
+    def restore(
+        self,
+        images: Sequence[Image.Image],
+        plugins: Sequence[TaskPlugin],
+        *,
+        steps: int = 20,
+        later_steps: int = 3,
+        seed: int = 42,
+        threshold: int = 960,
+        resolution: int = 512,
+        resize_mode: str = "min",
+        progress: ProgressFn | None = None,
+    ) -> RestoreResult:
+        """Apply `plugins` in order to every image. Same-size images share one batch."""
+        if not images:
+            raise InputImageError("no images given")
+        for plugin in plugins:
+            self.check_plugin(plugin)
+        originals = [imaging.to_rgb(image) for image in images]
+        if not plugins:
+            resized = [imaging.resize_for_vae(i, resolution, resize_mode, self.vae_factor) for i in originals]
+            return RestoreResult(resized, [self.encode(imaging.vae_pixels([i]))[0] for i in resized], [])
+
+        # Group by working size so each group runs as one batch.
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(originals):
+            size = imaging.working_size(*image.size, resolution=resolution, mode=resize_mode, multiple=self.vae_factor)
+            groups.setdefault(size, []).append(index)
+
+        total = len(groups) * (steps + later_steps * (len(plugins) - 1))
+        done = 0
+
+        def tick(step, _):
+            if progress:
+                progress(done + step, total)
+
+        out_images: list[Image.Image | None] = [None] * len(originals)
+        out_latents: list[torch.Tensor | None] = [None] * len(originals)
+        for indices in groups.values():
+            group = [originals[i] for i in indices]
+            current = [imaging.resize_for_vae(i, resolution, resize_mode, self.vae_factor) for i in group]
+            tokens: dict[int, torch.Tensor] = {}
+            for order, plugin in enumerate(plugins):
+                layer = plugin.info.clip_layer
+                if layer not in tokens:
+                    tokens[layer] = self.clip_tokens(group, layer)
+                visual_prompt = plugin.visual_prompt(tokens[layer].to(next(plugin.parameters()).dtype))
+                input_latent = self.encode(imaging.vae_pixels(current))
+                latents = self.sample(
+                    plugin,
+                    input_latent,
+                    visual_prompt,
+                    steps=steps if order == 0 else later_steps,
+                    seed=seed,
+                    threshold=threshold,
+                    progress=tick,
+                )
+                done += steps if order == 0 else later_steps
+                current = self.decode(latents)
+            for position, index in enumerate(indices):
+                out_images[index] = current[position]
+                out_latents[index] = latents[position].cpu()
+        return RestoreResult(out_images, out_latents, [p.task for p in plugins])
+
+    @torch.no_grad()
+    def select(
+        self,
+        image: Image.Image,
+        instruction: str,
+        plugins: Sequence[TaskPlugin],
+        selector: PluginSelector,
+        threshold: float = 0.0,
+    ) -> Selection:
+        """Score every plugin for this image and instruction; CLIP vision runs once."""
+        if not plugins:
+            raise PluginError("no plugins to select from")
+        layers = {p.info.clip_layer for p in plugins}
+        tokens = {layer: self.clip_tokens([imaging.to_rgb(image)], layer) for layer in layers}
+        prompts = torch.cat([p.visual_prompt(tokens[p.info.clip_layer].to(next(p.parameters()).dtype)).float() for p in plugins])
+        if self._null_text is None:
+            self._null_text = self.pooled_text([" "])
+        text = self.pooled_text([instruction])
+        # The null candidate: the pooled " " embedding standing in for a plugin prompt.
+        null = self._null_text[:, None, :].expand(1, prompts.shape[1], -1)
+        selector_dtype = selector.proj_v.weight.dtype
+        scores = selector(text.to(selector_dtype), torch.cat([prompts, null]).to(selector_dtype))[0]
+        return Selection.from_scores([p.task for p in plugins], scores, threshold)
+
+
+def _unet_skip_count(unet) -> int:
+    """How many skip tensors a diffusers UNet's down path produces."""
+    count = 1  # conv_in
+    for block in unet.down_blocks:
+        count += len(block.resnets) + (len(block.downsamplers) if getattr(block, "downsamplers", None) else 0)
+    return count
+
+
+__all__ = ["BaseModels", "Restorer", "RestoreResult", "NULL_TASK"]

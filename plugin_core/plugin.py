@@ -1,0 +1,55 @@
+"""TaskPlugin: one TPB + one SCB + what the plugin is for."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import PluginConfig, PluginInfo
+from .errors import PluginMismatchError
+from .scb import SpatialComplementBranch
+from .tpb import TaskPromptBranch
+
+
+class TaskPlugin(nn.Module):
+    def __init__(self, config: PluginConfig, info: PluginInfo):
+        super().__init__()
+        self.config = config
+        self.info = info
+        self.tpb = TaskPromptBranch(config)
+        self.scb = SpatialComplementBranch(config)
+
+    @property
+    def task(self) -> str:
+        return self.info.task
+
+    @property
+    def start_mode(self) -> str:
+        return self.info.start_mode
+
+    def visual_prompt(self, clip_tokens: torch.Tensor) -> torch.Tensor:
+        """Fp from CLIP vision tokens (class token first). Run once per image."""
+        return self.tpb(clip_tokens)
+
+    def skip_residuals(self, input_latent: torch.Tensor, timestep, visual_prompt: torch.Tensor) -> list[torch.Tensor]:
+        """The three SCB residuals for one timestep. Run once per UNet call."""
+        return self.scb(input_latent, timestep, visual_prompt)
+
+    def check_base(self, *, context_width: int, channels: int, clip_width: int | None = None, what: str = "model"):
+        """Refuse a base model the plugin was not built for, naming both sides."""
+        problems = []
+        if context_width != self.config.context_width:
+            problems.append(f"cross-attention width {context_width} (plugin needs {self.config.context_width})")
+        if channels != self.config.channels:
+            problems.append(f"first-level channels {channels} (plugin needs {self.config.channels})")
+        if clip_width is not None and clip_width != self.config.clip_width:
+            problems.append(f"CLIP vision width {clip_width} (plugin needs {self.config.clip_width})")
+        if problems:
+            raise PluginMismatchError(
+                f"Task-Plugin '{self.task}' does not fit this {what}: it has " + "; ".join(problems) + ". "
+                f"The plugin was made for a base with {self.config.describe()} "
+                "(SD1.x: 768/320 with CLIP ViT-L/14 width 1024; SD2.x has context 1024, SDXL 2048)."
+            )
+
+    def extra_repr(self) -> str:
+        return f"task={self.task!r}, start_mode={self.start_mode!r}"

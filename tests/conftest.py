@@ -1,0 +1,28 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("DIFFPLUGIN_SHARED", REPO.parent / "shared"))
+FIXTURES = SHARED / "fixtures" / "official"
+DEGRADED = SHARED / "data" / "degraded"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "comfyui: needs a real ComfyUI (COMFYUI_DIR)")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.skip(f"official fixtures not found at {FIXTURES} (set DIFFPLUGIN_SHARED)")
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def degraded_dir() -> Path:
+    if not DEGRADED.is_dir():
+        pytest.skip(f"degraded photos not found at {DEGRADED} (set DIFFPLUGIN_SHARED)")
+    return DEGRADED

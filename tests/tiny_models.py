@@ -1,0 +1,120 @@
+"""Tiny random Stable Diffusion / CLIP models in the on-disk layouts users bring.
+
+Shapes fit the tiny reference plugins in ../shared/fixtures/official/tiny (SCB channels 32,
+context width 768, CLIP vision width 64) and the reference PromptTunner (text width 768).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+TINY_TEXT_WIDTH = 768
+
+SD15_SCHEDULER_CONFIG = {
+    "_class_name": "PNDMScheduler",
+    "_diffusers_version": "0.6.0",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
+    "clip_sample": False,
+}
+
+
+def _byte_symbols() -> list[str]:
+    """GPT-2/CLIP's printable stand-ins for the 256 byte values."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(others))]
+
+
+def _tokenizer_files(folder: Path) -> None:
+    """A character-level CLIP BPE vocabulary: every byte symbol, alone and word-final."""
+    symbols = _byte_symbols()
+    vocab = symbols + [s + "</w>" for s in symbols]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]  # last, as in CLIP: EOS has the highest id
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(vocab)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "CLIPTokenizer",
+                "model_max_length": 77,
+                "bos_token": "<|startoftext|>",
+                "eos_token": "<|endoftext|>",
+                "pad_token": "<|endoftext|>",
+                "unk_token": "<|endoftext|>",
+            }
+        )
+    )
+    return len(vocab)
+
+
+def write_tiny_sd(folder: Path, seed: int = 0, context_width: int = 768, channels: int = 32) -> Path:
+    """A diffusers SD-1.x-shaped pipeline folder: unet/, vae/, scheduler/, text_encoder/, tokenizer/."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(channels, channels * 2),
+        layers_per_block=2,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=context_width,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+    unet.save_pretrained(folder / "unet")
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+    vae.save_pretrained(folder / "vae")
+    # SD-1.x's own scheduler_config.json, verbatim (the reference builds UniPC from it).
+    (folder / "scheduler").mkdir(parents=True, exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER_CONFIG, indent=2))
+    vocab_size = _tokenizer_files(folder / "tokenizer")
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab_size, hidden_size=TINY_TEXT_WIDTH, intermediate_size=256, num_hidden_layers=2,
+            num_attention_heads=4, max_position_embeddings=77, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+            pad_token_id=vocab_size - 1,
+        )
+    )
+    text.save_pretrained(folder / "text_encoder")
+    return folder
+
+
+def write_tiny_clip_vision(folder: Path, seed: int = 0, width: int = 64, layers: int = 24) -> Path:
+    """A transformers CLIPVisionModel folder: ViT/14 at 224 px (257 tokens), tiny width."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(seed)
+    model = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=4,
+            image_size=224, patch_size=14, projection_dim=768,
+        )
+    )
+    model.save_pretrained(folder)
+    return Path(folder)
