@@ -15,25 +15,26 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import pickle
 import re
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from .config import FORMAT_VERSION, PluginConfig, PluginInfo, default_start_mode
 from .errors import PluginFileError
+from .formats import (
+    PLUGIN_FORMAT,
+    SELECTOR_FORMAT,
+    read_safetensors,
+    read_torch_pickle,
+    safetensors_metadata,
+    write_safetensors,
+)
 from .plugin import TaskPlugin
 from .selector import PluginSelector
 
 log = logging.getLogger("diffplugin")
 
-PLUGIN_FORMAT = "diff-plugin/task-plugin"
-SELECTOR_FORMAT = "diff-plugin/plugin-selector"
 REFERENCE_SELECTOR_FILE = Path("plugin_selector") / "PromptTunner.pt"
 SCB_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
@@ -69,54 +70,6 @@ _REFERENCE_SCB_FIELDS = {
     "upcast_attention": "upcast_attention",
     "resnet_time_scale_shift": "resnet_time_scale_shift",
 }
-
-
-# --------------------------------------------------------------------------- low level
-
-
-def read_torch_pickle(path: Path) -> object:
-    """torch.load restricted to tensors and plain containers, with errors that say why."""
-    path = Path(path)
-    if not path.is_file():
-        raise PluginFileError(f"{path}: file not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        detail = next((line for line in str(error).splitlines() if "GLOBAL" in line), str(error).splitlines()[0])
-        raise PluginFileError(
-            f"{path}: refused. This pickle asks for Python objects beyond plain tensors ({detail.strip()}); "
-            "loading it could run arbitrary code, so it is not loaded. Only weight files are accepted."
-        ) from None
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise PluginFileError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {first}") from None
-
-
-def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    path = Path(path)
-    if not path.is_file():
-        raise PluginFileError(f"{path}: file not found")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError, ValueError) as error:
-        raise PluginFileError(f"{path}: not a readable .safetensors file (truncated or corrupt?): {error}") from None
-    return tensors, metadata
-
-
-def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write atomically: a crash mid-write never leaves a half file under the real name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, temp, metadata=metadata)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -327,14 +280,6 @@ def find_plugins(directory: Path | str) -> dict[str, Path]:
             if metadata.get("format") == PLUGIN_FORMAT:
                 found.setdefault(metadata.get("task") or entry.stem, entry)
     return found
-
-
-def safetensors_metadata(path: Path) -> dict[str, str]:
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            return handle.metadata() or {}
-    except (SafetensorError, OSError):
-        return {}
 
 
 # --------------------------------------------------------------------------- selector

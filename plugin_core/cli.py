@@ -153,7 +153,7 @@ def _restore(args) -> int:
         image.save(target)
         print(f"wrote {target}")
     if args.save_latent:
-        from .checkpoints import write_safetensors
+        from .formats import write_safetensors
 
         write_safetensors(
             args.save_latent,
@@ -210,7 +210,8 @@ def _convert(args) -> int:
 
 
 def _info(args) -> int:
-    from .checkpoints import SELECTOR_FORMAT, load_plugin, load_selector, safetensors_metadata
+    from .checkpoints import load_plugin, load_selector
+    from .formats import SELECTOR_FORMAT, safetensors_metadata
 
     path = args.path
     is_selector = path.name == "PromptTunner.pt" or (

@@ -21,7 +21,7 @@ from PIL import Image
 from . import images as imaging
 from .errors import InputImageError, PluginError, PluginMismatchError
 from .plugin import TaskPlugin
-from .selector import NULL_TASK, PluginSelector, Selection
+from .selector import NULL_TASK, PluginSelector, Selection, score_candidates
 
 log = logging.getLogger("diffplugin")
 
@@ -200,22 +200,12 @@ class Restorer:
         scheduler = self._scheduler()
         scheduler.set_timesteps(steps, device=self.device)
         timesteps = scheduler.timesteps.long()
-        unet = self.models.unet
         context = visual_prompt.to(self.dtype)
         cond = input_latent.to(self.dtype)
-        pad = [torch.zeros((), device=self.device, dtype=self.dtype)] * (self.skip_count - 3)
         for index, t in enumerate(timesteps):
             if start_mode == "input" and int(t) >= threshold:
                 latents = self.noised(input_latent, noise, int(t))
-            residuals = plugin.skip_residuals(cond, t, context)
-            prediction = unet(
-                latents.to(self.dtype),
-                t,
-                encoder_hidden_states=context,
-                down_block_additional_residuals=list(residuals) + pad,
-                # A (zero) mid residual makes diffusers treat these as ControlNet skips.
-                mid_block_additional_residual=pad[0] if pad else torch.zeros((), device=self.device, dtype=self.dtype),
-            ).sample
+            prediction = self.predict(plugin, latents, t, cond, context)
             latents = scheduler.step(prediction.float(), t, latents, return_dict=False)[0]
             if not torch.isfinite(latents).all():
                 raise PluginError(
@@ -225,6 +215,25 @@ class Restorer:
             if progress:
                 progress(index + 1, len(timesteps))
         return latents
+
+    def unet_with_residuals(self, latents, timestep, visual_prompt, residuals) -> torch.Tensor:
+        """The UNet with Fp as the context and the SCB residuals on its first skips."""
+        zero = torch.zeros((), device=latents.device, dtype=latents.dtype)
+        return self.models.unet(
+            latents,
+            timestep,
+            encoder_hidden_states=visual_prompt,
+            # diffusers zips these with its skips, so the list must cover every skip;
+            # a (zero) mid residual makes it treat them as ControlNet-style skip residuals.
+            down_block_additional_residuals=list(residuals) + [zero] * (self.skip_count - len(residuals)),
+            mid_block_additional_residual=zero,
+        ).sample
+
+    @torch.no_grad()
+    def predict(self, plugin: TaskPlugin, latents, timestep, input_latent, visual_prompt) -> torch.Tensor:
+        """One denoising call: SCB residuals for this timestep, then the UNet."""
+        residuals = plugin.skip_residuals(input_latent, timestep, visual_prompt)
+        return self.unet_with_residuals(latents.to(self.dtype), timestep, visual_prompt, residuals)
 
     # ------------------------------------------------------------------ public
 
@@ -306,14 +315,10 @@ class Restorer:
             raise PluginError("no plugins to select from")
         layers = {p.info.clip_layer for p in plugins}
         tokens = {layer: self.clip_tokens([imaging.to_rgb(image)], layer) for layer in layers}
-        prompts = torch.cat([p.visual_prompt(tokens[p.info.clip_layer].to(next(p.parameters()).dtype)).float() for p in plugins])
+        prompts = [p.visual_prompt(tokens[p.info.clip_layer].to(next(p.parameters()).dtype))[0].float() for p in plugins]
         if self._null_text is None:
             self._null_text = self.pooled_text([" "])
-        text = self.pooled_text([instruction])
-        # The null candidate: the pooled " " embedding standing in for a plugin prompt.
-        null = self._null_text[:, None, :].expand(1, prompts.shape[1], -1)
-        selector_dtype = selector.proj_v.weight.dtype
-        scores = selector(text.to(selector_dtype), torch.cat([prompts, null]).to(selector_dtype))[0]
+        scores = score_candidates(selector, self.pooled_text([instruction])[0], prompts, self._null_text[0])
         return Selection.from_scores([p.task for p in plugins], scores, threshold)
 
 

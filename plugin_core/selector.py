@@ -54,6 +54,21 @@ class PluginSelector(nn.Module):
         return self.logit_scale.exp() * (v * q.unsqueeze(-2)).sum(-1)
 
 
+def score_candidates(
+    selector: PluginSelector, text: torch.Tensor, visual_prompts: list[torch.Tensor], null_text: torch.Tensor
+) -> torch.Tensor:
+    """Scores [plugins + 1] for one instruction, as the reference demo builds them.
+
+    text, null_text: [text_width] pooled embeddings of the instruction and of " ";
+    visual_prompts: each plugin's Fp [tokens, prompt_width] for the image. The null row is
+    the " " embedding broadcast over the tokens, so its max-pool is itself.
+    """
+    tokens = visual_prompts[0].shape[0]
+    rows = torch.stack([*visual_prompts, null_text.reshape(1, -1).expand(tokens, -1)])
+    dtype = selector.proj_v.weight.dtype
+    return selector(text.reshape(1, -1).to(dtype), rows.to(dtype))[0]
+
+
 def apply_selection_rule(scores: torch.Tensor, threshold: float = 0.0) -> tuple[torch.Tensor, list[int]]:
     """The reference rule on one score vector whose last entry is the null candidate.
 

@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,11 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("DIFFPLUGIN_SHARED", REPO.parent / "shared"))
 FIXTURES = SHARED / "fixtures" / "official"
 DEGRADED = SHARED / "data" / "degraded"
+
+# plugin_core from this checkout when it is not installed (e.g. under ComfyUI's own Python);
+# appended, so ComfyUI's `nodes` module is never shadowed by this repository's nodes/ package.
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))
 
 
 def pytest_configure(config):

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from plugin_core import PluginFileError, find_plugins, load_plugin, load_selector, save_plugin
-from plugin_core.checkpoints import PLUGIN_FORMAT, read_safetensors
+from plugin_core.formats import PLUGIN_FORMAT, read_safetensors
 from plugin_core.cli import main
 
 

@@ -98,7 +98,8 @@ def test_module_prefixed_tpb_gives_same_outputs(fixtures_dir):
 
 
 def _tpb_from(path, like):
-    from plugin_core.checkpoints import _unwrap_state_dict, read_torch_pickle
+    from plugin_core.checkpoints import _unwrap_state_dict
+    from plugin_core.formats import read_torch_pickle
     from plugin_core.tpb import TaskPromptBranch
 
     tpb = TaskPromptBranch(like.config)

@@ -35,14 +35,23 @@ def _byte_symbols() -> list[str]:
     return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(others))]
 
 
-def _tokenizer_files(folder: Path) -> None:
-    """A character-level CLIP BPE vocabulary: every byte symbol, alone and word-final."""
+def _tokenizer_files(folder: Path, words: tuple[str, ...] = ()) -> int:
+    """A CLIP BPE vocabulary of every byte symbol (alone and word-final), plus merges that
+    make each of `words` one token, as CLIP's real vocabulary does for common words."""
     symbols = _byte_symbols()
     vocab = symbols + [s + "</w>" for s in symbols]
+    merges = []
+    for word in words:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(pieces) > 1:
+            merges.append(f"{pieces[0]} {pieces[1]}")
+            pieces = [pieces[0] + pieces[1]] + pieces[2:]
+            if pieces[0] not in vocab:
+                vocab.append(pieces[0])
     vocab += ["<|startoftext|>", "<|endoftext|>"]  # last, as in CLIP: EOS has the highest id
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(vocab)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(m + "\n" for m in dict.fromkeys(merges)))
     (folder / "tokenizer_config.json").write_text(
         json.dumps(
             {

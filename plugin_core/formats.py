@@ -1,0 +1,72 @@
+"""File formats: safetensors with metadata, and pickles read safely. No model code here,
+so this module (and the ComfyUI folder listing that uses it) needs neither diffusers nor
+the plugin modules."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .errors import PluginFileError
+
+PLUGIN_FORMAT = "diff-plugin/task-plugin"
+SELECTOR_FORMAT = "diff-plugin/plugin-selector"
+
+
+def read_torch_pickle(path: Path) -> object:
+    """torch.load restricted to tensors and plain containers, with errors that say why."""
+    path = Path(path)
+    if not path.is_file():
+        raise PluginFileError(f"{path}: file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        detail = next((line for line in str(error).splitlines() if "GLOBAL" in line), str(error).splitlines()[0])
+        raise PluginFileError(
+            f"{path}: refused. This pickle asks for Python objects beyond plain tensors ({detail.strip()}); "
+            "loading it could run arbitrary code, so it is not loaded. Only weight files are accepted."
+        ) from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise PluginFileError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {first}") from None
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise PluginFileError(f"{path}: file not found")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise PluginFileError(f"{path}: not a readable .safetensors file (truncated or corrupt?): {error}") from None
+    return tensors, metadata
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write atomically: a crash mid-write never leaves a half file under the real name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, temp, metadata=metadata)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return handle.metadata() or {}
+    except (SafetensorError, OSError):
+        return {}
