@@ -1,0 +1,32 @@
+"""The ComfyUI node pack: adapts plugin_core to ComfyUI's types, patches and sampling."""
+
+from __future__ import annotations
+
+from typing_extensions import override
+
+from comfy_api.latest import ComfyExtension, io
+
+from . import library
+from .apply import ApplyTaskPlugin
+from .loaders import LoadTaskPlugin, LoadTaskPluginLibrary
+from .restore import RestoreWithTaskPlugins
+from .select import PluginSelector
+
+NODES: list[type[io.ComfyNode]] = [
+    LoadTaskPlugin,
+    LoadTaskPluginLibrary,
+    ApplyTaskPlugin,
+    PluginSelector,
+    RestoreWithTaskPlugins,
+]
+
+
+class DiffPluginExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> DiffPluginExtension:
+    library.register_folder()
+    return DiffPluginExtension()

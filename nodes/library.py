@@ -1,0 +1,68 @@
+"""The `diff_plugins` model folder: registration, listing and loading (with caching)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import folder_paths
+
+from ..plugin_core.formats import PLUGIN_FORMAT, SELECTOR_FORMAT, safetensors_metadata
+
+FOLDER = "diff_plugins"
+EXTENSIONS = {".safetensors", ".pt"}
+NONE = "none"
+
+log = logging.getLogger("diffplugin")
+
+
+def register_folder() -> None:
+    """models/diff_plugins, plus any paths extra_model_paths.yaml gave under `diff_plugins`."""
+    default = os.path.join(folder_paths.models_dir, FOLDER)
+    paths = folder_paths.folder_names_and_paths.get(FOLDER, ([], set()))[0]
+    if default not in paths:
+        paths.insert(0, default)
+    folder_paths.folder_names_and_paths[FOLDER] = (paths, EXTENSIONS)
+
+
+def _files() -> list[str]:
+    try:
+        return folder_paths.get_filename_list(FOLDER)
+    except KeyError:  # registration failed earlier; nothing to list
+        return []
+
+
+def _kind(name: str) -> str | None:
+    path = folder_paths.get_full_path(FOLDER, name)
+    if path is None:
+        return None
+    return safetensors_metadata(path).get("format")
+
+
+def plugin_choices() -> list[str]:
+    """Plugin files (.safetensors with plugin metadata), and reference task folders as 'task/'."""
+    files = [f.replace(os.sep, "/") for f in _files()]
+    folders = sorted({os.path.dirname(f) + "/" for f in files if os.path.basename(f) == "tpb.pt"})
+    plugins = [
+        f for f in files
+        if f.endswith(".safetensors") and not f.startswith(tuple(folders)) and _kind(f) == PLUGIN_FORMAT
+    ]
+    return plugins + folders
+
+
+def selector_choices() -> list[str]:
+    files = _files()
+    return [f for f in files if os.path.basename(f) == "PromptTunner.pt"] + [
+        f for f in files if f.endswith(".safetensors") and _kind(f) == SELECTOR_FORMAT
+    ]
+
+
+def resolve(name: str) -> str:
+    """A choice back to a path: a file, or a reference task folder ('task/')."""
+    if name.endswith("/"):
+        for base in folder_paths.get_folder_paths(FOLDER):
+            candidate = os.path.join(base, name.rstrip("/"))
+            if os.path.isdir(candidate):
+                return candidate
+        raise FileNotFoundError(f"Diff-Plugin task folder '{name}' not found in {folder_paths.get_folder_paths(FOLDER)}")
+    return folder_paths.get_full_path_or_raise(FOLDER, name)

@@ -1,0 +1,110 @@
+"""LoadTaskPlugin and LoadTaskPluginLibrary: plugins and the selector from models/diff_plugins."""
+
+from __future__ import annotations
+
+import os
+
+from comfy_api.latest import io
+
+from . import library
+from .plugin_types import PluginSet, PluginSelectorIO, SelectorHandle, TaskPluginHandle, TaskPluginIO, TaskPluginsIO
+
+CATEGORY = "Diff-Plugin"
+
+_loaded: dict[tuple, object] = {}  # (path, mtime) -> handle: one copy however many nodes load it
+
+
+def _stamp(path: str) -> float:
+    if os.path.isdir(path):
+        return max(os.path.getmtime(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
+    return os.path.getmtime(path)
+
+
+def load_plugin_handle(name: str) -> TaskPluginHandle:
+    from ..plugin_core import load_plugin
+
+    path = library.resolve(name)
+    key = ("plugin", path, _stamp(path))
+    if key not in _loaded:
+        _loaded[key] = TaskPluginHandle(load_plugin(path), source=name)
+    return _loaded[key]
+
+
+def load_selector_handle(name: str) -> SelectorHandle:
+    from ..plugin_core import load_selector
+
+    path = library.resolve(name)
+    key = ("selector", path, _stamp(path))
+    if key not in _loaded:
+        selector, meta = load_selector(path)
+        _loaded[key] = SelectorHandle(selector.float().eval().requires_grad_(False), name, meta.get("tasks", []))
+    return _loaded[key]
+
+
+class LoadTaskPlugin(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LoadTaskPlugin",
+            display_name="Load Task-Plugin",
+            category=CATEGORY,
+            description="Load one Diff-Plugin Task-Plugin (derain, desnow, dehaze, ...) from models/diff_plugins.",
+            inputs=[
+                io.Combo.Input(
+                    "plugin_name",
+                    options=library.plugin_choices(),
+                    tooltip="A plugin .safetensors file, or a reference task folder (tpb.pt + scb/) shown as 'task/'.",
+                ),
+            ],
+            outputs=[TaskPluginIO.Output(display_name="task_plugin", tooltip="The Task-Plugin, for Apply Task-Plugin.")],
+        )
+
+    @classmethod
+    def execute(cls, plugin_name) -> io.NodeOutput:
+        return io.NodeOutput(load_plugin_handle(plugin_name))
+
+
+class LoadTaskPluginLibrary(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LoadTaskPluginLibrary",
+            display_name="Load Task-Plugin Library",
+            category=CATEGORY,
+            description="Load every Task-Plugin in models/diff_plugins (or the listed tasks) and the Plugin-Selector.",
+            inputs=[
+                io.String.Input(
+                    "tasks",
+                    default="",
+                    tooltip="Comma-separated task names to load (e.g. 'derain, dehaze'); empty loads every plugin found.",
+                ),
+                io.Combo.Input(
+                    "selector_name",
+                    options=library.selector_choices() or [library.NONE],
+                    tooltip="Plugin-Selector weights (the reference PromptTunner.pt or a converted .safetensors).",
+                ),
+            ],
+            outputs=[
+                TaskPluginsIO.Output(display_name="task_plugins", tooltip="All loaded plugins, in task order."),
+                PluginSelectorIO.Output(display_name="selector", tooltip="The Plugin-Selector."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, tasks, selector_name) -> io.NodeOutput:
+        wanted = [t.strip() for t in tasks.split(",") if t.strip()]
+        handles = [load_plugin_handle(name) for name in library.plugin_choices()]
+        by_task = {}
+        for handle in handles:
+            by_task.setdefault(handle.task, handle)
+        if wanted:
+            missing = [t for t in wanted if t not in by_task]
+            if missing:
+                raise ValueError(f"no plugin for task(s) {', '.join(missing)} in models/{library.FOLDER}; found: {', '.join(by_task) or 'none'}")
+            chosen = [by_task[t] for t in wanted]
+        else:
+            chosen = list(by_task.values())
+        if not chosen:
+            raise ValueError(f"no Task-Plugins found in {library.folder_paths.get_folder_paths(library.FOLDER)}")
+        selector = None if selector_name == library.NONE else load_selector_handle(selector_name)
+        return io.NodeOutput(PluginSet(chosen), selector)

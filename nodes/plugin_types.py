@@ -1,0 +1,64 @@
+"""What flows on the pack's own wires, and the ComfyUI IO types that name them."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from comfy_api.latest import io
+
+TaskPluginIO = io.Custom("TASK_PLUGIN")
+TaskPluginsIO = io.Custom("TASK_PLUGINS")
+PluginSelectorIO = io.Custom("PLUGIN_SELECTOR")
+
+
+class TaskPluginHandle:
+    """A loaded Task-Plugin: float32 master weights on the CPU, plus one copy per compute
+    dtype, each wrapped in a ModelPatcher so ComfyUI's model management loads and offloads
+    it together with the MODEL it patches."""
+
+    def __init__(self, plugin, source: str):
+        self.plugin = plugin.float().eval().requires_grad_(False)
+        self.source = source
+        self._patchers: dict = {}
+
+    @property
+    def task(self) -> str:
+        return self.plugin.task
+
+    def patcher_for(self, model):
+        """The plugin in `model`'s dtype, wrapped for model management (made once per dtype/device)."""
+        import comfy.model_patcher
+
+        dtype = model.model_dtype()
+        key = (dtype, str(model.load_device), str(model.offload_device))
+        if key not in self._patchers:
+            module = self.plugin if dtype == torch.float32 else copy.deepcopy(self.plugin).to(dtype)
+            module.to(model.offload_device)
+            self._patchers[key] = comfy.model_patcher.ModelPatcher(
+                module, load_device=model.load_device, offload_device=model.offload_device
+            )
+        return self._patchers[key].clone()
+
+    def __repr__(self):
+        return f"TaskPlugin({self.task!r} from {self.source})"
+
+
+@dataclass
+class PluginSet:
+    """An ordered list of plugins (a library, or the selector's choice), with its scores if selected."""
+
+    plugins: list[TaskPluginHandle]
+    selection: object | None = None  # plugin_core Selection
+    tasks: list[str] = field(init=False)
+
+    def __post_init__(self):
+        self.tasks = [p.task for p in self.plugins]
+
+
+@dataclass
+class SelectorHandle:
+    selector: object  # plugin_core PluginSelector
+    source: str
+    trained_tasks: list[str] = field(default_factory=list)

@@ -1,0 +1,108 @@
+"""RestoreWithTaskPlugins: the reference's multi-task rule with ComfyUI's own sampling.
+
+Plugins run one after another: the first with `steps`, every later one with
+`later_steps` on the previous (8-bit) output; Fp always comes from the original photo
+and every run starts from the same seed. Progress bar and previews are ComfyUI's.
+"""
+
+from __future__ import annotations
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+import torch
+from comfy_api.latest import io
+from PIL import Image
+
+from . import bridge
+from .apply import apply_plugin
+from .plugin_types import TaskPluginsIO
+
+CATEGORY = "Diff-Plugin"
+
+
+def _empty_conditioning(context_width: int):
+    # The plugin replaces the text context, so the sampler's conditioning only has to exist.
+    return [[torch.zeros(1, 77, context_width), {}]]
+
+
+def sample(model, seed, steps, cfg, sampler_name, scheduler, conditioning, latent):
+    """KSampler's own path (noise from the seed, previews, progress bar) at denoise 1.0.
+
+    Not nodes.common_ksampler: this pack's own `nodes` package would shadow ComfyUI's
+    `nodes` module wherever the pack folder is on sys.path.
+    """
+    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    callback = latent_preview.prepare_callback(model, steps)
+    return comfy.sample.sample(
+        model, noise, steps, cfg, sampler_name, scheduler, conditioning, conditioning, latent_image,
+        denoise=1.0, noise_mask=latent.get("noise_mask"), callback=callback,
+        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
+    )
+
+
+def restore_sequence(model, plugin_set, clip_vision, vae, image, *, seed, steps, later_steps, cfg, sampler_name,
+                     scheduler, resolution, strength=1.0):
+    """Returns (working-size images, original images)."""
+    originals = bridge.image_to_pil(image)
+    current = bridge.working_images(originals, resolution)
+    conditioning = _empty_conditioning(bridge.model_facts(model)["context_width"])
+    for order, handle in enumerate(plugin_set.plugins):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        patched, latent, _ = apply_plugin(model, handle, clip_vision, vae, originals, current, strength=strength)
+        samples = sample(patched, seed, steps if order == 0 else later_steps, cfg, sampler_name, scheduler, conditioning, latent)
+        decoded = vae.decode(samples)
+        current = bridge.image_to_pil(decoded.reshape(-1, *decoded.shape[-3:]))  # 8-bit, as the reference passes it on
+    return current, originals
+
+
+class RestoreWithTaskPlugins(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="RestoreWithTaskPlugins",
+            display_name="Restore with Task-Plugins",
+            category=CATEGORY,
+            description=(
+                "Run the given Task-Plugins one after another (e.g. the Plugin-Selector's choice), as the "
+                "reference does for multi-task instructions. No plugin: the photo is returned unchanged."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="An SD 1.x model."),
+                TaskPluginsIO.Input("task_plugins", tooltip="Plugins to run, in order (Plugin-Selector or Load Task-Plugin Library)."),
+                io.ClipVision.Input("clip_vision", tooltip="CLIP ViT-L/14 vision."),
+                io.Vae.Input("vae", tooltip="The checkpoint's VAE."),
+                io.Image.Input("image", tooltip="The degraded photo(s)."),
+                io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Noise seed; every plugin run starts from it (the reference uses 42)."),
+                io.Int.Input("steps", default=20, min=1, max=200, tooltip="Steps of the first plugin (reference: 20)."),
+                io.Int.Input("later_steps", default=3, min=1, max=200, tooltip="Steps of every later plugin (reference: 3)."),
+                io.Float.Input("cfg", default=1.0, min=1.0, max=30.0, step=0.1,
+                               tooltip="1 is the reference (no guidance); higher values give the same result at twice the cost."),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="uni_pc_bh2",
+                               tooltip="Sampler (the reference uses UniPC bh2)."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal",
+                               tooltip="Noise schedule ('normal' spaces timesteps evenly, like the reference)."),
+                io.Int.Input("resolution", default=512, min=64, max=4096, step=8,
+                             tooltip="The short side is raised to this when smaller; sides rounded to multiples of 8."),
+                io.Combo.Input("output_size", options=["original", "processed"], default="original",
+                               tooltip="'original': back to the input's size; 'processed': the working size the plugins ran at."),
+            ],
+            outputs=[io.Image.Output(display_name="image", tooltip="The restored photo(s).")],
+        )
+
+    @classmethod
+    def execute(cls, model, task_plugins, clip_vision, vae, image, seed, steps, later_steps, cfg, sampler_name,
+                scheduler, resolution, output_size) -> io.NodeOutput:
+        if not task_plugins.plugins:
+            return io.NodeOutput(image)
+        restored, originals = restore_sequence(
+            model, task_plugins, clip_vision, vae, image, seed=seed, steps=steps, later_steps=later_steps, cfg=cfg,
+            sampler_name=sampler_name, scheduler=scheduler, resolution=resolution,
+        )
+        if output_size == "original":
+            restored = [r.resize(o.size, resample=Image.LANCZOS) if r.size != o.size else r for r, o in zip(restored, originals)]
+        return io.NodeOutput(bridge.pil_to_image(restored))

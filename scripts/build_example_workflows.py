@@ -1,0 +1,220 @@
+"""Writes example_workflows/*.json (ComfyUI's UI format, shown in the template browser) and
+their API-format twins in example_workflows/api/ from one description, so the two never drift.
+
+    python scripts/build_example_workflows.py          # rewrite the files
+    python scripts/build_example_workflows.py --check  # exit 1 if a file differs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent.parent / "example_workflows"
+CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
+CLIP_VISION = "clip-vit-large-patch14.safetensors"
+
+# Socket signatures of the node types used: (link inputs [(name, type)], widget names, outputs [(name, type)]).
+# A seed widget carries ComfyUI's extra "control after generate" value in the UI format.
+NODE_TYPES = {
+    "LoadImage": ([], ["image", "upload"], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "CheckpointLoaderSimple": ([], ["ckpt_name"], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]),
+    "CLIPVisionLoader": ([], ["clip_name"], [("CLIP_VISION", "CLIP_VISION")]),
+    "CLIPTextEncode": ([("clip", "CLIP")], ["text"], [("CONDITIONING", "CONDITIONING")]),
+    "KSampler": (
+        [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent_image", "LATENT")],
+        ["seed", "steps", "cfg", "sampler_name", "scheduler", "denoise"],
+        [("LATENT", "LATENT")],
+    ),
+    "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [], [("IMAGE", "IMAGE")]),
+    "SaveImage": ([("images", "IMAGE")], ["filename_prefix"], []),
+    "SolidMask": ([], ["value", "width", "height"], [("MASK", "MASK")]),
+    "MaskComposite": ([("destination", "MASK"), ("source", "MASK")], ["x", "y", "operation"], [("MASK", "MASK")]),
+    "LoadTaskPlugin": ([], ["plugin_name"], [("task_plugin", "TASK_PLUGIN")]),
+    "LoadTaskPluginLibrary": ([], ["tasks", "selector_name"], [("task_plugins", "TASK_PLUGINS"), ("selector", "PLUGIN_SELECTOR")]),
+    "ApplyTaskPlugin": (
+        [("model", "MODEL"), ("task_plugin", "TASK_PLUGIN"), ("clip_vision", "CLIP_VISION"), ("vae", "VAE"),
+         ("image", "IMAGE"), ("mask", "MASK")],
+        ["strength", "start_percent", "end_percent", "resolution"],
+        [("model", "MODEL"), ("latent", "LATENT")],
+    ),
+    "PluginSelector": (
+        [("image", "IMAGE"), ("task_plugins", "TASK_PLUGINS"), ("selector", "PLUGIN_SELECTOR"), ("clip", "CLIP"),
+         ("clip_vision", "CLIP_VISION")],
+        ["instruction", "threshold"],
+        [("selected", "TASK_PLUGINS"), ("scores", "STRING")],
+    ),
+    "RestoreWithTaskPlugins": (
+        [("model", "MODEL"), ("task_plugins", "TASK_PLUGINS"), ("clip_vision", "CLIP_VISION"), ("vae", "VAE"), ("image", "IMAGE")],
+        ["seed", "steps", "later_steps", "cfg", "sampler_name", "scheduler", "resolution", "output_size"],
+        [("image", "IMAGE")],
+    ),
+}
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    pos: tuple[int, int]
+    widgets: dict = field(default_factory=dict)
+    links: dict = field(default_factory=dict)  # input name -> (source node id, output index)
+    title: str | None = None
+
+
+def ui_format(nodes: list[Node]) -> dict:
+    by_id = {n.id: n for n in nodes}
+    links, ui_nodes = [], []
+    outgoing: dict[tuple[int, int], list[int]] = {}
+    for node in nodes:
+        for name, (source, slot) in node.links.items():
+            link_id = len(links) + 1
+            inputs = [i for i, _ in NODE_TYPES[node.type][0]]
+            links.append([link_id, source, slot, node.id, inputs.index(name), NODE_TYPES[by_id[source].type][2][slot][1]])
+            outgoing.setdefault((source, slot), []).append(link_id)
+    incoming = {(link[3], link[4]): link[0] for link in links}
+    for order, node in enumerate(nodes):
+        link_inputs, widget_names, outputs = NODE_TYPES[node.type]
+        values = []
+        for name in widget_names:
+            if name == "upload":
+                values.append("image")
+                continue
+            values.append(node.widgets[name])
+            if name == "seed":
+                values.append("fixed")  # control_after_generate
+        entry = {
+            "id": node.id,
+            "type": node.type,
+            "pos": list(node.pos),
+            "size": [320, 60 + 26 * (len(link_inputs) + len(widget_names))],
+            "flags": {},
+            "order": order,
+            "mode": 0,
+            "inputs": [
+                {"name": name, "type": kind, "link": incoming.get((node.id, index))}
+                | ({"shape": 7} if name == "mask" else {})
+                for index, (name, kind) in enumerate(link_inputs)
+                if (node.id, index) in incoming or name != "mask"
+            ],
+            "outputs": [
+                {"name": name, "type": kind, "links": outgoing.get((node.id, slot), []), "slot_index": slot}
+                for slot, (name, kind) in enumerate(outputs)
+            ],
+            "properties": {"Node name for S&R": node.type},
+            "widgets_values": values,
+        }
+        if node.title:
+            entry["title"] = node.title
+        ui_nodes.append(entry)
+    return {
+        "last_node_id": max(n.id for n in nodes),
+        "last_link_id": len(links),
+        "nodes": ui_nodes,
+        "links": links,
+        "groups": [],
+        "config": {},
+        "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
+        "version": 0.4,
+    }
+
+
+def api_format(nodes: list[Node]) -> dict:
+    prompt = {}
+    for node in nodes:
+        inputs = {k: v for k, v in node.widgets.items()}
+        inputs.update({name: [str(source), slot] for name, (source, slot) in node.links.items()})
+        if node.type == "LoadImage":
+            inputs.pop("upload", None)
+        prompt[str(node.id)] = {"class_type": node.type, "inputs": inputs, "_meta": {"title": node.title or node.type}}
+    return prompt
+
+
+def base_loaders(image: str) -> list[Node]:
+    return [
+        Node(1, "LoadImage", (40, 60), {"image": image}, title="Degraded photo"),
+        Node(2, "CheckpointLoaderSimple", (40, 420), {"ckpt_name": CHECKPOINT}, title="Any SD 1.x checkpoint"),
+        Node(3, "CLIPVisionLoader", (40, 580), {"clip_name": CLIP_VISION}, title="CLIP ViT-L/14 vision"),
+    ]
+
+
+def single_task(image="demo_rain.jpg", plugin="derain.safetensors", mask_nodes=()) -> list[Node]:
+    apply_links = {"model": (2, 0), "task_plugin": (4, 0), "clip_vision": (3, 0), "vae": (2, 2), "image": (1, 0)}
+    if mask_nodes:
+        apply_links["mask"] = (mask_nodes[-1].id, 0)
+    return base_loaders(image) + [
+        Node(4, "LoadTaskPlugin", (40, 700), {"plugin_name": plugin}),
+        Node(5, "ApplyTaskPlugin", (420, 60),
+             {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0, "resolution": 512}, apply_links),
+        Node(6, "CLIPTextEncode", (420, 400), {"text": ""}, {"clip": (2, 1)}, title="(ignored while the plugin is active)"),
+        Node(7, "KSampler", (800, 60),
+             {"seed": 42, "steps": 20, "cfg": 1.0, "sampler_name": "uni_pc_bh2", "scheduler": "normal", "denoise": 1.0},
+             {"model": (5, 0), "positive": (6, 0), "negative": (6, 0), "latent_image": (5, 1)}),
+        Node(8, "VAEDecode", (1180, 60), {}, {"samples": (7, 0), "vae": (2, 2)}),
+        Node(9, "SaveImage", (1180, 200), {"filename_prefix": "diff-plugin/restored"}, {"images": (8, 0)}),
+        *mask_nodes,
+    ]
+
+
+def region_mask() -> list[Node]:
+    # The left half of the 1200x900 demo photo; any MASK works (e.g. painted in the mask editor).
+    mask = [
+        Node(10, "SolidMask", (40, 860), {"value": 0.0, "width": 1200, "height": 900}, title="Whole photo: keep"),
+        Node(11, "SolidMask", (40, 1020), {"value": 1.0, "width": 600, "height": 900}, title="Region to restore"),
+        Node(12, "MaskComposite", (420, 860), {"x": 0, "y": 0, "operation": "add"}, {"destination": (10, 0), "source": (11, 0)}),
+    ]
+    return single_task(mask_nodes=mask)
+
+
+def text_driven(image="demo_snow_and_haze.jpg", instruction="remove the snow and the haze") -> list[Node]:
+    return base_loaders(image) + [
+        Node(4, "LoadTaskPluginLibrary", (40, 700), {"tasks": "", "selector_name": "plugin_selector/PromptTunner.pt"}),
+        Node(5, "PluginSelector", (420, 60), {"instruction": instruction, "threshold": 0.0},
+             {"image": (1, 0), "task_plugins": (4, 0), "selector": (4, 1), "clip": (2, 1), "clip_vision": (3, 0)}),
+        Node(6, "RestoreWithTaskPlugins", (800, 60),
+             {"seed": 42, "steps": 20, "later_steps": 3, "cfg": 1.0, "sampler_name": "uni_pc_bh2", "scheduler": "normal",
+              "resolution": 512, "output_size": "original"},
+             {"model": (2, 0), "task_plugins": (5, 0), "clip_vision": (3, 0), "vae": (2, 2), "image": (1, 0)}),
+        Node(7, "SaveImage", (1180, 60), {"filename_prefix": "diff-plugin/restored"}, {"images": (6, 0)}),
+    ]
+
+
+WORKFLOWS = {
+    "diff_plugin_single_task": single_task,
+    "diff_plugin_text_driven_multi_task": text_driven,
+    "diff_plugin_region_mask": region_mask,
+}
+
+
+def render() -> dict[Path, str]:
+    files = {}
+    for name, build in WORKFLOWS.items():
+        nodes = build()
+        files[OUT / f"{name}.json"] = json.dumps(ui_format(nodes), indent=1) + "\n"
+        files[OUT / "api" / f"{name}.json"] = json.dumps(api_format(nodes), indent=1) + "\n"
+    return files
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, text in render().items():
+        if args.check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(path)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    if stale:
+        print("out of date (run scripts/build_example_workflows.py):", *stale, sep="\n  ")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""The node pack inside a real ComfyUI (COMFYUI_DIR): in-process parity of the patched
+model with the reference computation, and the HTTP API with the example workflows.
+
+    COMFYUI_DIR=/path/to/ComfyUI $COMFYUI_DIR/.venv/bin/python -m pytest tests/test_comfyui.py
+"""
+
+from __future__ import annotations
+
+import copy
+import io as bytes_io
+import json
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+pytestmark = pytest.mark.comfyui
+
+if not os.environ.get("COMFYUI_DIR"):
+    pytest.skip("COMFYUI_DIR is not set: these tests need a real ComfyUI checkout (see README, 'Tests')", allow_module_level=True)
+try:
+    import comfy_support as cs
+
+    cs.import_comfy()
+    import comfy.model_management  # noqa: F401
+except ImportError as error:  # pragma: no cover - depends on the interpreter
+    pytest.skip(f"COMFYUI_DIR is set but ComfyUI does not import here ({error}); run with ComfyUI's own Python", allow_module_level=True)
+
+REPO = cs.REPO
+API_WORKFLOWS = sorted((REPO / "example_workflows" / "api").glob("*.json"))
+
+
+# ---------------------------------------------------------------------- in-process fixtures
+
+
+@pytest.fixture(scope="module")
+def models(fixtures_dir):
+    return cs.model_files(fixtures_dir)
+
+
+@pytest.fixture(scope="module")
+def pack(models):
+    pack = cs.load_pack()
+    import folder_paths
+
+    folder_paths.folder_names_and_paths["diff_plugins"] = ([str(models / "diff_plugins")], {".safetensors", ".pt"})
+    folder_paths.filename_list_cache.pop("diff_plugins", None)
+    return pack
+
+
+def module(pack, name):
+    import importlib
+
+    return importlib.import_module(f"{pack.__name__}.nodes.{name}")
+
+
+@pytest.fixture(scope="module")
+def base(models, pack):
+    import comfy.clip_vision
+    import comfy.sd
+
+    model, clip, vae = comfy.sd.load_checkpoint_guess_config(str(models / "checkpoints" / cs.CHECKPOINT))[:3]
+    clip_vision = comfy.clip_vision.load(str(models / "clip_vision" / cs.CLIP_VISION))
+    return {"model": model, "clip": clip, "vae": vae, "clip_vision": clip_vision}
+
+
+@pytest.fixture(scope="module")
+def photos(degraded_dir, pack):
+    bridge = module(pack, "bridge")
+    images = [Image.open(degraded_dir / n).convert("RGB").resize((80, 64)) for n in ("demo_rain.jpg", "demo_snow.jpg")]
+    return bridge.pil_to_image(images)
+
+
+def apply(pack, base, photos, plugin="derain/", **options):
+    handle = module(pack, "loaders").load_plugin_handle(plugin)
+    values = dict(strength=1.0, start_percent=0.0, end_percent=1.0, resolution=64, mask=None) | options
+    result = module(pack, "apply").ApplyTaskPlugin.execute(
+        base["model"], handle, base["clip_vision"], base["vae"], photos, values["strength"], values["start_percent"],
+        values["end_percent"], values["resolution"], values["mask"],
+    )
+    return result.args
+
+
+def one_step(model, latent, cfg, steps=1, seed=7):
+    """Run ComfyUI's own sampler for `steps` euler steps; record every UNet batch it evaluates."""
+    import comfy.sample
+
+    calls = []
+    model = model.clone()
+
+    def record(apply_model, args):
+        out = apply_model(args["input"], args["timestep"], **args["c"])
+        calls.append({k: args[k] for k in ("input", "timestep", "cond_or_uncond", "c")} | {"output": out.detach().clone()})
+        return out
+
+    model.set_model_unet_function_wrapper(record)
+    cond = [[torch.zeros(1, 77, 768), {}]]
+    noise = comfy.sample.prepare_noise(latent["samples"], seed)
+    with torch.no_grad():
+        comfy.sample.sample(model, noise, steps, cfg, "euler", "normal", cond, cond, latent["samples"], denoise=1.0,
+                            noise_mask=latent.get("noise_mask"), disable_pbar=True, seed=seed)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def diffusers_unet(models, base):
+    """The same UNet weights as a diffusers UNet2DConditionModel (the reference's model class)."""
+    import comfy.utils
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel(
+        sample_size=32, block_out_channels=(320,), down_block_types=("CrossAttnDownBlock2D",),
+        up_block_types=("CrossAttnUpBlock2D",), layers_per_block=2, mid_block_type=None, cross_attention_dim=768,
+        attention_head_dim=8,
+    ).eval()
+    ldm = base["model"].model.diffusion_model.state_dict()
+    mapping = comfy.utils.unet_to_diffusers(cs.sd15_unet_config())
+    unet.load_state_dict({k: ldm[v].float() for k, v in mapping.items() if v in ldm})  # strict: every key covered
+    return unet
+
+
+# ---------------------------------------------------------------------- in-process tests
+
+
+@pytest.mark.parametrize("cfg", [1.0, 2.0])
+def test_one_step_equals_reference_computation(pack, base, photos, diffusers_unet, cfg):
+    """Each chunk of the batch: diffusers UNet + SCB residuals as down_block_additional_residuals + Fp as context."""
+    patched, latent = apply(pack, base, photos)
+    patch = next(p.__self__ for p in patched.model_options["transformer_options"]["patches"]["output_block_patch"])
+    calls = one_step(patched, latent, cfg)
+    assert len(calls) == 1
+    call = calls[0]
+    assert call["cond_or_uncond"] == ([0] if cfg == 1.0 else [1, 0])
+    sampling = base["model"].get_model_object("model_sampling")
+    x, sigma = call["input"].float(), call["timestep"].float()
+    eps = (x - call["output"].float()) / sigma.view(-1, 1, 1, 1)
+    plugin = patch.plugin.float()
+    with torch.no_grad():
+        t = sampling.timestep(sigma[:2])
+        fp = patch.visual_prompt
+        residuals = plugin.skip_residuals(patch.input_latent, t, fp)
+        xc = sampling.calculate_input(sigma[:2].view(-1, 1, 1, 1), x[:2])
+        zero = torch.zeros(())
+        reference = diffusers_unet(xc, t, encoder_hidden_states=fp, down_block_additional_residuals=residuals,
+                                   mid_block_additional_residual=zero).sample
+    assert not torch.allclose(photos[0], photos[1])
+    for chunk in range(len(call["cond_or_uncond"])):
+        got = eps[2 * chunk : 2 * chunk + 2]
+        error = (got - reference).abs().max() / reference.abs().max()
+        assert error <= 1e-4, f"chunk {chunk}: relative error {error:.3g}"
+
+
+def test_input_model_is_not_mutated(pack, base, photos):
+    model = base["model"]
+    options_before = copy.deepcopy(model.model_options)
+    weights_before = {k: v.clone() for k, v in list(model.model.diffusion_model.state_dict().items())[:20]}
+    patched, _ = apply(pack, base, photos)
+    assert patched is not model
+    assert model.model_options == options_before
+    assert "diff_plugin" not in model.additional_models
+    assert all(torch.equal(v, model.model.diffusion_model.state_dict()[k]) for k, v in weights_before.items())
+
+
+def test_clones_share_the_plugin_weights(pack, base, photos):
+    patched, _ = apply(pack, base, photos)
+    clone = patched.clone()
+    ours = [p for p in clone.model_options["transformer_options"]["patches"]["attn2_patch"]]
+    assert ours[0].__self__ is patched.model_options["transformer_options"]["patches"]["attn2_patch"][0].__self__
+    assert clone.additional_models["diff_plugin"][0].model is patched.additional_models["diff_plugin"][0].model
+
+
+@pytest.mark.parametrize("off", [{"strength": 0.0}, {"mask": torch.zeros(1, 64, 80)}])
+def test_strength_zero_or_zero_mask_is_the_plain_model(pack, base, photos, off):
+    patched, latent = apply(pack, base, photos, **off)
+    latent = {"samples": latent["samples"]}  # same start for both runs
+    plain = one_step(base["model"], latent, 1.0)[0]["output"]
+    assert torch.equal(one_step(patched, latent, 1.0)[0]["output"], plain)
+
+
+def test_start_and_end_percent_switch_the_plugin_off(pack, base, photos):
+    patched, latent = apply(pack, base, photos)
+    late, _ = apply(pack, base, photos, start_percent=0.5)
+    early, _ = apply(pack, base, photos, end_percent=0.5)
+    runs = {name: one_step(m, latent, 1.0, steps=4) for name, m in (("on", patched), ("late", late), ("early", early), ("plain", base["model"]))}
+    # Step 1 is at the largest sigma (progress 0), step 4 near the end.
+    assert torch.equal(runs["late"][0]["output"], runs["plain"][0]["output"])  # not started yet
+    assert torch.equal(runs["late"][0]["input"], runs["on"][0]["input"])
+    assert not torch.equal(runs["on"][0]["output"], runs["plain"][0]["output"])
+    assert torch.equal(runs["early"][0]["output"], runs["on"][0]["output"])  # still active at the start
+    last = runs["early"][-1]  # near the end, past end_percent: the plain model's output at that input
+    sampling = base["model"].get_model_object("model_sampling")
+    assert last["timestep"].reshape(-1)[0] < sampling.percent_to_sigma(0.5)
+    conds = {k: v for k, v in last["c"].items() if k != "transformer_options"}
+    with torch.no_grad():
+        plain = base["model"].model.apply_model(last["input"], last["timestep"], **conds)
+    assert torch.equal(last["output"], plain)
+
+
+def test_mask_sets_the_noise_mask_and_scales_residuals(pack, base, photos):
+    mask = torch.zeros(1, 64, 80)
+    mask[:, :, :40] = 1
+    patched, latent = apply(pack, base, photos, mask=mask)
+    assert latent["noise_mask"].shape == (1, 1, 64, 80)
+    patch = next(p.__self__ for p in patched.model_options["transformer_options"]["patches"]["output_block_patch"])
+    residuals = patch._compute_residuals(torch.tensor([5.0]), "cpu")
+    assert residuals[0][..., 6:].abs().max() == 0 and residuals[0][..., :4].abs().max() > 0
+
+
+def test_mismatched_base_model_is_refused_before_sampling(pack, models, base, photos):
+    import comfy.sd
+
+    sd2 = comfy.sd.load_diffusion_model(str(models / "diffusion_models" / "sd2-like-unet.safetensors"))
+    assert type(sd2.model.model_config).__name__.startswith("SD2")
+    with pytest.raises(ValueError, match=r"does not fit this MODEL \(SD2.*cross-attention width 1024 \(plugin needs 768\)"):
+        apply(pack, dict(base, model=sd2), photos)
+
+
+def test_a_second_plugin_replaces_the_first(pack, base, photos):
+    first, latent = apply(pack, base, photos, plugin="derain/")
+    handle = module(pack, "loaders").load_plugin_handle("dehaze.safetensors")
+    twice = module(pack, "apply").ApplyTaskPlugin.execute(first, handle, base["clip_vision"], base["vae"], photos, 1.0, 0.0, 1.0, 64).args[0]
+    once, _ = apply(pack, base, photos, plugin="dehaze.safetensors")
+    patches = twice.model_options["transformer_options"]["patches"]
+    assert len(patches["attn2_patch"]) == 1 and len(patches["output_block_patch"]) == 1
+    assert torch.equal(one_step(twice, latent, 1.0)[0]["output"], one_step(once, latent, 1.0)[0]["output"])
+
+
+def test_other_patches_keep_working(pack, base, photos):
+    """Patches set before (and after) the plugin are chained, never replaced."""
+    seen = []
+    model = base["model"].clone()
+    model.set_model_output_block_patch(lambda h, hsp, opts: (seen.append("before") or h, hsp))
+    patched, latent = apply(pack, dict(base, model=model), photos)
+    patched.set_model_attn2_patch(lambda n, c, v, opts: (seen.append("after") or n, c, v))
+    one_step(patched, latent, 1.0)
+    assert "before" in seen and "after" in seen
+    assert len(patched.model_options["transformer_options"]["patches"]["output_block_patch"]) == 2
+
+
+def test_selector_node_equals_plugin_core(pack, base, photos, fixtures_dir):
+    from plugin_core import load_plugin, load_selector
+    from plugin_core.selector import Selection, score_candidates
+
+    loaders, select, bridge = module(pack, "loaders"), module(pack, "select"), module(pack, "bridge")
+    plugins, selector = loaders.LoadTaskPluginLibrary.execute("", "plugin_selector/PromptTunner.pt").args
+    image = photos[:1]
+    result = select.PluginSelector.execute(image, "please remove the rain", plugins, selector, base["clip"], base["clip_vision"], 0.0)
+    selected, text = result.args
+    report = result.ui["diff_plugin_scores"][0]
+    # plugin_core on the same inputs: the node's CLIP features, the same text embeddings.
+    core_selector, _ = load_selector(fixtures_dir / "sd15" / "plugin_selector" / "PromptTunner.pt")
+    tokens = bridge.clip_tokens(base["clip_vision"], bridge.image_to_pil(image), 24)
+    core_plugins = [load_plugin(loaders.library.resolve(h.source)) for h in plugins.plugins]
+    with torch.no_grad():
+        prompts = [p.visual_prompt(tokens)[0] for p in core_plugins]
+        scores = score_candidates(core_selector, select.pooled_text(base["clip"], "please remove the rain"), prompts,
+                                  select.pooled_text(base["clip"], " "))
+    expected = Selection.from_scores([p.task for p in core_plugins], scores)
+    assert list(report["scores"]) == expected.tasks
+    assert list(report["scores"].values()) == pytest.approx(expected.scores, rel=1e-5, abs=1e-6)
+    assert report["selected"] == expected.selected == selected.tasks
+    assert "selected:" in text
+
+
+def test_sequential_restore_runs_each_plugin(pack, base, photos):
+    loaders, restore = module(pack, "loaders"), module(pack, "restore")
+    plugins, _ = loaders.LoadTaskPluginLibrary.execute("derain, dehaze", "plugin_selector/PromptTunner.pt").args
+    image = photos[:1]
+    out = restore.RestoreWithTaskPlugins.execute(base["model"], plugins, base["clip_vision"], base["vae"], image,
+                                                 seed=42, steps=2, later_steps=1, cfg=1.0, sampler_name="euler",
+                                                 scheduler="normal", resolution=64, output_size="original").args[0]
+    assert out.shape == image.shape
+    empty = type(plugins)([])
+    same = restore.RestoreWithTaskPlugins.execute(base["model"], empty, base["clip_vision"], base["vae"], image, 42, 2, 1,
+                                                  1.0, "euler", "normal", 64, "original").args[0]
+    assert same is image  # nothing selected: the photo comes back unchanged
+
+
+# ---------------------------------------------------------------------- the HTTP API
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, models, degraded_dir):
+    inputs = {name: degraded_dir / name for name in os.listdir(degraded_dir)}
+    instance = cs.ComfyServer(tmp_path_factory.mktemp("comfy"), models, inputs).start()
+    yield instance
+    instance.stop()
+
+
+OUR_NODES = {"LoadTaskPlugin", "LoadTaskPluginLibrary", "ApplyTaskPlugin", "PluginSelector", "RestoreWithTaskPlugins"}
+
+
+def test_pack_imports_and_every_node_has_tooltips(server):
+    log = server.log_text()
+    assert "IMPORT FAILED" not in "\n".join(line for line in log.splitlines() if "diff-plugin" in line), log
+    info = server.get("/object_info")
+    assert OUR_NODES <= set(info)
+    for name in OUR_NODES:
+        node = info[name]
+        assert node["category"] == "Diff-Plugin"
+        for group in ("required", "optional"):
+            for input_name, spec in node["input"].get(group, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
+    assert info["LoadTaskPlugin"]["input"]["required"]["plugin_name"][1]["options"] == ["dehaze.safetensors", "derain.safetensors", "derain/"]
+
+
+def test_templates_and_web_extension_are_served(server):
+    templates = server.get("/api/workflow_templates")
+    names = set(templates.get("diff-plugin", []))
+    expected = {p.stem for p in (REPO / "example_workflows").glob("*.json")}
+    assert expected and expected <= names
+    assert any(e.endswith("diff-plugin/plugin_scores.js") for e in server.get("/extensions"))
+
+
+def _small(prompt: dict) -> dict:
+    """The same graph, cheaper: few steps and a small working size for CPU test runs."""
+    prompt = json.loads(json.dumps(prompt))
+    for node in prompt.values():
+        inputs = node["inputs"]
+        for key, value in (("steps", 2), ("later_steps", 1), ("resolution", 64)):
+            if key in inputs and not isinstance(inputs[key], list):
+                inputs[key] = value
+    return prompt
+
+
+@pytest.mark.parametrize("workflow", API_WORKFLOWS, ids=lambda p: p.stem)
+def test_api_workflow_runs_and_returns_the_right_size(server, workflow):
+    prompt = _small(json.loads(workflow.read_text()))
+    history = server.run_prompt(prompt)
+    images = [image for output in history["outputs"].values() for image in output.get("images", [])]
+    assert images, f"{workflow.name} produced no image"
+    loaded = [n for n in prompt.values() if n["class_type"] == "LoadImage"]
+    source = Image.open(server.base / "input" / loaded[0]["inputs"]["image"])
+    out = Image.open(bytes_io.BytesIO(server.image(images[0])))
+    expected = _expected_size(prompt, source.size)
+    assert out.size == expected, f"{workflow.name}: {out.size} != {expected}"
+
+
+def _expected_size(prompt: dict, size: tuple[int, int]) -> tuple[int, int]:
+    from plugin_core.images import working_size
+
+    restore = [n for n in prompt.values() if n["class_type"] == "RestoreWithTaskPlugins"]
+    if restore and restore[0]["inputs"].get("output_size") == "original":
+        return size
+    resolution = next(n["inputs"]["resolution"] for n in prompt.values() if "resolution" in n["inputs"])
+    return working_size(*size, resolution=resolution)
+
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+@pytest.mark.parametrize("workflow", sorted((REPO / "example_workflows").glob("*.json")), ids=lambda p: p.stem)
+def test_ui_workflows_match_the_node_definitions(server, workflow):
+    """Template (UI-format) files: every socket exists and widget values line up with the host's widgets."""
+    info = server.get("/object_info")
+    graph = json.loads(workflow.read_text())
+    for node in graph["nodes"]:
+        spec = info[node["type"]]["input"]
+        declared = {**spec.get("required", {}), **spec.get("optional", {})}
+        widgets = 0
+        for name, entry in declared.items():
+            kind = entry[0]
+            if isinstance(kind, list) or kind in WIDGET_TYPES:
+                options = entry[1] if len(entry) > 1 else {}
+                widgets += 1 + bool(options.get("control_after_generate")) + bool(options.get("image_upload"))
+        assert len(node.get("widgets_values", [])) == widgets, f"{workflow.name}: {node['type']} widget values"
+        for socket in node["inputs"]:
+            assert socket["name"] in declared, f"{workflow.name}: {node['type']} has no input {socket['name']}"
+            assert declared[socket["name"]][0] == socket["type"]
