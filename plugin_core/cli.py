@@ -63,6 +63,47 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="what a plugin or selector file holds")
     info.add_argument("path", type=Path)
+
+    train = commands.add_parser("train", help="train a Task-Plugin on (degraded, clean) image pairs")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="a pairs CSV (image,conditioning_image = target,input) or a folder with input/ and target/")
+    source.add_argument("--synthetic", type=Path, help="a folder of clean photos: degraded on the fly with --degrade")
+    train.add_argument("--degrade", default="rain", help="synthetic degradations, comma-separated and applied in order (e.g. 'haze,rain')")
+    train.add_argument("--task", required=True, help="the task name stored in the plugin (e.g. 'derain')")
+    train.add_argument("-o", "--output", type=Path, default=None, help="run folder: checkpoints, loss.csv, loss.png, validation/, the plugin (default runs/<task>)")
+    train.add_argument("--steps", type=int, default=1000)
+    train.add_argument("--batch-size", type=int, default=1)
+    train.add_argument("--accumulate", type=int, default=1, help="gradient accumulation micro-batches per step")
+    train.add_argument("--lr", type=float, default=1e-5, help="per-sample learning rate, scaled by batch x accumulation as the reference (default 1e-5)")
+    train.add_argument("--no-scale-lr", action="store_true", help="use --lr as it is")
+    train.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
+    train.add_argument("--resolution", type=int, default=512)
+    train.add_argument("--no-crop", action="store_true", help="centre crop instead of a random crop")
+    train.add_argument("--no-flip", action="store_true")
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    train.add_argument("--gradient-checkpointing", action="store_true")
+    train.add_argument("--checkpoint-every", type=int, default=500)
+    train.add_argument("--validate-every", type=int, default=0)
+    train.add_argument("--validation-image", type=Path, action="append", default=[])
+    train.add_argument("--init-scb-from-unet", action="store_true", help="start the SCB from the UNet's first level (ControlNet-style)")
+    train.add_argument("--cache", action="store_true", help="encode each pair once (centre crop): faster, less augmentation")
+    train.add_argument("--start-mode", choices=("input", "noise"), help="default: 'noise' for lowlight/highlight, else 'input'")
+    train.add_argument("--instruction", action="append", default=[], help="an instruction describing the task (repeatable)")
+    train.add_argument("--init", type=Path, help="fine-tune this plugin instead of starting fresh")
+    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    train.add_argument("--sd", required=True, type=Path, help="diffusers Stable Diffusion folder (the frozen base)")
+    train.add_argument("--clip-vision", required=True, type=Path)
+    train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    train.add_argument("--no-progress", action="store_true")
+
+    synth = commands.add_parser("synth", help="write a training set of synthetic (degraded, clean) pairs from clean photos")
+    synth.add_argument("clean", type=Path, help="folder of clean photos")
+    synth.add_argument("-o", "--output", type=Path, required=True)
+    synth.add_argument("--degrade", default="rain", help="comma-separated degradations, applied in order")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--per-image", type=int, default=1, help="pairs per clean photo")
+    synth.add_argument("--intensity", type=float, nargs=2, default=(0.3, 0.9), metavar=("LOW", "HIGH"))
     return parser
 
 
@@ -71,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not args.verbose:
         _quiet_libraries()
-    handlers = {"restore": _restore, "select": _select, "convert": _convert, "info": _info}
+    handlers = {"restore": _restore, "select": _select, "convert": _convert, "info": _info, "train": _train, "synth": _synth}
     try:
         return handlers[args.command](args) or 0
     except PluginError as error:
@@ -234,6 +275,75 @@ def _info(args) -> int:
     print(f"  instructions: {'; '.join(plugin.info.instructions) or '-'}")
     if plugin.info.extra:
         print(f"  info: {json.dumps(plugin.info.extra, sort_keys=True)}")
+    return 0
+
+
+def _train(args) -> int:
+    from .backends import DiffusersBackend
+    from .checkpoints import load_plugin
+    from .datasets import PairDataset
+    from .images import load_image
+    from .pipeline import BaseModels
+    from .trainer import Trainer, TrainConfig
+
+    if args.data:
+        dataset = PairDataset.from_path(args.data)
+    else:
+        from .synthetic import SyntheticPairs
+
+        clean = sorted(p for p in args.synthetic.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
+        if not clean:
+            raise PluginError(f"{args.synthetic}: no images")
+        dataset = SyntheticPairs(clean, _kinds(args.degrade), seed=args.seed)
+        dataset.description = f"synthetic {args.degrade} from {args.synthetic}"
+    config = TrainConfig(
+        task=args.task, steps=args.steps, batch_size=args.batch_size, gradient_accumulation=args.accumulate,
+        learning_rate=args.lr, scale_lr=not args.no_scale_lr, warmup_steps=args.warmup, resolution=args.resolution,
+        random_crop=not args.no_crop, random_flip=not args.no_flip, seed=args.seed, mixed_precision=args.mixed_precision,
+        gradient_checkpointing=args.gradient_checkpointing, checkpoint_every=args.checkpoint_every,
+        validate_every=args.validate_every, init_scb_from_unet=args.init_scb_from_unet, cache=args.cache,
+        start_mode=args.start_mode, instructions=tuple(args.instruction),
+    )
+    models = BaseModels.from_pretrained(args.sd, args.clip_vision, device=args.device)
+    backend = DiffusersBackend(models, device=args.device)
+    output = args.output or Path("runs") / args.task
+    plugin = load_plugin(args.init) if args.init else None
+    trainer = Trainer(backend, dataset, config, output, plugin=plugin,
+                      validation_images=[load_image(p) for p in args.validation_image])
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.steps, unit="step", desc=f"training {args.task}")
+
+    def progress(step, total, loss, lr):
+        if bar is not None:
+            bar.n = step
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+            bar.refresh()
+
+    try:
+        result = trainer.train(resume=args.resume, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"wrote {result.plugin_path}\nloss log: {output / 'loss.csv'}\nloss curve: {output / 'loss.png'}")
+    return 0
+
+
+def _kinds(text: str) -> list[str]:
+    return [k.strip() for k in text.split(",") if k.strip()]
+
+
+def _synth(args) -> int:
+    from .synthetic import write_pairs
+
+    try:
+        path = write_pairs(args.clean, args.output, _kinds(args.degrade), seed=args.seed,
+                           intensity=tuple(args.intensity), pairs_per_image=args.per_image)
+    except ValueError as error:
+        raise PluginError(str(error)) from None
+    print(f"wrote {path}")
     return 0
 
 

@@ -67,8 +67,10 @@ def _tokenizer_files(folder: Path, words: tuple[str, ...] = ()) -> int:
     return len(vocab)
 
 
-def write_tiny_sd(folder: Path, seed: int = 0, context_width: int = 768, channels: int = 32) -> Path:
-    """A diffusers SD-1.x-shaped pipeline folder: unet/, vae/, scheduler/, text_encoder/, tokenizer/."""
+def write_tiny_sd(folder: Path, seed: int = 0, context_width: int = 768, channels: int = 32, sdxl_like: bool = False) -> Path:
+    """A diffusers SD-1.x-shaped pipeline folder: unet/, vae/, scheduler/, text_encoder/, tokenizer/.
+
+    sdxl_like: SDXL's layout (a first level without attention, attention below it)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -80,8 +82,8 @@ def write_tiny_sd(folder: Path, seed: int = 0, context_width: int = 768, channel
         out_channels=4,
         block_out_channels=(channels, channels * 2),
         layers_per_block=2,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D") if sdxl_like else ("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D") if sdxl_like else ("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=context_width,
         attention_head_dim=8,
         norm_num_groups=32,

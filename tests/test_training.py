@@ -1,0 +1,293 @@
+"""Training Task-Plugins on tiny random models: the recipe, resume, safety, data errors."""
+
+import copy
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from PIL import Image
+from tiny_models import write_tiny_clip_vision, write_tiny_sd
+
+from plugin_core import load_plugin
+from plugin_core.backends import DiffusersBackend, training_clip_pixels
+from plugin_core.cli import main
+from plugin_core.datasets import DataError, PairDataset
+from plugin_core.pipeline import BaseModels, Restorer
+from plugin_core.trainer import TrainConfig, Trainer, TrainingError
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train-base")
+    write_tiny_sd(root / "sd")
+    write_tiny_clip_vision(root / "clip_vision")
+    return root
+
+
+@pytest.fixture()
+def backend(base):
+    return DiffusersBackend(BaseModels.from_pretrained(base / "sd", base / "clip_vision"))
+
+
+@pytest.fixture(scope="module")
+def pairs(degraded_dir):
+    """Two (degraded, clean-ish) pairs from real photos: the 'target' is a darker copy."""
+    inputs = [Image.open(degraded_dir / n).convert("RGB").resize((48, 40)) for n in ("demo_rain.jpg", "demo_snow.jpg")]
+    return PairDataset.from_images(inputs, [i.point(lambda v: v // 2) for i in inputs], "two photos")
+
+
+def config(**overrides):
+    values = dict(task="darken", steps=4, resolution=32, learning_rate=1e-4, checkpoint_every=0, seed=3)
+    return TrainConfig(**(values | overrides))
+
+
+class FixedBatch(Trainer):
+    """The same noise, timesteps and crops every step: a fixed batch to overfit."""
+
+    def step_generator(self, step):
+        return torch.Generator().manual_seed(11)
+
+
+def frozen_state(backend):
+    models = backend.models
+    return {name: {k: v.clone() for k, v in m.state_dict().items()} for name, m in
+            (("unet", models.unet), ("vae", models.vae), ("clip", models.clip_vision))}
+
+
+def test_loss_on_a_fixed_batch_falls_and_only_the_plugin_learns(backend, pairs, tmp_path):
+    trainer = FixedBatch(backend, pairs, config(steps=200, learning_rate=1e-3, batch_size=2), tmp_path)
+    before_plugin = copy.deepcopy(trainer.plugin.state_dict())
+    before_frozen = frozen_state(backend)
+    with torch.no_grad():
+        start = trainer.loss_on([0, 1], trainer.step_generator(0)).item()
+    result = trainer.train()
+    with torch.no_grad():
+        end = trainer.loss_on([0, 1], trainer.step_generator(0)).item()
+    assert end < start / 5, (start, end)
+    after = trainer.plugin.state_dict()
+    changed = [k for k in after if not torch.equal(after[k], before_plugin[k])]
+    assert any(k.startswith("tpb.") for k in changed) and any(k.startswith("scb.") for k in changed)
+    for name, state in frozen_state(backend).items():
+        assert all(torch.equal(state[k], before_frozen[name][k]) for k in state), f"{name} changed"
+    assert all(p.grad is None for m in (backend.models.unet, backend.models.vae, backend.models.clip_vision) for p in m.parameters())
+    assert result.plugin_path.is_file() and (tmp_path / "loss.png").is_file()
+    rows = list(csv.DictReader((tmp_path / "loss.csv").open()))
+    assert [int(r["step"]) for r in rows] == list(range(1, 201))
+
+
+def test_fresh_plugin_is_a_no_op_on_the_skips(backend, pairs, tmp_path):
+    trainer = Trainer(backend, pairs, config(), tmp_path)
+    cond = torch.randn(1, 4, 4, 4)
+    residuals = trainer.plugin.skip_residuals(cond, torch.tensor([500]), torch.randn(1, 256, 768))
+    assert all(r.abs().max() == 0 for r in residuals)
+
+
+def test_recipe_targets_and_learning_rate(backend, pairs, tmp_path):
+    """ε target by default; the velocity for v-prediction bases; lr scaled by batch x accumulation."""
+    trainer = Trainer(backend, pairs, config(batch_size=2, gradient_accumulation=3), tmp_path)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 * 6)
+    assert backend.prediction_type == "epsilon"
+    seen = {}
+    original = backend.predict
+
+    def spy(noisy, timesteps, prompt, residuals):
+        seen.update(noisy=noisy, timesteps=timesteps)
+        return original(noisy, timesteps, prompt, residuals)
+
+    backend.predict = spy
+    backend.prediction_type = "v_prediction"
+    generator = trainer.step_generator(5)
+    loss = trainer.loss_on([0], generator)
+    # Rebuild the target independently: same draws, v = sqrt(a) eps - sqrt(1 - a) z0.
+    g = trainer.step_generator(5)
+    cond, mean, std, tokens = trainer._encoded([0], g)[0]
+    z0 = mean + std * torch.randn(mean[None].shape, generator=g)
+    eps = torch.randn(z0.shape, generator=g)
+    t = torch.randint(0, 1000, (1,), generator=g)
+    a = backend.alphas_cumprod[t].view(-1, 1, 1, 1)
+    assert torch.equal(seen["timesteps"], t)
+    assert torch.allclose(seen["noisy"], a.sqrt() * z0 + (1 - a).sqrt() * eps, atol=1e-6)
+    with torch.no_grad():
+        prediction = original(seen["noisy"], t, trainer.plugin.visual_prompt(tokens[None]),
+                              trainer.plugin.skip_residuals(cond[None], t, trainer.plugin.visual_prompt(tokens[None])))
+    expected = torch.nn.functional.mse_loss(prediction, a.sqrt() * eps - (1 - a).sqrt() * z0)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_training_clip_input_is_the_reference_squash():
+    pixels = torch.rand(1, 3, 40, 64) * 2 - 1
+    out = training_clip_pixels(pixels)
+    assert out.shape == (1, 3, 224, 224)
+    direct = torch.nn.functional.interpolate((pixels + 1) / 2, size=(224, 224), mode="bilinear", align_corners=False)
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    assert torch.allclose(out, (direct - mean) / std)
+
+
+def test_resume_continues_exactly(backend, pairs, tmp_path):
+    whole = Trainer(backend, pairs, config(steps=6, checkpoint_every=3, batch_size=2), tmp_path / "whole")
+    whole.train()
+    first = Trainer(backend, pairs, config(steps=3, checkpoint_every=3, batch_size=2), tmp_path / "split")
+    first.train()
+    second = Trainer(backend, pairs, config(steps=6, checkpoint_every=3, batch_size=2), tmp_path / "split")
+    second.train(resume=True)
+    assert second.step == 6
+    a, b = whole.plugin.state_dict(), second.plugin.state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    rows = list(csv.DictReader((tmp_path / "split" / "loss.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(base, pairs, tmp_path, degraded_dir):
+    """SIGKILL while step 4's checkpoint is being written: step 2's stays intact and resumable."""
+    script = textwrap.dedent(f"""
+        import os, sys, time, torch
+        sys.path.insert(0, {str(base.parent)!r})
+        from PIL import Image
+        from plugin_core.backends import DiffusersBackend
+        from plugin_core.datasets import PairDataset
+        from plugin_core.pipeline import BaseModels
+        from plugin_core.trainer import TrainConfig, Trainer
+        import plugin_core.trainer as trainer_module
+        real_save = torch.save
+        def slow_save(obj, path, *a, **k):
+            real_save(obj, path, *a, **k)
+            if obj["step"] == 4:
+                print("WRITING", flush=True)
+                time.sleep(60)  # killed here: the temp file is written, not yet renamed
+        trainer_module.torch.save = slow_save
+        image = Image.open({str(degraded_dir / "demo_rain.jpg")!r}).convert("RGB").resize((40, 40))
+        data = PairDataset.from_images([image], [image.point(lambda v: v // 2)])
+        backend = DiffusersBackend(BaseModels.from_pretrained({str(base / "sd")!r}, {str(base / "clip_vision")!r}))
+        Trainer(backend, data, TrainConfig(task="t", steps=6, resolution=32, checkpoint_every=2), {str(tmp_path)!r}).train()
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
+    deadline = time.time() + 240
+    line = ""
+    while time.time() < deadline and "WRITING" not in line:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+    assert "WRITING" in line, "the child never reached the checkpoint write"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    checkpoints = tmp_path / "checkpoints"
+    assert (checkpoints / "step-000002.pt").is_file() and not (checkpoints / "step-000004.pt").exists()
+    assert list(checkpoints.glob(".*.tmp")), "the interrupted write left its temp file, not a checkpoint"
+    data = PairDataset.from_images([Image.new("RGB", (40, 40))], [Image.new("RGB", (40, 40))])
+    backend = DiffusersBackend(BaseModels.from_pretrained(base / "sd", base / "clip_vision"))
+    trainer = Trainer(backend, data, TrainConfig(task="t", steps=6, resolution=32, checkpoint_every=2), tmp_path)
+    assert trainer.resume() == 2
+    assert not list(checkpoints.glob(".*.tmp"))
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(backend, pairs, tmp_path):
+    trainer = Trainer(backend, pairs, config(steps=10, checkpoint_every=2), tmp_path)
+    original = backend.predict
+    calls = []
+
+    def poisoned(*args):
+        calls.append(1)
+        out = original(*args)
+        return out * float("nan") if len(calls) == 5 else out
+
+    backend.predict = poisoned
+    with pytest.raises(TrainingError, match=r"loss became nan at step 5.*last good checkpoint is .*step-000004\.pt"):
+        trainer.train()
+    backend.predict = original
+    fresh = Trainer(backend, pairs, config(steps=10, checkpoint_every=2), tmp_path)
+    assert fresh.resume() == 4
+
+
+def test_cancel_stops_cleanly_with_a_checkpoint(backend, pairs, tmp_path):
+    trainer = Trainer(backend, pairs, config(steps=10), tmp_path)
+    result = trainer.train(should_stop=lambda: trainer.step >= 3)
+    assert result.stopped and result.steps == 3 and result.plugin_path is None
+    assert result.checkpoint_path.name == "step-000003.pt"
+
+
+def test_mixed_precision_and_gradient_checkpointing(backend, pairs, tmp_path):
+    plain = Trainer(backend, pairs, config(), tmp_path / "a")
+    checkpointed = Trainer(backend, pairs, config(gradient_checkpointing=True), tmp_path / "b")
+    checkpointed.plugin.load_state_dict(plain.plugin.state_dict())
+    for trainer in (plain, checkpointed):
+        trainer.optimizer.zero_grad()
+        trainer.loss_on([0], trainer.step_generator(0)).backward()
+    for a, b in zip(plain.plugin.parameters(), checkpointed.plugin.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6, rtol=1e-4)
+    backend.models.unet.disable_gradient_checkpointing()
+    bf16 = Trainer(backend, pairs, config(mixed_precision="bf16", steps=2), tmp_path / "c")
+    bf16.train()
+    assert all(p.dtype == torch.float32 for p in bf16.plugin.parameters())  # fp32 master weights
+
+
+def test_init_scb_from_unet_copies_the_first_level(backend, pairs, tmp_path):
+    trainer = Trainer(backend, pairs, config(init_scb_from_unet=True), tmp_path)
+    unet = backend.models.unet
+    assert torch.equal(trainer.plugin.scb.controlnet_cond_embedding.weight, unet.conv_in.weight)
+    assert torch.equal(trainer.plugin.scb.down_blocks[0].resnets[1].conv2.weight, unet.down_blocks[0].resnets[1].conv2.weight)
+    assert all(conv.weight.abs().max() == 0 for conv in trainer.plugin.scb.controlnet_down_blocks)
+
+
+def test_sdxl_like_plugin_trains_loads_and_applies(tmp_path, pairs):
+    """Context 2048 and a first level without attention: dimensions follow the base model."""
+    write_tiny_sd(tmp_path / "sdxl", context_width=2048, sdxl_like=True)
+    write_tiny_clip_vision(tmp_path / "clip", width=80)
+    models = BaseModels.from_pretrained(tmp_path / "sdxl", tmp_path / "clip")
+    result = Trainer(DiffusersBackend(models), pairs, config(task="xl", steps=3), tmp_path / "run").train()
+    plugin = load_plugin(result.plugin_path)
+    assert (plugin.config.context_width, plugin.config.channels, plugin.config.clip_width) == (2048, 32, 80)
+    assert plugin.info.extra["base"] == {"context_width": 2048, "channels": 32, "clip_width": 80}
+    out = Restorer(models).restore([pairs[0][0]], [plugin], steps=2, resolution=32)
+    assert out.images[0].size == (48, 40)  # short side 40 >= 32: only rounded to multiples of 8
+
+
+@pytest.mark.parametrize("problem", ["empty", "unmatched", "unreadable", "csv"])
+def test_bad_data_is_named(tmp_path, problem):
+    folder = tmp_path / "data"
+    (folder / "input").mkdir(parents=True)
+    (folder / "target").mkdir()
+    if problem == "empty":
+        with pytest.raises(DataError, match="hold no images"):
+            PairDataset.from_path(folder)
+    elif problem == "unmatched":
+        Image.new("RGB", (8, 8)).save(folder / "input" / "a.png")
+        Image.new("RGB", (8, 8)).save(folder / "target" / "b.png")
+        with pytest.raises(DataError, match=r"in input/ only: a; in target/ only: b"):
+            PairDataset.from_path(folder)
+    elif problem == "unreadable":
+        (folder / "input" / "a.png").write_bytes(b"not an image")
+        Image.new("RGB", (8, 8)).save(folder / "target" / "a.png")
+        with pytest.raises(DataError, match=r"input/a.png: not a readable image"):
+            PairDataset.from_path(folder)
+    else:
+        Image.new("RGB", (8, 8)).save(folder / "target" / "a.png")
+        (tmp_path / "pairs.csv").write_text("image,conditioning_image\ndata/target/a.png,data/input/missing.png\n")
+        with pytest.raises(DataError, match=r"line 2: .*data/input/missing.png"):
+            PairDataset.from_path(tmp_path / "pairs.csv")
+
+
+def test_cli_train_writes_plugin_log_and_curve(base, tmp_path, pairs):
+    data = tmp_path / "data"
+    for sub in ("input", "target"):
+        (data / sub).mkdir(parents=True)
+    for index in range(len(pairs)):
+        source, target = pairs[index]
+        source.save(data / "input" / f"{index}.png")
+        target.save(data / "target" / f"{index}.png")
+    run = tmp_path / "run"
+    code = main(["train", "--data", str(data), "--task", "darken", "--steps", "3", "--resolution", "32",
+                 "--sd", str(base / "sd"), "--clip-vision", str(base / "clip_vision"), "-o", str(run), "--no-progress",
+                 "--instruction", "make it darker", "--checkpoint-every", "2"])
+    assert code == 0
+    plugin = load_plugin(run / "darken.safetensors")
+    assert plugin.task == "darken" and plugin.info.instructions == ("make it darker",)
+    assert plugin.info.extra["trained_steps"] == 3 and "folder" in plugin.info.extra["data"]
+    assert (run / "loss.png").is_file() and len((run / "loss.csv").read_text().splitlines()) == 4
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002.pt", "step-000003.pt"]
