@@ -155,7 +155,9 @@ def selector_times(repeats):
         {
             "clip vision pass": lambda: restorer.clip_tokens([image], 24),
             "tpb (one plugin)": lambda: plugins[0].visual_prompt(tokens),
-            "select among 8": lambda: restorer.select(image, INSTRUCTION, plugins, selector),
+            "select among 8 (instruction encoded before)": lambda: restorer.select(image, INSTRUCTION, plugins, selector),
+            "select among 8 (new instruction: + text encoder)": lambda: (
+                restorer.text_encoder._cache.pop(INSTRUCTION, None), restorer.select(image, INSTRUCTION, plugins, selector)),
         },
         repeats,
     )

@@ -22,6 +22,7 @@ from . import images as imaging
 from .errors import InputImageError, PluginError, PluginMismatchError
 from .plugin import TaskPlugin
 from .selector import NULL_TASK, PluginSelector, Selection, score_candidates
+from .text import ClipTextEncoder
 
 log = logging.getLogger("diffplugin")
 
@@ -87,7 +88,7 @@ class Restorer:
         unet_config = models.unet.config
         self.vae_factor = 2 ** (len(models.vae.config.block_out_channels) - 1)
         self.skip_count = _unet_skip_count(models.unet)
-        self._null_text: torch.Tensor | None = None
+        self._text: ClipTextEncoder | None = None
         self._unet_context = unet_config.cross_attention_dim
         self._unet_channels = unet_config.block_out_channels[0]
         layers = unet_config.layers_per_block
@@ -143,22 +144,14 @@ class Restorer:
         decoded = vae.decode((latents / vae.config.scaling_factor + shift).to(vae_dtype)).sample
         return imaging.to_pil(decoded)
 
-    @torch.no_grad()
-    def pooled_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """SD's CLIP-L pooled text embedding (final-LN state at EOS, no projection), [T, 768].
-
-        The text model's attention is causal, so the EOS state never sees the padding
-        after it: only the tokens up to the longest EOS are run (same numbers, far less work).
-        """
-        encoder, tokenizer = self.models.text_encoder, self.models.tokenizer
-        if encoder is None or tokenizer is None:
-            raise PluginError("selection needs SD's text encoder and tokenizer")
-        ids = tokenizer(
-            list(texts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids
-        eos = (ids == tokenizer.eos_token_id).int().argmax(dim=1)
-        ids = ids[:, : int(eos.max()) + 1].to(self.device)
-        return encoder(input_ids=ids).pooler_output.float()
+    @property
+    def text_encoder(self) -> ClipTextEncoder:
+        """SD's CLIP-L pooled text embeddings, as the reference selector reads them."""
+        if self._text is None:
+            if self.models.text_encoder is None or self.models.tokenizer is None:
+                raise PluginError("selection needs SD's text encoder and tokenizer")
+            self._text = ClipTextEncoder(self.models.text_encoder, self.models.tokenizer, self.device)
+        return self._text
 
     # ------------------------------------------------------------------ sampling
 
@@ -316,9 +309,8 @@ class Restorer:
         layers = {p.info.clip_layer for p in plugins}
         tokens = {layer: self.clip_tokens([imaging.to_rgb(image)], layer) for layer in layers}
         prompts = [p.visual_prompt(tokens[p.info.clip_layer].to(next(p.parameters()).dtype))[0].float() for p in plugins]
-        if self._null_text is None:
-            self._null_text = self.pooled_text([" "])
-        scores = score_candidates(selector, self.pooled_text([instruction])[0], prompts, self._null_text[0])
+        text, null = self.text_encoder.encode([instruction, " "])
+        scores = score_candidates(selector, text, prompts, null)
         return Selection.from_scores([p.task for p in plugins], scores, threshold)
 
 

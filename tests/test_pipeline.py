@@ -231,7 +231,7 @@ def test_text_embedding_skips_padding_exactly(restorer):
     full_ids = tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     with torch.no_grad():
         full = encoder(input_ids=full_ids).pooler_output
-    assert torch.allclose(restorer.pooled_text(texts), full, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(restorer.text_encoder.encode(texts), full, atol=1e-5, rtol=1e-5)
 
 
 def test_select_scores_follow_reference_rule(tiny, restorer, photo, fixtures_dir):
@@ -243,8 +243,11 @@ def test_select_scores_follow_reference_rule(tiny, restorer, photo, fixtures_dir
     # Recompute as demo.py does: Fp rows + the " " embedding broadcast as the null row.
     with torch.no_grad():
         tokens = restorer.clip_tokens([photo], 24)
-        rows = torch.cat([p.tpb(tokens) for p in plugins] + [restorer.pooled_text([" "])[:, None].expand(1, 256, -1)])
-        scores = selector(restorer.pooled_text(["remove the rain"]), rows)[0]
+        text = restorer.models.text_encoder
+        ids = restorer.models.tokenizer(["remove the rain", " "], padding="max_length", max_length=77, return_tensors="pt").input_ids
+        instruction, null = text(input_ids=ids).pooler_output
+        rows = torch.cat([p.tpb(tokens) for p in plugins] + [null[None, None].expand(1, 256, -1)])
+        scores = selector(instruction[None], rows)[0]
     assert selection.scores == pytest.approx(scores[:2].tolist(), rel=1e-5)
     assert selection.null_score == pytest.approx(scores[2].item(), rel=1e-5)
     positive = [t for t, s in zip(selection.tasks, selection.scores) if s > 0]
