@@ -16,6 +16,25 @@ from __future__ import annotations
 import torch
 
 
+def skip_index(transformer_options, first_patched_block: int) -> int | None:
+    """Which SCB residual an output block takes (its skip comes from input block 2 - k), or None."""
+    kind, index = transformer_options.get("block", ("output", -1))
+    k = index - first_patched_block  # 0, 1, 2 for the last three output blocks
+    return 2 - k if kind == "output" and 0 <= k <= 2 else None
+
+
+class SkipResiduals:
+    """An output-block patch adding fixed residuals (training: they carry gradients)."""
+
+    def __init__(self, residuals, first_patched_block: int):
+        self.residuals = residuals
+        self.first_patched_block = first_patched_block
+
+    def __call__(self, h, hsp, transformer_options):
+        index = skip_index(transformer_options, self.first_patched_block)
+        return (h, hsp) if index is None else (h, hsp + self.residuals[index].to(hsp.dtype))
+
+
 class DiffPluginPatch:
     def __init__(
         self,
@@ -85,15 +104,14 @@ class DiffPluginPatch:
         return n, prompt, prompt
 
     def output_block(self, h, hsp, transformer_options):
-        kind, index = transformer_options.get("block", ("output", -1))
-        k = index - self.first_patched_block  # 0, 1, 2 for the last three output blocks
-        if kind != "output" or k < 0 or not self.is_active(transformer_options.get("sigmas")):
+        index = skip_index(transformer_options, self.first_patched_block)
+        if index is None or not self.is_active(transformer_options.get("sigmas")):
             return h, hsp
         sigmas = transformer_options["sigmas"]
         sigma = float(sigmas.reshape(-1)[0])
         if self._residuals is None or self._residuals[0] != sigma:
             self._residuals = (sigma, self._compute_residuals(sigmas, hsp.device))
-        residual = self._residuals[1][2 - k]  # output block k reads the skip of input block 2 - k
+        residual = self._residuals[1][index]
         if residual.shape[-2:] != hsp.shape[-2:] or residual.shape[1] != hsp.shape[1]:
             raise ValueError(
                 f"Diff-Plugin residual {tuple(residual.shape)} does not fit the skip {tuple(hsp.shape)} "

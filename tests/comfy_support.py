@@ -30,13 +30,16 @@ CHECKPOINT = "v1-5-pruned-emaonly.safetensors"  # the names the example workflow
 CLIP_VISION = "clip-vit-large-patch14.safetensors"
 
 
-def import_comfy() -> None:
-    """Make `import comfy...` work in this process, on the CPU."""
+def import_comfy(pytorch_attention: bool = False) -> None:
+    """Make `import comfy...` work in this process, on the CPU (optionally with PyTorch
+    attention, ComfyUI's default on NVIDIA GPUs, instead of its CPU default)."""
     if sys.path[:1] != [str(COMFYUI_DIR)]:
         sys.path.insert(0, str(COMFYUI_DIR))  # ahead of the repository, whose nodes/ would shadow ComfyUI's nodes.py
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True
+    if pytorch_attention:
+        comfy.cli_args.args.use_pytorch_cross_attention = True
     import nodes
 
     assert Path(nodes.__file__).resolve() == COMFYUI_DIR / "nodes.py", f"`nodes` is {nodes.__file__}, not ComfyUI's"

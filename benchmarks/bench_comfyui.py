@@ -1,0 +1,158 @@
+"""ComfyUI sampling with a Task-Plugin applied vs the plain model, measured in one run.
+
+SD1.5-shaped random weights (the full 860M UNet, loaded through ComfyUI), the real
+ApplyTaskPlugin path, ComfyUI's own sampler (euler, `--steps` steps) at cfg 1 and cfg 2,
+256 and 512 px. Peak memory: each configuration in its own process, peak RSS from after
+the models are loaded. Not a test. Run with ComfyUI's Python:
+
+    COMFYUI_DIR=/path/to/ComfyUI $COMFYUI_DIR/.venv/bin/python benchmarks/bench_comfyui.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(ROOT / "tests"))
+sys.path.append(str(ROOT))
+
+import comfy_support as cs  # noqa: E402
+
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "official"
+
+
+def setup(attention: str):
+    """(plain model, {size: (patched model, latent)}) with random SD1.5 weights."""
+    import torch
+
+    cs.import_comfy(pytorch_attention=attention == "pytorch")
+    import comfy.clip_vision
+    import comfy.sd
+    from diffusers import UNet2DConditionModel
+    from PIL import Image
+
+    models = cs.model_files(FIXTURES)
+    pack = cs.load_pack()
+    import folder_paths
+
+    folder_paths.folder_names_and_paths["diff_plugins"] = ([str(models / "diff_plugins")], {".safetensors", ".pt"})
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
+        attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    )
+    model = comfy.sd.load_diffusion_model_state_dict(unet.state_dict())  # detected as SD15
+    del unet
+    vae = comfy.sd.load_checkpoint_guess_config(str(models / "checkpoints" / cs.CHECKPOINT))[2]
+    clip_vision = comfy.clip_vision.load(str(models / "clip_vision" / cs.CLIP_VISION))
+    import importlib
+
+    apply = importlib.import_module(f"{pack.__name__}.nodes.apply")
+    loaders = importlib.import_module(f"{pack.__name__}.nodes.loaders")
+    bridge = importlib.import_module(f"{pack.__name__}.nodes.bridge")
+    handle = loaders.load_plugin_handle("derain.safetensors")
+    photo = Image.open(ROOT.parent / "shared" / "data" / "degraded" / "demo_rain.jpg").convert("RGB")
+    patched = {}
+    for size in (256, 512):
+        image = photo.resize((size, size))
+        model_p, latent, _ = apply.apply_plugin(model, handle, clip_vision, vae, [image], [image])
+        patched[size] = (model_p, latent)
+    return model, patched, bridge
+
+
+def run(model, latent, cfg, steps, prompt_tokens=77):
+    import comfy.sample
+    import torch
+
+    cond = [[torch.zeros(1, prompt_tokens, 768), {}]]
+    noise = comfy.sample.prepare_noise(latent["samples"], 0)
+    with torch.inference_mode():
+        comfy.sample.sample(model, noise, steps, cfg, "euler", "normal", cond, cond, latent["samples"], denoise=1.0,
+                            disable_pbar=True, seed=0)
+
+
+def timings(steps, repeats, sizes, attention):
+    plain, patched, _ = setup(attention)
+    rows = {}
+    for size in sizes:
+        model_p, latent = patched[size]
+        for cfg in (1.0, 2.0):
+            # "plain 256": the plain model with a 256-token prompt, Fp's length: the context's share.
+            candidates = {"plain": (plain, 77), "plain 256": (plain, 256), "plugin": (model_p, 77)}
+            for m, tokens in candidates.values():
+                run(m, latent, cfg, 1, tokens)  # warm-up (loads, allocations)
+            samples = {k: [] for k in candidates}
+            for _ in range(repeats):
+                for name, (m, tokens) in candidates.items():  # interleaved: drift hits all alike
+                    start = time.perf_counter()
+                    run(m, latent, cfg, steps, tokens)
+                    samples[name].append(time.perf_counter() - start)
+            rows[size, cfg] = {k: statistics.median(v) for k, v in samples.items()}
+    return rows
+
+
+def _vm(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(field)
+
+
+def _memory_child(which, size, cfg, steps, attention, queue):
+    plain, patched, _ = setup(attention)
+    model_p, latent = patched[size]
+    model = model_p if which == "plugin" else plain
+    run(model, latent, cfg, 1)  # loads the models (and the plugin) before the mark
+    Path("/proc/self/clear_refs").write_text("5")
+    base = _vm("VmRSS")
+    run(model, latent, cfg, steps)
+    plugin_bytes = sum(p.numel() * p.element_size() for p in model_p.additional_models["diff_plugin"][0].model.parameters())
+    queue.put({"peak": _vm("VmHWM"), "base": base, "plugin_bytes": plugin_bytes if which == "plugin" else 0})
+
+
+def peak(which, size, cfg, steps, attention):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    process = ctx.Process(target=_memory_child, args=(which, size, cfg, steps, attention, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 256])
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--attention", choices=("pytorch", "cpu-default"), default="pytorch",
+                        help="'pytorch': SDPA, ComfyUI's default on NVIDIA GPUs; 'cpu-default': ComfyUI's CPU default (sub-quadratic)")
+    args = parser.parse_args()
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, float32; euler, {args.steps} steps; "
+          f"attention: {args.attention}")
+    rows = timings(args.steps, args.repeats, args.sizes, args.attention)
+    print("\n| ComfyUI sampling | plain (s) | with plugin (s) | **ratio** | of which: 256-token context | SCB |"
+          "\n|---|---:|---:|---:|---:|---:|")
+    for (size, cfg), t in rows.items():
+        context = t["plain 256"] / t["plain"]
+        print(f"| {size} px, cfg {cfg:g} | {t['plain']:.2f} | {t['plugin']:.2f} | **{t['plugin'] / t['plain']:.3f}** | "
+              f"{context:.3f} | {t['plugin'] / t['plain 256']:.3f} |")
+    if not args.no_memory:
+        print("\n| peak memory (cfg 1) | plain (GiB) | with plugin − plugin weights (GiB) | **ratio** |\n|---|---:|---:|---:|")
+        for size in args.sizes:
+            plain, plugin = peak("plain", size, 1.0, args.steps, args.attention), peak("plugin", size, 1.0, args.steps, args.attention)
+            adjusted = plugin["peak"] - plugin["plugin_bytes"]
+            print(f"| {size} px | {plain['peak'] / 2**30:.2f} | {adjusted / 2**30:.2f} | **{adjusted / plain['peak']:.3f}** |")
+
+
+if __name__ == "__main__":
+    main()
