@@ -285,13 +285,28 @@ def find_plugins(directory: Path | str) -> dict[str, Path]:
 # --------------------------------------------------------------------------- selector
 
 
-def save_selector(selector: PluginSelector, path: Path, tasks: list[str] | None = None, extra: dict | None = None) -> Path:
+DEFAULT_TEXT_ENCODER = {"kind": "sd-clip-l-pooled", "width": 768}
+
+
+def save_selector(
+    selector: PluginSelector,
+    path: Path,
+    tasks: list[str] | None = None,
+    extra: dict | None = None,
+    text_encoder: dict | None = None,
+    lexicon: dict[str, int] | None = None,
+) -> Path:
+    """tasks: what it was trained on; text_encoder: which encoder it reads (text.describe());
+    lexicon: its instruction normalizer's words (text.Normalizer), if it has one."""
     metadata = {
         "format": SELECTOR_FORMAT,
         "format_version": str(FORMAT_VERSION),
         "tasks": json.dumps(list(tasks or [])),
+        "text_encoder": json.dumps(text_encoder or DEFAULT_TEXT_ENCODER, sort_keys=True),
         "info": json.dumps(extra or {}, sort_keys=True),
     }
+    if lexicon:
+        metadata["lexicon"] = json.dumps(lexicon, sort_keys=True)
     write_safetensors(Path(path), selector.state_dict(), metadata)
     return Path(path)
 
@@ -302,13 +317,18 @@ def _selector_from_state(state: dict[str, torch.Tensor], source: str) -> PluginS
     if "proj_v.weight" not in state or "proj_t.weight" not in state:
         raise PluginFileError(f"{source}: not a Plugin-Selector (no proj_v / proj_t weights)")
     embed_width, prompt_width = state["proj_v.weight"].shape
-    selector = PluginSelector(prompt_width=prompt_width, text_width=state["proj_t.weight"].shape[1], embed_width=embed_width)
+    selector = PluginSelector(
+        prompt_width=prompt_width, text_width=state["proj_t.weight"].shape[1], embed_width=embed_width,
+        learned_null="null_prompt" in state,
+        reader_width=state["reader.query.weight"].shape[0] if "reader.query.weight" in state else 0,
+    )
     load_state_checked(selector, state, source)
     return selector.eval()
 
 
 def load_selector(path: Path | str, device=None, dtype=None) -> tuple[PluginSelector, dict]:
-    """The selector and its metadata (`tasks` it was trained on, if recorded)."""
+    """The selector and its metadata: the `tasks` it was trained on (if recorded) and the
+    `text_encoder` it reads."""
     path = Path(path)
     if path.is_dir() and (path / REFERENCE_SELECTOR_FILE).is_file():
         path = path / REFERENCE_SELECTOR_FILE
@@ -317,13 +337,20 @@ def load_selector(path: Path | str, device=None, dtype=None) -> tuple[PluginSele
         if metadata.get("format") == PLUGIN_FORMAT:
             raise PluginFileError(f"{path}: this is a Task-Plugin file, not a Plugin-Selector")
         selector = _selector_from_state(tensors, str(path))
-        meta = {"tasks": json.loads(metadata.get("tasks", "[]")), "info": json.loads(metadata.get("info", "{}"))}
+        meta = {
+            "tasks": json.loads(metadata.get("tasks", "[]")),
+            "text_encoder": json.loads(metadata.get("text_encoder", json.dumps(DEFAULT_TEXT_ENCODER))),
+            "lexicon": json.loads(metadata.get("lexicon", "{}")),
+            "info": json.loads(metadata.get("info", "{}")),
+        }
     else:
         selector = _selector_from_state(_unwrap_state_dict(read_torch_pickle(path), path), str(path))
-        meta = {"tasks": [], "info": {"source": "reference PromptTunner"}}
+        meta = {"tasks": [], "text_encoder": dict(DEFAULT_TEXT_ENCODER), "lexicon": {}, "info": {"source": "reference PromptTunner"}}
+    selector.meta = meta  # what running it needs: its text encoder and normalizer
     return selector.to(device=device, dtype=dtype), meta
 
 
 def convert_reference_selector(path: Path, output: Path) -> Path:
     selector, meta = load_selector(path)
-    return save_selector(selector, output, tasks=meta["tasks"], extra=meta["info"])
+    return save_selector(selector, output, tasks=meta["tasks"], extra=meta["info"], text_encoder=meta["text_encoder"],
+                         lexicon=meta["lexicon"])

@@ -97,6 +97,36 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     train.add_argument("--no-progress", action="store_true")
 
+    def selector_inputs(parser):
+        parser.add_argument("--plugins", required=True, type=Path, help="folder of the plugins to choose among")
+        parser.add_argument("--images", required=True, type=Path, help="folder of photos: each plugin's Fp on them are the pseudo-labels")
+        parser.add_argument("--clip-vision", required=True, type=Path)
+        parser.add_argument("--sd", type=Path, help="SD folder: its CLIP-L text encoder, for --text-encoder clip")
+        parser.add_argument("--corpus", type=Path, help="instruction corpus JSON (default: the shipped one)")
+        parser.add_argument("--task-instructions", action="append", default=[], metavar="TASK=FILE",
+                            help="instructions for a task the corpus lacks: a JSON {train: [...], heldout: [...]} or a text file, one per line")
+        parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+    train_selector = commands.add_parser("train-selector", help="train (or fine-tune) the Plugin-Selector")
+    selector_inputs(train_selector)
+    train_selector.add_argument("--text-encoder", choices=("clip", "minilm"), default="clip",
+                                help="'clip': SD's CLIP-L (--sd), as the reference; 'minilm': the offline sentence model")
+    train_selector.add_argument("--init", type=Path, help="start from this selector (e.g. the reference PromptTunner.pt)")
+    train_selector.add_argument("--steps", type=int, default=2000)
+    train_selector.add_argument("--batch-size", type=int, default=32)
+    train_selector.add_argument("--lr", type=float, default=1e-3)
+    train_selector.add_argument("--negatives", type=int, default=7)
+    train_selector.add_argument("--reader", type=int, default=256, help="width of the instruction reader (0: the reference's pooled text only)")
+    train_selector.add_argument("--seed", type=int, default=0)
+    train_selector.add_argument("-o", "--output", type=Path, required=True, help="selector .safetensors")
+    train_selector.add_argument("--no-progress", action="store_true")
+
+    eval_selector = commands.add_parser("eval-selector", help="measure a selector on held-out instructions (the paper's Table 5)")
+    selector_inputs(eval_selector)
+    eval_selector.add_argument("--selector", required=True, type=Path)
+    eval_selector.add_argument("--split", choices=("heldout", "train"), default="heldout")
+    eval_selector.add_argument("--threshold", type=float, default=0.0)
+
     synth = commands.add_parser("synth", help="write a training set of synthetic (degraded, clean) pairs from clean photos")
     synth.add_argument("clean", type=Path, help="folder of clean photos")
     synth.add_argument("-o", "--output", type=Path, required=True)
@@ -112,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not args.verbose:
         _quiet_libraries()
-    handlers = {"restore": _restore, "select": _select, "convert": _convert, "info": _info, "train": _train, "synth": _synth}
+    handlers = {
+        "restore": _restore, "select": _select, "convert": _convert, "info": _info, "train": _train, "synth": _synth,
+        "train-selector": _train_selector, "eval-selector": _eval_selector,
+    }
     try:
         return handlers[args.command](args) or 0
     except PluginError as error:
@@ -328,6 +361,97 @@ def _train(args) -> int:
         if bar is not None:
             bar.close()
     print(f"wrote {result.plugin_path}\nloss log: {output / 'loss.csv'}\nloss curve: {output / 'loss.png'}")
+    return 0
+
+
+def _selector_setup(args):
+    """(plugins, CLIP-token function over the images, SD CLIP-L encoder or None, extra instructions, corpus)."""
+    from transformers import CLIPVisionModel
+
+    from .checkpoints import find_plugins, load_plugin
+    from .datasets import IMAGE_SUFFIXES
+    from .images import load_image
+    from .pipeline import clip_vision_tokens
+    from .selector_training import load_corpus
+
+    plugins = [load_plugin(path) for path in find_plugins(args.plugins).values()]
+    if not plugins:
+        raise PluginError(f"{args.plugins}: no plugins found")
+    paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if args.images.is_dir() else []
+    if not paths:
+        raise PluginError(f"{args.images}: no images")
+    images = [load_image(p) for p in paths]
+    clip = CLIPVisionModel.from_pretrained(args.clip_vision).eval().to(args.device)
+    clip_text = None
+    if args.sd:
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        from .text import ClipTextEncoder
+
+        clip_text = ClipTextEncoder(CLIPTextModel.from_pretrained(args.sd / "text_encoder").eval().to(args.device),
+                                    CLIPTokenizer.from_pretrained(args.sd / "tokenizer"), args.device)
+    extra = {}
+    for item in args.task_instructions:
+        task, _, file = item.partition("=")
+        path = Path(file)
+        if not task or not path.is_file():
+            raise PluginError(f"--task-instructions expects TASK=FILE with an existing file, got {item!r}")
+        if path.suffix == ".json":
+            extra[task] = json.loads(path.read_text())
+        else:
+            extra[task] = {"train": [l.strip() for l in path.read_text().splitlines() if l.strip()], "heldout": []}
+    corpus = load_corpus(args.corpus)
+    return plugins, (lambda layer: clip_vision_tokens(clip, images, layer, args.device).cpu()), clip_text, extra, corpus
+
+
+def _train_selector(args) -> int:
+    from .checkpoints import load_selector, save_selector
+    from .selector_training import SelectorTrainConfig, format_table, train_selector
+    from .text import SentenceTextEncoder
+
+    plugins, tokens, clip_text, extra, corpus = _selector_setup(args)
+    if args.text_encoder == "clip":
+        if clip_text is None:
+            raise PluginError("--text-encoder clip reads SD's CLIP-L: give --sd")
+        encoder = clip_text
+    else:
+        encoder = SentenceTextEncoder()
+    init = load_selector(args.init)[0] if args.init else None
+    config = SelectorTrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+                                 negatives=args.negatives, seed=args.seed, weight_decay=0.05, token_dropout=0.1)
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=args.steps, unit="step", desc="training the selector")
+    run = train_selector(plugins, tokens, encoder, config, init=init, corpus=corpus, extra_instructions=extra,
+                         reader_width=args.reader,
+                         progress=(lambda step, total, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.4f}"))) if bar else None)
+    if bar:
+        bar.close()
+    save_selector(run.selector, args.output, tasks=run.tasks, text_encoder=encoder.describe(), lexicon=run.lexicon,
+                  extra={"steps": args.steps, "held_out": run.results})
+    print(format_table(run.results))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _eval_selector(args) -> int:
+    from .checkpoints import load_selector
+    from .selector_training import SETS, evaluate, format_table, instruction_sets, pooled_prompts
+    from .text import encoder_for
+
+    plugins, tokens, clip_text, extra, corpus = _selector_setup(args)
+    selector, meta = load_selector(args.selector)
+    encoder = encoder_for(meta, clip_text)
+    tasks = [p.task for p in plugins]
+    sets = instruction_sets(corpus, tasks, args.split, 0, extra)
+    if selector.null_prompt is None:  # a reference selector: its null candidate is the " " embedding
+        from .selector_training import ensure_learned_null
+
+        ensure_learned_null(selector, encoder)
+    results = evaluate(selector, encoder, pooled_prompts(plugins, tokens), tasks, {k: sets[k] for k in (*SETS, "unrelated")}, args.threshold)
+    print(format_table(results))
     return 0
 
 

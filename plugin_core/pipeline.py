@@ -22,7 +22,7 @@ from . import images as imaging
 from .errors import InputImageError, PluginError, PluginMismatchError
 from .plugin import TaskPlugin
 from .selector import NULL_TASK, PluginSelector, Selection, score_candidates
-from .text import ClipTextEncoder
+from .text import ClipTextEncoder, encoder_for
 
 log = logging.getLogger("diffplugin")
 
@@ -118,14 +118,9 @@ class Restorer:
 
     # ------------------------------------------------------------------ encoders
 
-    @torch.no_grad()
     def clip_tokens(self, images: list[Image.Image], layer: int) -> torch.Tensor:
         """CLIP vision hidden states at `layer` (before post-LN), class token first."""
-        model = self.models.clip_vision
-        pixels = imaging.clip_pixels(images).to(self.device, self.dtype)
-        last = layer == model.config.num_hidden_layers
-        output = model(pixel_values=pixels, output_hidden_states=not last)
-        return output.last_hidden_state if last else output.hidden_states[layer]
+        return clip_vision_tokens(self.models.clip_vision, images, layer, self.device, self.dtype)
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -309,9 +304,26 @@ class Restorer:
         layers = {p.info.clip_layer for p in plugins}
         tokens = {layer: self.clip_tokens([imaging.to_rgb(image)], layer) for layer in layers}
         prompts = [p.visual_prompt(tokens[p.info.clip_layer].to(next(p.parameters()).dtype))[0].float() for p in plugins]
-        text, null = self.text_encoder.encode([instruction, " "])
-        scores = score_candidates(selector, text, prompts, null)
+        meta = getattr(selector, "meta", {})
+        clip = self.text_encoder if self.models.text_encoder is not None else None
+        encoder = encoder_for(meta, clip)
+        features = encoder.features([instruction, " "])
+        text = features[0:1] if selector.reader is not None else features.pooled[0]
+        scores = score_candidates(selector, text, prompts, features.pooled[1])
         return Selection.from_scores([p.task for p in plugins], scores, threshold)
+
+
+@torch.no_grad()
+def clip_vision_tokens(model, images: Sequence[Image.Image], layer: int, device="cpu", dtype=torch.float32, batch: int = 16) -> torch.Tensor:
+    """A transformers CLIPVisionModel's hidden states at `layer` (before post-LN), with the
+    reference's preprocessing; [images, 1 + patches, width]."""
+    last = layer == model.config.num_hidden_layers
+    out = []
+    for start in range(0, len(images), batch):
+        pixels = imaging.clip_pixels([imaging.to_rgb(i) for i in images[start : start + batch]]).to(device, dtype)
+        output = model(pixel_values=pixels, output_hidden_states=not last)
+        out.append(output.last_hidden_state if last else output.hidden_states[layer])
+    return torch.cat(out)
 
 
 def _unet_skip_count(unet) -> int:

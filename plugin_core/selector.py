@@ -5,6 +5,11 @@ instruction's pooled text embedding is projected (proj_t); the score is the scal
 cosine `exp(logit_scale) * cos(v_i, q)`. A null candidate stands for "no plugin": in the
 reference it is the pooled text embedding of " " used as if it were a plugin prompt.
 Parameter names match the reference `PromptTunner.pt`.
+
+Selectors trained here may add an `InstructionReader`: instead of one pooled vector per
+instruction, each candidate attends over the text encoder's token states with a query
+from its own embedding, so "remove the rain and add a cat" reads as rain for the derain
+plugin and as nothing relevant for the others (see selector_training).
 """
 
 from __future__ import annotations
@@ -19,12 +24,39 @@ from torch import nn
 NULL_TASK = "null"
 
 
+class InstructionReader(nn.Module):
+    """Candidate-conditioned attention pooling of instruction token states."""
+
+    def __init__(self, embed_width: int, text_width: int, width: int = 256):
+        super().__init__()
+        self.query = nn.Linear(embed_width, width)
+        self.key = nn.Linear(text_width, width)
+        self.value = nn.Linear(text_width, text_width)
+
+    def forward(self, candidates: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """candidates [B, C, E] unit embeddings; tokens [B, L, W]; mask [B, L] -> [B, C, W]."""
+        logits = torch.einsum("bch,blh->bcl", self.query(candidates), self.key(tokens)) / self.query.out_features**0.5
+        weights = logits.masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)
+        return torch.einsum("bcl,blw->bcw", weights, self.value(tokens))
+
+
 class PluginSelector(nn.Module):
-    def __init__(self, prompt_width: int = 768, text_width: int = 768, embed_width: int = 768):
+    def __init__(
+        self,
+        prompt_width: int = 768,
+        text_width: int = 768,
+        embed_width: int = 768,
+        learned_null: bool = False,
+        reader_width: int = 0,
+    ):
         super().__init__()
         self.proj_v = nn.Linear(prompt_width, embed_width)
         self.proj_t = nn.Linear(text_width, embed_width)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        # The null candidate's stand-in prompt. The reference has none and uses the " " text
+        # embedding; a learned one also works for text encoders of another width.
+        self.null_prompt = nn.Parameter(torch.zeros(prompt_width)) if learned_null else None
+        self.reader = InstructionReader(embed_width, text_width, reader_width) if reader_width else None
 
     @property
     def prompt_width(self) -> int:
@@ -43,6 +75,14 @@ class PluginSelector(nn.Module):
         """[..., text_width] pooled instruction embeddings -> [..., embed_width], unit length."""
         return F.normalize(self.proj_t(text), dim=-1, eps=0.0)
 
+    def score_features(self, candidates: torch.Tensor, text) -> torch.Tensor:
+        """candidates [B, C, E] unit embeddings; text: InstructionFeatures of B instructions -> [B, C]."""
+        if self.reader is None:
+            q = self.embed_text(text.pooled).unsqueeze(1)
+        else:
+            q = F.normalize(self.proj_t(self.reader(candidates, text.tokens, text.mask)), dim=-1, eps=0.0)
+        return self.logit_scale.exp() * (candidates * q).sum(-1)
+
     def forward(self, text: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
         """Scores of candidates for instructions.
 
@@ -54,19 +94,24 @@ class PluginSelector(nn.Module):
         return self.logit_scale.exp() * (v * q.unsqueeze(-2)).sum(-1)
 
 
-def score_candidates(
-    selector: PluginSelector, text: torch.Tensor, visual_prompts: list[torch.Tensor], null_text: torch.Tensor
-) -> torch.Tensor:
+def score_candidates(selector: PluginSelector, text, visual_prompts: list[torch.Tensor], null_text: torch.Tensor | None) -> torch.Tensor:
     """Scores [plugins + 1] for one instruction, as the reference demo builds them.
 
-    text, null_text: [text_width] pooled embeddings of the instruction and of " ";
-    visual_prompts: each plugin's Fp [tokens, prompt_width] for the image. The null row is
-    the " " embedding broadcast over the tokens, so its max-pool is itself.
+    text: the instruction's pooled embedding [text_width], or its InstructionFeatures (needed
+    by selectors with a reader); visual_prompts: each plugin's Fp [tokens, prompt_width] for
+    the image; null_text: the pooled embedding of " ", the null candidate of reference
+    selectors (unused by selectors with a learned null). The null row is that embedding
+    broadcast over the tokens, so its max-pool is itself.
     """
     tokens = visual_prompts[0].shape[0]
-    rows = torch.stack([*visual_prompts, null_text.reshape(1, -1).expand(tokens, -1)])
+    null = selector.null_prompt if selector.null_prompt is not None else null_text
+    if null is None:
+        raise ValueError("this selector has no learned null candidate: give the \" \" text embedding")
+    rows = torch.stack([*visual_prompts, null.reshape(1, -1).expand(tokens, -1)])
     dtype = selector.proj_v.weight.dtype
-    return selector(text.reshape(1, -1).to(dtype), rows.to(dtype))[0]
+    if isinstance(text, torch.Tensor):
+        return selector(text.reshape(1, -1).to(dtype), rows.to(dtype))[0]
+    return selector.score_features(selector.embed_prompts(rows.to(dtype))[None], text)[0]
 
 
 def apply_selection_rule(scores: torch.Tensor, threshold: float = 0.0) -> tuple[torch.Tensor, list[int]]:

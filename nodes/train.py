@@ -1,0 +1,207 @@
+"""TrainTaskPlugin: teach a new Task-Plugin from image pairs on the user's own MODEL, VAE
+and CLIP_VISION. The recipe is plugin_core's Trainer; this module only gives it ComfyUI's
+models (a TrainingBackend), progress bar and cancel button."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+import torch
+from comfy_api.latest import io
+
+from . import bridge, library
+from .patch import SkipResiduals
+from .plugin_types import PluginSet, TaskPluginHandle, TaskPluginIO
+
+CATEGORY = "Diff-Plugin"
+log = logging.getLogger("diffplugin")
+
+
+class ComfyBackend:
+    """plugin_core.backends.TrainingBackend over ComfyUI's MODEL, VAE and CLIP_VISION."""
+
+    def __init__(self, model, vae, clip_vision):
+        import comfy.model_sampling
+
+        self.model, self.vae, self.clip_vision = model, vae, clip_vision
+        self.device = model.load_device
+        facts = bridge.model_facts(model)
+        self.context_width, self.channels = facts["context_width"], facts["channels"]
+        self.first_block = facts["output_blocks"] - 3
+        self.clip_width = bridge.clip_vision_width(clip_vision)
+        sampling = model.get_model_object("model_sampling")
+        self.prediction_type = "v_prediction" if isinstance(sampling, comfy.model_sampling.V_PREDICTION) else "epsilon"
+        if not isinstance(sampling, (comfy.model_sampling.EPS, comfy.model_sampling.V_PREDICTION)):
+            raise ValueError("TrainTaskPlugin trains on epsilon- or v-prediction UNets (SD 1.x / 2.x / XL)")
+        self.alphas_cumprod = (1.0 / (1.0 + sampling.sigmas.float() ** 2)).cpu()  # sigma = sqrt((1 - a) / a)
+        self.latent_format = model.model.latent_format
+        self._checkpointing = False
+
+    def load(self):
+        """The UNet stays loaded for the whole run; frozen, no parameter gradients."""
+        self.model.model.requires_grad_(False)
+        comfy.model_management.load_models_gpu([self.model], force_full_load=True)
+        self.diffusion_model = self.model.model.diffusion_model
+        self.dtype = self.model.model_dtype()
+
+    @torch.no_grad()
+    def encode(self, pixels):
+        vae = self.vae
+        comfy.model_management.load_models_gpu([vae.patcher])
+        x = pixels.to(vae.device, vae.vae_dtype)  # already in [-1, 1]
+        first = vae.first_stage_model
+        if hasattr(first, "quant_conv") and hasattr(first, "encoder"):
+            moments = first.encoder(x)
+            moments = first.quant_conv(moments) if first.quant_conv is not None else moments
+            mean, logvar = moments.float().chunk(2, dim=1)
+            std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+        else:  # VAEs without a Gaussian posterior (TAESD ...): the deterministic latent
+            mean = vae.encode(((pixels + 1) / 2).movedim(1, -1).cpu()).float()
+            std = torch.zeros_like(mean)
+        scaled = self.latent_format.process_in(mean.clone())
+        scale = self.latent_format.scale_factor
+        return scaled.to(self.device).float(), (std * scale).to(self.device).float()
+
+    @torch.no_grad()
+    def clip_tokens(self, pixels, layer):
+        from ..plugin_core.backends import training_clip_pixels
+
+        clip_vision = self.clip_vision
+        comfy.model_management.load_model_gpu(clip_vision.patcher)
+        x = training_clip_pixels(pixels.float()).to(clip_vision.load_device)
+        layers = len(clip_vision.model.vision_model.encoder.layers)
+        out = clip_vision.model(pixel_values=x, intermediate_output=None if layer == layers else layer - 1)
+        return (out[0] if layer == layers else out[1]).float().to(self.device)
+
+    def predict(self, noisy, timesteps, visual_prompt, residuals):
+        options = {"patches": {"output_block_patch": [SkipResiduals(residuals, self.first_block)]}}
+        return self.diffusion_model(
+            noisy.to(self.dtype), timesteps, context=visual_prompt.to(self.dtype), transformer_options=options
+        ).float()
+
+    def enable_gradient_checkpointing(self):
+        from torch.utils.checkpoint import checkpoint
+
+        # Each input/output block of the frozen UNet recomputes its activations in backward.
+        for block in [*self.model.model.diffusion_model.input_blocks, *self.model.model.diffusion_model.output_blocks]:
+            if not hasattr(block, "_diffplugin_forward"):
+                block._diffplugin_forward = block.forward
+                block.forward = lambda *a, _f=block._diffplugin_forward, **k: checkpoint(_f, *a, use_reentrant=False, **k)
+        self._checkpointing = True
+
+    def disable_gradient_checkpointing(self):
+        for block in [*self.model.model.diffusion_model.input_blocks, *self.model.model.diffusion_model.output_blocks]:
+            if hasattr(block, "_diffplugin_forward"):
+                block.forward = block._diffplugin_forward
+                del block._diffplugin_forward
+
+    def first_level_state(self):
+        """ComfyUI's UNet weights for conv_in, the time embedding and the first level, in SCB names."""
+        unet_config = self.model.model.model_config.unet_config
+        mapping = comfy.utils.unet_to_diffusers(unet_config)  # diffusers name -> ComfyUI name
+        state = self.model.model.diffusion_model.state_dict()
+        renames = {"conv_in.": "controlnet_cond_embedding.", "time_embedding.": "time_embedding.", "down_blocks.0.": "down_blocks.0."}
+        out = {}
+        for diffusers_name, comfy_name in mapping.items():
+            for prefix, target in renames.items():
+                if diffusers_name.startswith(prefix) and comfy_name in state:
+                    out[target + diffusers_name[len(prefix):]] = state[comfy_name].float().cpu()
+        return out
+
+    def render(self, plugin, images, steps, seed):
+        from .restore import restore_sequence
+
+        handle = TaskPluginHandle(plugin, source="training")
+        restored, _ = restore_sequence(
+            self.model, PluginSet([handle]), self.clip_vision, self.vae, bridge.pil_to_image(images[:1]),
+            seed=seed, steps=steps, later_steps=3, cfg=1.0, sampler_name="uni_pc_bh2", scheduler="normal", resolution=512,
+        )
+        return restored
+
+
+def _dataset(data_path: str, input_images, target_images):
+    from ..plugin_core.datasets import PairDataset
+
+    if data_path.strip():
+        return PairDataset.from_path(Path(data_path.strip()).expanduser())
+    if input_images is None or target_images is None:
+        raise ValueError("give a data_path (pairs CSV or a folder with input/ and target/) or both input_images and target_images")
+    return PairDataset.from_images(bridge.image_to_pil(input_images), bridge.image_to_pil(target_images), "IMAGE batches")
+
+
+class TrainTaskPlugin(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TrainTaskPlugin",
+            display_name="Train Task-Plugin",
+            category=CATEGORY,
+            description=(
+                "Train a Task-Plugin for a new task from (degraded, clean) pairs on this MODEL, VAE and CLIP_VISION. "
+                "Saves models/diff_plugins/<save_name>.safetensors; cancel stops cleanly and keeps the last checkpoint "
+                "(run again with resume to continue)."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The frozen base (an SD 1.x model; other UNet bases give plugins of their own shape)."),
+                io.Vae.Input("vae", tooltip="The base's VAE."),
+                io.ClipVision.Input("clip_vision", tooltip="CLIP vision (ViT-L/14 for SD 1.x plugins)."),
+                io.String.Input("data_path", default="", tooltip="A pairs CSV (image,conditioning_image) or a folder with input/ and target/ of matching names. Leave empty to train on the IMAGE inputs."),
+                io.String.Input("save_name", default="my_task", tooltip="Plugin file name (and the task name stored in it)."),
+                io.Int.Input("steps", default=1000, min=1, max=1_000_000, tooltip="Optimisation steps."),
+                io.Int.Input("batch_size", default=1, min=1, max=256, tooltip="Pairs per step."),
+                io.Float.Input("learning_rate", default=1e-5, min=1e-8, max=1e-2, step=1e-6, round=1e-8,
+                               tooltip="Per-sample learning rate; scaled by the batch size as the reference does."),
+                io.Int.Input("resolution", default=512, min=64, max=2048, step=8, tooltip="Training crop size."),
+                io.Int.Input("seed", default=42, min=0, max=2**62, tooltip="Seeds data order, crops, noise and timesteps."),
+                io.Combo.Input("start_mode", options=["auto", "input", "noise"], default="auto",
+                               tooltip="How sampling will start: from the noised input, or pure noise (auto: noise for lowlight/highlight)."),
+                io.Boolean.Input("gradient_checkpointing", default=False, tooltip="Less memory, about a third more time."),
+                io.Int.Input("checkpoint_every", default=250, min=0, max=1_000_000, tooltip="Write a resumable checkpoint every N steps (0: only at the end)."),
+                io.Boolean.Input("resume", default=True, tooltip="Continue from this save_name's newest checkpoint if there is one."),
+                io.Image.Input("input_images", optional=True, tooltip="Degraded images (used when data_path is empty)."),
+                io.Image.Input("target_images", optional=True, tooltip="Matching clean images (used when data_path is empty)."),
+            ],
+            outputs=[
+                TaskPluginIO.Output(display_name="task_plugin", tooltip="The trained plugin, ready for Apply Task-Plugin."),
+                io.Image.Output(display_name="loss_curve", tooltip="Training loss over the steps."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, vae, clip_vision, data_path, save_name, steps, batch_size, learning_rate, resolution, seed,
+                start_mode, gradient_checkpointing, checkpoint_every, resume, input_images=None, target_images=None) -> io.NodeOutput:
+        from ..plugin_core.trainer import Trainer, TrainConfig, write_loss_curve
+
+        name = Path(save_name).name.removesuffix(".safetensors") or "my_task"
+        dataset = _dataset(data_path, input_images, target_images)
+        config = TrainConfig(
+            task=name, steps=steps, batch_size=batch_size, learning_rate=learning_rate, resolution=resolution, seed=seed,
+            start_mode=None if start_mode == "auto" else start_mode, gradient_checkpointing=gradient_checkpointing,
+            checkpoint_every=checkpoint_every,
+        )
+        run_dir = Path(folder_paths.get_output_directory()) / "diff-plugin-training" / name
+        plugin_path = Path(folder_paths.get_folder_paths(library.FOLDER)[0]) / f"{name}.safetensors"
+        backend = ComfyBackend(model, vae, clip_vision)
+        bar = comfy.utils.ProgressBar(steps)
+        with torch.inference_mode(False), torch.enable_grad():
+            backend.load()
+            trainer = Trainer(backend, dataset, config, run_dir)
+            try:
+                result = trainer.train(
+                    resume=resume,
+                    progress=lambda step, total, loss, lr: bar.update_absolute(step, total),
+                    should_stop=comfy.model_management.processing_interrupted,
+                    plugin_path=plugin_path,
+                )
+            finally:
+                backend.disable_gradient_checkpointing()
+        if result.stopped:
+            log.info("Diff-Plugin training of '%s' cancelled at step %d; checkpoint %s", name, result.steps, result.checkpoint_path)
+            comfy.model_management.throw_exception_if_processing_interrupted()
+        folder_paths.filename_list_cache.pop(library.FOLDER, None)  # the new plugin shows up in the loaders
+        curve = write_loss_curve(run_dir / "loss.png", result.losses)
+        return io.NodeOutput(TaskPluginHandle(result.plugin.cpu(), source=str(plugin_path)), bridge.pil_to_image([curve]))
