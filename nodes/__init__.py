@@ -11,6 +11,8 @@ from .apply import ApplyTaskPlugin
 from .loaders import LoadTaskPlugin, LoadTaskPluginLibrary
 from .restore import RestoreWithTaskPlugins
 from .select import PluginSelector
+from .synthetic import SynthesizeDegradedPairs
+from .train import TrainTaskPlugin
 
 NODES: list[type[io.ComfyNode]] = [
     LoadTaskPlugin,
@@ -18,6 +20,8 @@ NODES: list[type[io.ComfyNode]] = [
     ApplyTaskPlugin,
     PluginSelector,
     RestoreWithTaskPlugins,
+    SynthesizeDegradedPairs,
+    TrainTaskPlugin,
 ]
 
 

@@ -14,6 +14,7 @@ import torch
 from comfy_api.latest import io
 
 from . import bridge, library
+from .synthetic import input_subfolder
 from .patch import SkipResiduals
 from .plugin_types import PluginSet, TaskPluginHandle, TaskPluginIO
 
@@ -46,6 +47,7 @@ class ComfyBackend:
         self.model.model.requires_grad_(False)
         comfy.model_management.load_models_gpu([self.model], force_full_load=True)
         self.diffusion_model = self.model.model.diffusion_model
+        _make_autograd_safe(self.diffusion_model)
         self.dtype = self.model.model_dtype()
 
     @torch.no_grad()
@@ -123,11 +125,36 @@ class ComfyBackend:
         return restored
 
 
+def _make_autograd_safe(module: torch.nn.Module) -> int:
+    """Swap inference tensors for plain copies with the same values.
+
+    ComfyUI runs nodes in torch.inference_mode, so weights loaded there are inference
+    tensors, which autograd refuses to save for backward (the plugin's gradients flow
+    through the frozen UNet). Moving to a GPU makes plain copies anyway; on the CPU
+    nothing moves, so copy them here, one tensor at a time. Values are unchanged for every
+    other user of the MODEL."""
+    swapped = 0
+    with torch.inference_mode(False), torch.no_grad():
+        for sub in module.modules():
+            for name, value in list(sub._parameters.items()):
+                if value is not None and value.is_inference():
+                    sub._parameters[name] = torch.nn.Parameter(value.clone(), requires_grad=False)
+                    swapped += 1
+            for name, value in list(sub._buffers.items()):
+                if value is not None and value.is_inference():
+                    sub._buffers[name] = value.clone()
+                    swapped += 1
+    return swapped
+
+
 def _dataset(data_path: str, input_images, target_images):
     from ..plugin_core.datasets import PairDataset
 
     if data_path.strip():
-        return PairDataset.from_path(Path(data_path.strip()).expanduser())
+        path = Path(data_path.strip()).expanduser()
+        if not path.is_absolute():  # relative to ComfyUI's input folder, where uploads and synthetic pairs go
+            path = input_subfolder(str(path))
+        return PairDataset.from_path(path)
     if input_images is None or target_images is None:
         raise ValueError("give a data_path (pairs CSV or a folder with input/ and target/) or both input_images and target_images")
     return PairDataset.from_images(bridge.image_to_pil(input_images), bridge.image_to_pil(target_images), "IMAGE batches")
@@ -140,6 +167,7 @@ class TrainTaskPlugin(io.ComfyNode):
             node_id="TrainTaskPlugin",
             display_name="Train Task-Plugin",
             category=CATEGORY,
+            is_output_node=True,
             description=(
                 "Train a Task-Plugin for a new task from (degraded, clean) pairs on this MODEL, VAE and CLIP_VISION. "
                 "Saves models/diff_plugins/<save_name>.safetensors; cancel stops cleanly and keeps the last checkpoint "
@@ -149,7 +177,7 @@ class TrainTaskPlugin(io.ComfyNode):
                 io.Model.Input("model", tooltip="The frozen base (an SD 1.x model; other UNet bases give plugins of their own shape)."),
                 io.Vae.Input("vae", tooltip="The base's VAE."),
                 io.ClipVision.Input("clip_vision", tooltip="CLIP vision (ViT-L/14 for SD 1.x plugins)."),
-                io.String.Input("data_path", default="", tooltip="A pairs CSV (image,conditioning_image) or a folder with input/ and target/ of matching names. Leave empty to train on the IMAGE inputs."),
+                io.String.Input("data_path", default="", tooltip="A pairs CSV (image,conditioning_image) or a folder with input/ and target/ of matching names; relative paths are inside ComfyUI's input/ folder. Leave empty to train on the IMAGE inputs."),
                 io.String.Input("save_name", default="my_task", tooltip="Plugin file name (and the task name stored in it)."),
                 io.Int.Input("steps", default=1000, min=1, max=1_000_000, tooltip="Optimisation steps."),
                 io.Int.Input("batch_size", default=1, min=1, max=256, tooltip="Pairs per step."),
@@ -160,6 +188,8 @@ class TrainTaskPlugin(io.ComfyNode):
                 io.Combo.Input("start_mode", options=["auto", "input", "noise"], default="auto",
                                tooltip="How sampling will start: from the noised input, or pure noise (auto: noise for lowlight/highlight)."),
                 io.Boolean.Input("gradient_checkpointing", default=False, tooltip="Less memory, about a third more time."),
+                io.Boolean.Input("cache_encodings", default=False,
+                                 tooltip="Encode each pair once (VAE latents and CLIP features, centre crop, both flips): much faster on small sets, no random crops."),
                 io.Int.Input("checkpoint_every", default=250, min=0, max=1_000_000, tooltip="Write a resumable checkpoint every N steps (0: only at the end)."),
                 io.Boolean.Input("resume", default=True, tooltip="Continue from this save_name's newest checkpoint if there is one."),
                 io.Image.Input("input_images", optional=True, tooltip="Degraded images (used when data_path is empty)."),
@@ -173,7 +203,7 @@ class TrainTaskPlugin(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, vae, clip_vision, data_path, save_name, steps, batch_size, learning_rate, resolution, seed,
-                start_mode, gradient_checkpointing, checkpoint_every, resume, input_images=None, target_images=None) -> io.NodeOutput:
+                start_mode, gradient_checkpointing, cache_encodings, checkpoint_every, resume, input_images=None, target_images=None) -> io.NodeOutput:
         from ..plugin_core.trainer import Trainer, TrainConfig, write_loss_curve
 
         name = Path(save_name).name.removesuffix(".safetensors") or "my_task"
@@ -181,27 +211,39 @@ class TrainTaskPlugin(io.ComfyNode):
         config = TrainConfig(
             task=name, steps=steps, batch_size=batch_size, learning_rate=learning_rate, resolution=resolution, seed=seed,
             start_mode=None if start_mode == "auto" else start_mode, gradient_checkpointing=gradient_checkpointing,
-            checkpoint_every=checkpoint_every,
+            checkpoint_every=checkpoint_every, cache=cache_encodings,
         )
         run_dir = Path(folder_paths.get_output_directory()) / "diff-plugin-training" / name
         plugin_path = Path(folder_paths.get_folder_paths(library.FOLDER)[0]) / f"{name}.safetensors"
         backend = ComfyBackend(model, vae, clip_vision)
         bar = comfy.utils.ProgressBar(steps)
+        cancelled = []
+
+        def progress(step, total, loss, lr):
+            # In the server the progress hook raises on cancel (and clears the flag): turn that
+            # into a clean stop, so the trainer writes a checkpoint at this step first.
+            try:
+                bar.update_absolute(step, total)
+            except comfy.model_management.InterruptProcessingException:
+                cancelled.append(step)
+
         with torch.inference_mode(False), torch.enable_grad():
             backend.load()
             trainer = Trainer(backend, dataset, config, run_dir)
             try:
                 result = trainer.train(
                     resume=resume,
-                    progress=lambda step, total, loss, lr: bar.update_absolute(step, total),
-                    should_stop=comfy.model_management.processing_interrupted,
+                    progress=progress,
+                    should_stop=lambda: bool(cancelled) or comfy.model_management.processing_interrupted(),
                     plugin_path=plugin_path,
                 )
             finally:
                 backend.disable_gradient_checkpointing()
         if result.stopped:
-            log.info("Diff-Plugin training of '%s' cancelled at step %d; checkpoint %s", name, result.steps, result.checkpoint_path)
-            comfy.model_management.throw_exception_if_processing_interrupted()
+            log.info("Diff-Plugin training of '%s' cancelled at step %d; checkpoint %s (run again with resume to continue)",
+                     name, result.steps, result.checkpoint_path)
+            comfy.model_management.throw_exception_if_processing_interrupted()  # clears the flag if still set
+            raise comfy.model_management.InterruptProcessingException()
         folder_paths.filename_list_cache.pop(library.FOLDER, None)  # the new plugin shows up in the loaders
         curve = write_loss_curve(run_dir / "loss.png", result.losses)
         return io.NodeOutput(TaskPluginHandle(result.plugin.cpu(), source=str(plugin_path)), bridge.pil_to_image([curve]))

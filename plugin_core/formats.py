@@ -8,6 +8,7 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -50,18 +51,31 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
     return tensors, metadata
 
 
-def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write atomically: a crash mid-write never leaves a half file under the real name."""
+def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
+    """`write(temp_path)` then rename onto `path`: a crash mid-write never leaves a half file
+    under the real name, and readers see the old file or the new one. The file gets the
+    usual permissions (umask), not mkstemp's owner-only ones, so a ComfyUI running as
+    another user can read it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, temp, metadata=metadata)
+        write(temp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write atomically (see atomic_write)."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(path, lambda temp: save_file(tensors, temp, metadata=metadata))
 
 
 def safetensors_metadata(path: Path) -> dict[str, str]:

@@ -21,9 +21,7 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .checkpoints import save_plugin
-from .formats import read_torch_pickle
+from .formats import atomic_write, read_torch_pickle
 from .config import PluginConfig, PluginInfo, default_start_mode
 from .datasets import Augment
 from .errors import PluginError, PluginFileError
@@ -353,15 +351,7 @@ class Trainer:
             "train_config": json.dumps(dataclasses.asdict(self.config)),
             "losses": [[s, l] for s, l in self.losses],
         }
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        path = self.checkpoint_dir / f"step-{self.step:06d}.pt"
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.checkpoint_dir)
-        os.close(handle)
-        try:
-            torch.save(state, temp)
-            os.replace(temp, path)  # atomic: readers see the old set of files or the new one
-        finally:
-            Path(temp).unlink(missing_ok=True)
+        path = atomic_write(self.checkpoint_dir / f"step-{self.step:06d}.pt", lambda temp: torch.save(state, temp))
         if self.config.keep_checkpoints:  # 0 keeps them all
             for old in self.checkpoints()[: -self.config.keep_checkpoints]:
                 old.unlink(missing_ok=True)

@@ -18,7 +18,6 @@ CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
 CLIP_VISION = "clip-vit-large-patch14.safetensors"
 
 # Socket signatures of the node types used: (link inputs [(name, type)], widget names, outputs [(name, type)]).
-# A seed widget carries ComfyUI's extra "control after generate" value in the UI format.
 NODE_TYPES = {
     "LoadImage": ([], ["image", "upload"], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
     "CheckpointLoaderSimple": ([], ["ckpt_name"], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]),
@@ -47,12 +46,29 @@ NODE_TYPES = {
         ["instruction", "threshold"],
         [("selected", "TASK_PLUGINS"), ("scores", "STRING")],
     ),
+    "SynthesizeDegradedPairs": (
+        [("clean_images", "IMAGE")],
+        ["degradation", "second_degradation", "intensity_min", "intensity_max", "pairs_per_image", "seed", "save_to"],
+        [("input_images", "IMAGE"), ("target_images", "IMAGE")],
+    ),
+    "TrainTaskPlugin": (
+        [("model", "MODEL"), ("vae", "VAE"), ("clip_vision", "CLIP_VISION"), ("input_images", "IMAGE"), ("target_images", "IMAGE")],
+        ["data_path", "save_name", "steps", "batch_size", "learning_rate", "resolution", "seed", "start_mode",
+         "gradient_checkpointing", "cache_encodings", "checkpoint_every", "resume"],
+        [("task_plugin", "TASK_PLUGIN"), ("loss_curve", "IMAGE")],
+    ),
     "RestoreWithTaskPlugins": (
         [("model", "MODEL"), ("task_plugins", "TASK_PLUGINS"), ("clip_vision", "CLIP_VISION"), ("vae", "VAE"), ("image", "IMAGE")],
         ["seed", "steps", "later_steps", "cfg", "sampler_name", "scheduler", "resolution", "output_size"],
         [("image", "IMAGE")],
     ),
 }
+
+
+# Nodes whose seed has ComfyUI's "control after generate" widget (not the training nodes:
+# a seed that changes on every queue would retrain every time).
+SEED_CONTROL = {"KSampler", "RestoreWithTaskPlugins"}
+OPTIONAL_LINKS = {"mask", "input_images", "target_images"}  # optional sockets: drawn hollow, left out when unlinked
 
 
 @dataclass
@@ -84,8 +100,8 @@ def ui_format(nodes: list[Node]) -> dict:
                 values.append("image")
                 continue
             values.append(node.widgets[name])
-            if name == "seed":
-                values.append("fixed")  # control_after_generate
+            if name == "seed" and node.type in SEED_CONTROL:
+                values.append("fixed")  # the control_after_generate widget
         entry = {
             "id": node.id,
             "type": node.type,
@@ -96,9 +112,9 @@ def ui_format(nodes: list[Node]) -> dict:
             "mode": 0,
             "inputs": [
                 {"name": name, "type": kind, "link": incoming.get((node.id, index))}
-                | ({"shape": 7} if name == "mask" else {})
+                | ({"shape": 7} if name in OPTIONAL_LINKS else {})
                 for index, (name, kind) in enumerate(link_inputs)
-                if (node.id, index) in incoming or name != "mask"
+                if (node.id, index) in incoming or name not in OPTIONAL_LINKS
             ],
             "outputs": [
                 {"name": name, "type": kind, "links": outgoing.get((node.id, slot), []), "slot_index": slot}
@@ -182,10 +198,40 @@ def text_driven(image="demo_snow_and_haze.jpg", instruction="remove the snow and
     ]
 
 
+def train_then_apply(clean="example.png", degraded="demo_rain.jpg") -> list[Node]:
+    """Synthetic rain on a clean photo -> a new derain plugin -> applied to a real rainy photo."""
+    return [
+        Node(1, "LoadImage", (40, 60), {"image": clean}, title="Clean photo (use your own; a batch works too)"),
+        Node(2, "CheckpointLoaderSimple", (40, 420), {"ckpt_name": CHECKPOINT}, title="Any SD 1.x checkpoint"),
+        Node(3, "CLIPVisionLoader", (40, 580), {"clip_name": CLIP_VISION}, title="CLIP ViT-L/14 vision"),
+        Node(4, "SynthesizeDegradedPairs", (420, 60),
+             {"degradation": "rain", "second_degradation": "none", "intensity_min": 0.3, "intensity_max": 0.9,
+              "pairs_per_image": 8, "seed": 0, "save_to": "diff-plugin-synthetic/rain"},
+             {"clean_images": (1, 0)}),
+        Node(5, "TrainTaskPlugin", (800, 60),
+             {"data_path": "", "save_name": "my_derain", "steps": 1000, "batch_size": 2, "learning_rate": 1e-4,
+              "resolution": 512, "seed": 42, "start_mode": "auto", "gradient_checkpointing": False,
+              "cache_encodings": True, "checkpoint_every": 250, "resume": True},
+             {"model": (2, 0), "vae": (2, 2), "clip_vision": (3, 0), "input_images": (4, 0), "target_images": (4, 1)}),
+        Node(6, "SaveImage", (1180, 420), {"filename_prefix": "diff-plugin/loss_curve"}, {"images": (5, 1)}),
+        Node(7, "LoadImage", (420, 520), {"image": degraded}, title="Degraded photo to restore"),
+        Node(8, "ApplyTaskPlugin", (1180, 60),
+             {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0, "resolution": 512},
+             {"model": (2, 0), "task_plugin": (5, 0), "clip_vision": (3, 0), "vae": (2, 2), "image": (7, 0)}),
+        Node(9, "CLIPTextEncode", (800, 700), {"text": ""}, {"clip": (2, 1)}, title="(ignored while the plugin is active)"),
+        Node(10, "KSampler", (1560, 60),
+             {"seed": 42, "steps": 20, "cfg": 1.0, "sampler_name": "uni_pc_bh2", "scheduler": "normal", "denoise": 1.0},
+             {"model": (8, 0), "positive": (9, 0), "negative": (9, 0), "latent_image": (8, 1)}),
+        Node(11, "VAEDecode", (1940, 60), {}, {"samples": (10, 0), "vae": (2, 2)}),
+        Node(12, "SaveImage", (1940, 200), {"filename_prefix": "diff-plugin/restored"}, {"images": (11, 0)}),
+    ]
+
+
 WORKFLOWS = {
     "diff_plugin_single_task": single_task,
     "diff_plugin_text_driven_multi_task": text_driven,
     "diff_plugin_region_mask": region_mask,
+    "diff_plugin_train_task_plugin": train_then_apply,
 }
 
 

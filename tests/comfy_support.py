@@ -191,7 +191,12 @@ class ComfyServer:
         (base / "custom_nodes" / "diff-plugin").symlink_to(REPO, target_is_directory=True)
         (base / "models").mkdir()
         for folder in models.iterdir():
-            (base / "models" / folder.name).symlink_to(folder, target_is_directory=True)
+            if folder.name == "diff_plugins":  # a folder of its own: plugins trained by tests land here, not in the cache
+                (base / "models" / folder.name).mkdir()
+                for entry in folder.iterdir():
+                    (base / "models" / folder.name / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+            else:
+                (base / "models" / folder.name).symlink_to(folder, target_is_directory=True)
         (base / "input").mkdir()
         for name, source in inputs.items():  # small copies under the same names: CPU-sized runs
             from PIL import Image
@@ -244,7 +249,7 @@ class ComfyServer:
         request = urllib.request.Request(self.url + path, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, json.loads(response.read())
+                return response.status, json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"{}")
 

@@ -131,3 +131,15 @@ def test_convert_a_pretrained_folder(fixtures_dir, tmp_path, capsys):
     assert "task: derain" in text and "context width 768, SCB channels 320" in text
     assert main(["info", str(out / "selector.safetensors")]) == 0
     assert "Plugin-Selector" in capsys.readouterr().out
+
+
+def test_written_files_get_umask_permissions_and_no_temp_leftovers(fixtures_dir, tmp_path):
+    """Atomic writes go through mkstemp (owner-only); the final file must be readable as any
+    file the user writes, e.g. by a ComfyUI running under another account."""
+    old = os.umask(0o022)
+    try:
+        path = save_plugin(load_plugin(fixtures_dir / "tiny" / "derain"), tmp_path / "derain.safetensors")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["derain.safetensors"]

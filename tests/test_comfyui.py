@@ -277,18 +277,50 @@ def test_sequential_restore_runs_each_plugin(pack, base, photos):
     assert same is image  # nothing selected: the photo comes back unchanged
 
 
+def test_training_backend_matches_the_reference_unet_and_trains_only_the_plugin(pack, base, diffusers_unet):
+    """TrainTaskPlugin's backend: the UNet call with Fp and SCB residuals equals the diffusers
+    reference; the gradient reaches the plugin and nothing of the frozen UNet."""
+    from diffusers import DDPMScheduler
+
+    from plugin_core import PluginConfig, PluginInfo, TaskPlugin
+
+    train = module(pack, "train")
+    backend = train.ComfyBackend(base["model"], base["vae"], base["clip_vision"])
+    backend.load()
+    torch.manual_seed(0)
+    plugin = TaskPlugin(PluginConfig(), PluginInfo.for_task("probe"))
+    noisy, cond = torch.randn(2, 4, 8, 12), torch.randn(2, 4, 8, 12)
+    timesteps, tokens = torch.tensor([999, 250]), torch.randn(2, 257, 1024)
+    with torch.inference_mode(False), torch.enable_grad():
+        fp = plugin.visual_prompt(tokens)
+        residuals = plugin.skip_residuals(cond, timesteps, fp)
+        got = backend.predict(noisy, timesteps, fp, residuals)
+        got.square().mean().backward()
+    with torch.no_grad():
+        reference = diffusers_unet(noisy, timesteps, encoder_hidden_states=fp, down_block_additional_residuals=residuals,
+                                   mid_block_additional_residual=torch.zeros(())).sample
+    assert (got.detach() - reference).abs().max() / reference.abs().max() <= 1e-4
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in plugin.tpb.parameters())
+    assert all(p.grad is None for p in base["model"].model.diffusion_model.parameters())
+    schedule = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).alphas_cumprod
+    assert torch.allclose(backend.alphas_cumprod, schedule, rtol=1e-4)
+    assert backend.prediction_type == "epsilon" and backend.context_width == 768 and backend.channels == 320
+
+
 # ---------------------------------------------------------------------- the HTTP API
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, models, degraded_dir):
     inputs = {name: degraded_dir / name for name in os.listdir(degraded_dir)}
+    inputs["example.png"] = cs.COMFYUI_DIR / "input" / "example.png"  # ComfyUI's own sample photo: the "clean" one
     instance = cs.ComfyServer(tmp_path_factory.mktemp("comfy"), models, inputs).start()
     yield instance
     instance.stop()
 
 
-OUR_NODES = {"LoadTaskPlugin", "LoadTaskPluginLibrary", "ApplyTaskPlugin", "PluginSelector", "RestoreWithTaskPlugins"}
+OUR_NODES = {"LoadTaskPlugin", "LoadTaskPluginLibrary", "ApplyTaskPlugin", "PluginSelector", "RestoreWithTaskPlugins",
+             "SynthesizeDegradedPairs", "TrainTaskPlugin"}
 
 
 def test_pack_imports_and_every_node_has_tooltips(server):
@@ -324,17 +356,105 @@ def _small(prompt: dict) -> dict:
     return prompt
 
 
-@pytest.mark.parametrize("workflow", API_WORKFLOWS, ids=lambda p: p.stem)
+TRAINING_WORKFLOW = REPO / "example_workflows" / "api" / "diff_plugin_train_task_plugin.json"
+
+
+@pytest.mark.parametrize("workflow", [w for w in API_WORKFLOWS if w != TRAINING_WORKFLOW], ids=lambda p: p.stem)
 def test_api_workflow_runs_and_returns_the_right_size(server, workflow):
-    prompt = _small(json.loads(workflow.read_text()))
+    _check_restored_size(server, workflow, _small(json.loads(workflow.read_text())))
+
+
+def _check_restored_size(server, workflow, prompt) -> dict:
     history = server.run_prompt(prompt)
-    images = [image for output in history["outputs"].values() for image in output.get("images", [])]
-    assert images, f"{workflow.name} produced no image"
-    loaded = [n for n in prompt.values() if n["class_type"] == "LoadImage"]
-    source = Image.open(server.base / "input" / loaded[0]["inputs"]["image"])
+    restored = [k for k, n in prompt.items() if n["class_type"] == "SaveImage" and "restored" in n["inputs"]["filename_prefix"]]
+    images = [image for key in restored for image in history["outputs"].get(key, {}).get("images", [])]
+    assert images, f"{workflow.name} produced no restored image"
+    source = Image.open(server.base / "input" / _restored_photo(prompt))
     out = Image.open(bytes_io.BytesIO(server.image(images[0])))
     expected = _expected_size(prompt, source.size)
     assert out.size == expected, f"{workflow.name}: {out.size} != {expected}"
+    return history
+
+
+def _training_node(prompt: dict) -> dict:
+    return next(n for n in prompt.values() if n["class_type"] == "TrainTaskPlugin")["inputs"]
+
+
+def test_training_workflow_trains_saves_and_applies_the_plugin(server):
+    """The example: synthetic pairs from a clean photo -> TrainTaskPlugin -> the new plugin restores a photo."""
+    from plugin_core import load_plugin
+
+    prompt = _small(json.loads(TRAINING_WORKFLOW.read_text()))
+    _training_node(prompt)["save_name"] = "api_derain"
+    history = _check_restored_size(server, TRAINING_WORKFLOW, prompt)
+    plugin = load_plugin(server.base / "models" / "diff_plugins" / "api_derain.safetensors")
+    assert plugin.task == "api_derain" and plugin.info.extra["trained_steps"] == 2
+    assert (server.base / "output" / "diff-plugin-training" / "api_derain" / "loss.csv").is_file()
+    curve = next(k for k, n in prompt.items() if n["class_type"] == "SaveImage" and "loss" in n["inputs"]["filename_prefix"])
+    assert history["outputs"][curve]["images"], "no loss curve image"
+    pairs = server.base / "input" / "diff-plugin-synthetic" / "rain"
+    assert len(list((pairs / "input").glob("*.png"))) == 8 and (pairs / "pairs.csv").is_file()
+    assert "api_derain.safetensors" in server.get("/object_info/LoadTaskPlugin")["LoadTaskPlugin"]["input"]["required"]["plugin_name"][1]["options"]
+
+
+def _wait_for_history(server, prompt_id, timeout=600):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        entry = server.get(f"/history/{prompt_id}").get(prompt_id)
+        if entry and entry.get("status", {}).get("completed") is not None:
+            return entry
+        time.sleep(0.5)
+    raise TimeoutError(f"prompt {prompt_id} did not finish\n{server.log_text()[-3000:]}")
+
+
+def test_training_cancel_keeps_the_checkpoint_and_resume_continues(server):
+    """Cancel (POST /interrupt) mid-run: a checkpoint of the step reached is written, no plugin file;
+    queuing again with resume continues from it. Data: a pairs folder on disk (data_path)."""
+    import time
+
+    from plugin_core import load_plugin
+    from plugin_core.formats import read_torch_pickle
+    from plugin_core.synthetic import write_pairs
+
+    write_pairs([server.base / "input" / "example.png"], server.base / "input" / "cancel_pairs", "haze", pairs_per_image=2)
+    prompt = json.loads(TRAINING_WORKFLOW.read_text())
+    train_id = next(k for k, n in prompt.items() if n["class_type"] == "TrainTaskPlugin")
+    prompt = {k: prompt[k] for k in ("2", "3", train_id)}  # loaders + the training node (an output node itself)
+    node = prompt[train_id]["inputs"]
+    node.pop("input_images"), node.pop("target_images")
+    node.update(data_path="cancel_pairs", save_name="cancelled", steps=500, resolution=64, checkpoint_every=1, batch_size=1)
+    run_dir = server.base / "output" / "diff-plugin-training" / "cancelled"
+    status, answer = server.post("/prompt", {"prompt": prompt})
+    assert status == 200, answer
+    deadline = time.time() + 600
+    while not list((run_dir / "checkpoints").glob("step-*.pt")):
+        assert time.time() < deadline, server.log_text()[-3000:]
+        time.sleep(0.2)
+    server.post("/interrupt", {})
+    entry = _wait_for_history(server, answer["prompt_id"])
+    assert entry["status"]["status_str"] == "error"
+    assert any(message[0] == "execution_interrupted" for message in entry["status"]["messages"])
+    checkpoints = sorted((run_dir / "checkpoints").glob("step-*.pt"))
+    reached = read_torch_pickle(checkpoints[-1])["step"]
+    assert 1 <= reached < 500 and not list((run_dir / "checkpoints").glob(".*.tmp"))
+    assert not (server.base / "models" / "diff_plugins" / "cancelled.safetensors").exists()
+
+    node.update(steps=reached + 1)
+    server.run_prompt(prompt)
+    plugin = load_plugin(server.base / "models" / "diff_plugins" / "cancelled.safetensors")
+    assert plugin.info.extra["trained_steps"] == reached + 1
+    rows = (run_dir / "loss.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, reached + 2))  # resumed, not restarted
+
+
+def _restored_photo(prompt: dict) -> str:
+    """The file name of the photo the workflow restores (the image input of the restoring node)."""
+    for node in prompt.values():
+        if node["class_type"] in ("ApplyTaskPlugin", "RestoreWithTaskPlugins"):
+            return prompt[node["inputs"]["image"][0]]["inputs"]["image"]
+    raise AssertionError("no restoring node in the workflow")
 
 
 def _expected_size(prompt: dict, size: tuple[int, int]) -> tuple[int, int]:
@@ -343,7 +463,8 @@ def _expected_size(prompt: dict, size: tuple[int, int]) -> tuple[int, int]:
     restore = [n for n in prompt.values() if n["class_type"] == "RestoreWithTaskPlugins"]
     if restore and restore[0]["inputs"].get("output_size") == "original":
         return size
-    resolution = next(n["inputs"]["resolution"] for n in prompt.values() if "resolution" in n["inputs"])
+    resolution = next(n["inputs"]["resolution"] for n in prompt.values()
+                      if n["class_type"] in ("ApplyTaskPlugin", "RestoreWithTaskPlugins"))
     return working_size(*size, resolution=resolution)
 
 

@@ -1,0 +1,77 @@
+"""SynthesizeDegradedPairs: (degraded, clean) training pairs from clean photos, for
+TrainTaskPlugin. The degradation models are plugin_core.synthetic's; this node only maps
+IMAGE batches in and out and, on request, writes the pairs to ComfyUI's input folder in
+the reference CSV layout (the same files `diffplugin synth` writes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import folder_paths
+from comfy_api.latest import io
+
+from . import bridge
+
+CATEGORY = "Diff-Plugin"
+
+
+def input_subfolder(name: str) -> Path:
+    """A folder under ComfyUI's input directory; refuses names that climb out of it."""
+    root = Path(folder_paths.get_input_directory()).resolve()
+    folder = (root / name.strip()).resolve()
+    if folder != root and root not in folder.parents:
+        raise ValueError(f"'{name}' is outside ComfyUI's input folder {root}")
+    return folder
+
+
+class SynthesizeDegradedPairs(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        from ..plugin_core.synthetic import DEGRADATIONS
+
+        return io.Schema(
+            node_id="SynthesizeDegradedPairs",
+            display_name="Synthesize Degraded Pairs",
+            category=CATEGORY,
+            description=(
+                "Degrade clean photos with a physical model of a task (rain streaks, haze, snow, blur, low light, "
+                "noise, JPEG) to make (input, target) training pairs for Train Task-Plugin. Deterministic per seed."
+            ),
+            inputs=[
+                io.Image.Input("clean_images", tooltip="Clean photos (a batch); each becomes pairs_per_image pairs."),
+                io.Combo.Input("degradation", options=list(DEGRADATIONS), default="rain",
+                               tooltip="; ".join(f"{name}: {spec.description}" for name, spec in DEGRADATIONS.items())),
+                io.Combo.Input("second_degradation", options=["none", *DEGRADATIONS], default="none",
+                               tooltip="Optionally a second degradation applied after the first (e.g. rain then haze)."),
+                io.Float.Input("intensity_min", default=0.3, min=0.0, max=1.0, step=0.01,
+                               tooltip="Lowest intensity drawn per pair (0 = barely visible, 1 = the strongest the model makes)."),
+                io.Float.Input("intensity_max", default=0.9, min=0.0, max=1.0, step=0.01,
+                               tooltip="Highest intensity drawn per pair."),
+                io.Int.Input("pairs_per_image", default=4, min=1, max=64,
+                             tooltip="Differently seeded degradations of each clean photo."),
+                io.Int.Input("seed", default=0, min=0, max=2**62, tooltip="Pair k of the batch depends only on (seed, k)."),
+                io.String.Input("save_to", default="",
+                                tooltip="Optional folder under ComfyUI's input/ to also write the pairs to "
+                                        "(input/, target/, pairs.csv): Train Task-Plugin's data_path can read it later."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="input_images", tooltip="The degraded photos (training inputs)."),
+                io.Image.Output(display_name="target_images", tooltip="The matching clean photos (training targets)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, clean_images, degradation, second_degradation, intensity_min, intensity_max, pairs_per_image, seed,
+                save_to) -> io.NodeOutput:
+        from ..plugin_core.synthetic import SyntheticPairs, write_pairs
+
+        if intensity_min > intensity_max:
+            raise ValueError(f"intensity_min {intensity_min} is above intensity_max {intensity_max}")
+        kinds = [degradation] + ([second_degradation] if second_degradation != "none" else [])
+        clean = bridge.image_to_pil(clean_images)
+        pairs = SyntheticPairs(clean, kinds, seed=seed, intensity=(intensity_min, intensity_max), pairs_per_image=pairs_per_image)
+        if save_to.strip():
+            write_pairs(clean, input_subfolder(save_to), kinds, seed=seed, intensity=(intensity_min, intensity_max),
+                        pairs_per_image=pairs_per_image)
+        inputs, targets = zip(*(pairs[i] for i in range(len(pairs))))
+        return io.NodeOutput(bridge.pil_to_image(list(inputs)), bridge.pil_to_image(list(targets)))
