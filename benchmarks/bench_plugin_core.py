@@ -106,7 +106,7 @@ def step_times(unet, plugin, restorer, size, repeats):
     )
 
 
-def _vm(field):
+def proc_status_bytes(field):
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field):
             return int(line.split()[1]) * 1024
@@ -121,7 +121,7 @@ def _memory_child(kind, size, queue):
     h = size // 8
     latents, cond, context, t = torch.randn(1, 4, h, h), torch.randn(1, 4, h, h), torch.randn(1, 256, 768), torch.tensor(500)
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark: count from here
-    weights = _vm("VmRSS")
+    weights = proc_status_bytes("VmRSS")
     with torch.no_grad():
         for _ in range(2):
             if plugin is None:
@@ -129,7 +129,7 @@ def _memory_child(kind, size, queue):
             else:
                 restorer.predict(plugin, latents, t, cond, context)
     plugin_bytes = sum(p.numel() * p.element_size() for p in plugin.parameters()) if plugin else 0
-    queue.put({"peak": _vm("VmHWM"), "weights": weights, "plugin_bytes": plugin_bytes})
+    queue.put({"peak": proc_status_bytes("VmHWM"), "weights": weights, "plugin_bytes": plugin_bytes})
 
 
 def peak_memory(kind, size):

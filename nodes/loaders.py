@@ -7,6 +7,7 @@ import os
 from comfy_api.latest import io
 
 from . import library
+from .dependencies import require
 from .plugin_types import PluginSet, PluginSelectorIO, SelectorHandle, TaskPluginHandle, TaskPluginIO, TaskPluginsIO
 
 CATEGORY = "Diff-Plugin"
@@ -21,6 +22,7 @@ def _stamp(path: str) -> float:
 
 
 def load_plugin_handle(name: str) -> TaskPluginHandle:
+    require("diffusers", "loading a Task-Plugin (its spatial branch is built from diffusers blocks)")
     from ..plugin_core import load_plugin
 
     path = library.resolve(name)
@@ -31,6 +33,7 @@ def load_plugin_handle(name: str) -> TaskPluginHandle:
 
 
 def load_selector_handle(name: str) -> SelectorHandle:
+    require("diffusers", "loading the Plugin-Selector")
     from ..plugin_core import load_selector
 
     path = library.resolve(name)

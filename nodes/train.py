@@ -14,6 +14,7 @@ import torch
 from comfy_api.latest import io
 
 from . import bridge, library
+from .dependencies import require
 from .synthetic import input_subfolder
 from .patch import SkipResiduals
 from .plugin_types import PluginSet, TaskPluginHandle, TaskPluginIO
@@ -204,6 +205,7 @@ class TrainTaskPlugin(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, clip_vision, data_path, save_name, steps, batch_size, learning_rate, resolution, seed,
                 start_mode, gradient_checkpointing, cache_encodings, checkpoint_every, resume, input_images=None, target_images=None) -> io.NodeOutput:
+        require("diffusers", "training a Task-Plugin")
         from ..plugin_core.trainer import Trainer, TrainConfig, write_loss_curve
 
         name = Path(save_name).name.removesuffix(".safetensors") or "my_task"

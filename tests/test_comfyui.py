@@ -307,6 +307,35 @@ def test_training_backend_matches_the_reference_unet_and_trains_only_the_plugin(
     assert backend.prediction_type == "epsilon" and backend.context_width == 768 and backend.channels == 320
 
 
+def test_without_diffusers_every_node_loads_and_the_ones_needing_it_say_so(models):
+    """In a fresh interpreter where `import diffusers` fails: the pack registers all its nodes;
+    running a loader gives an error naming the package and the fix."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import asyncio, sys
+        sys.modules["diffusers"] = None  # import diffusers -> ImportError
+        sys.path.insert(0, {str(REPO / "tests")!r})
+        import comfy_support as cs
+        pack = cs.load_pack()
+        import folder_paths
+        folder_paths.folder_names_and_paths["diff_plugins"] = ([{str(models / "diff_plugins")!r}], {{".safetensors", ".pt"}})
+        extension = asyncio.run(pack.comfy_entrypoint())
+        print("NODES", sorted(n.define_schema().node_id for n in asyncio.run(extension.get_node_list())))
+        loaders = sys.modules[pack.__name__ + ".nodes.loaders"]
+        try:
+            loaders.LoadTaskPlugin.execute("derain.safetensors")
+        except RuntimeError as error:
+            print("ERROR", error)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert "NODES" in result.stdout, result.stdout + result.stderr
+    assert OUR_NODES <= set(eval(result.stdout.split("NODES", 1)[1].splitlines()[0]))
+    assert "'diffusers'" in result.stdout and "pip install -r custom_nodes/diff-plugin/requirements.txt" in result.stdout
+
+
 # ---------------------------------------------------------------------- the HTTP API
 
 
