@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -355,11 +357,27 @@ def _train(args) -> int:
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
             bar.refresh()
 
+    # The first Ctrl+C stops after the current step with a checkpoint; a second one aborts.
+    interrupted = []
+
+    def on_interrupt(signum, frame):
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(signum)
+        print("\nstopping after this step (Ctrl+C again to abort without a checkpoint)", file=sys.stderr)
+
+    main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = signal.signal(signal.SIGINT, on_interrupt) if main_thread else None
     try:
-        result = trainer.train(resume=args.resume, progress=progress)
+        result = trainer.train(resume=args.resume, progress=progress, should_stop=lambda: bool(interrupted))
     finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
         if bar is not None:
             bar.close()
+    if result.stopped:
+        print(f"stopped at step {result.steps}; checkpoint {result.checkpoint_path}; continue with --resume")
+        return 130
     print(f"wrote {result.plugin_path}\nloss log: {output / 'loss.csv'}\nloss curve: {output / 'loss.png'}")
     return 0
 

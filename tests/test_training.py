@@ -291,3 +291,30 @@ def test_cli_train_writes_plugin_log_and_curve(base, tmp_path, pairs):
     assert plugin.info.extra["trained_steps"] == 3 and "folder" in plugin.info.extra["data"]
     assert (run / "loss.png").is_file() and len((run / "loss.csv").read_text().splitlines()) == 4
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002.pt", "step-000003.pt"]
+
+
+def test_ctrl_c_in_the_cli_stops_with_a_checkpoint_and_resume_continues(base, tmp_path, degraded_dir):
+    """`diffplugin train`: the first SIGINT ends the run after the current step with a
+    checkpoint of it (exit 130, no plugin file); `--resume` carries on from there."""
+    from plugin_core.formats import read_torch_pickle
+    from plugin_core.synthetic import write_pairs
+
+    write_pairs([degraded_dir / "demo_rain.jpg"], tmp_path / "pairs", "haze", pairs_per_image=2)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "plugin_core", "train", "--data", str(tmp_path / "pairs"), "--task", "t",
+               "--resolution", "32", "--checkpoint-every", "0", "--sd", str(base / "sd"), "--clip-vision",
+               str(base / "clip_vision"), "-o", str(run), "--no-progress"]
+    process = subprocess.Popen(command + ["--steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while not (run / "loss.csv").is_file() or len((run / "loss.csv").read_text().splitlines()) < 3:
+        assert time.time() < deadline and process.poll() is None, process.stdout.read() if process.poll() is not None else "too slow"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=240)
+    assert process.returncode == 130, output
+    checkpoint = next((run / "checkpoints").glob("step-*.pt"))
+    reached = read_torch_pickle(checkpoint)["step"]
+    assert reached >= 2 and f"stopped at step {reached}" in output and not (run / "t.safetensors").exists()
+    resumed = subprocess.run(command + ["--steps", str(reached + 1), "--resume"], capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert load_plugin(run / "t.safetensors").info.extra["trained_steps"] == reached + 1
