@@ -10,6 +10,7 @@ import copy
 import io as bytes_io
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -403,6 +404,25 @@ def _check_restored_size(server, workflow, prompt) -> dict:
     expected = _expected_size(prompt, source.size)
     assert out.size == expected, f"{workflow.name}: {out.size} != {expected}"
     return history
+
+
+def test_the_submit_script_of_the_readme_runs_a_workflow(server, degraded_dir, tmp_path):
+    """scripts/submit_workflow.py (the README's scripted use): upload a photo, change widgets, get the files."""
+    import subprocess
+    import sys
+
+    photo = tmp_path / "my photo.png"
+    Image.open(degraded_dir / "demo_haze.png").convert("RGB").resize((72, 56)).save(photo)
+    command = [sys.executable, str(REPO / "scripts" / "submit_workflow.py"), str(REPO / "example_workflows" / "api" / "diff_plugin_single_task.json"),
+               "--server", server.url, "--image", str(photo), "--set", "7.steps=2", "--set", "5.resolution=64",
+               "--set", "4.plugin_name=dehaze.safetensors", "-o", str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    saved = [Path(line) for line in result.stdout.splitlines()]
+    assert len(saved) == 1 and Image.open(saved[0]).size == (80, 64)  # short side raised to 64, sides to multiples of 8
+    bad = subprocess.run(command[:3] + ["--server", server.url, "--set", "4.plugin_name=missing.safetensors"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "node 4 (LoadTaskPlugin)" in bad.stderr and "missing.safetensors" in bad.stderr
 
 
 def _training_node(prompt: dict) -> dict:
