@@ -538,3 +538,48 @@ def test_ui_workflows_match_the_node_definitions(server, workflow):
         for socket in node["inputs"]:
             assert socket["name"] in declared, f"{workflow.name}: {node['type']} has no input {socket['name']}"
             assert declared[socket["name"]][0] == socket["type"]
+
+
+# ---------------------------------------------------------------------- the browser
+
+
+def test_selector_scores_are_drawn_on_the_node_in_the_browser(server, tmp_path):
+    """ComfyUI's own frontend in headless Chromium: load the text-driven template, queue it,
+    and the web extension puts the scores in a widget of their own on the Plugin-Selector
+    node, which is neither saved in the workflow nor sent with the prompt."""
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (pip install playwright)")
+    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("the browser test needs Chromium (apt install chromium, or CHROMIUM=/path/to/it)")
+    graph = json.loads((REPO / "example_workflows" / "diff_plugin_text_driven_multi_task.json").read_text())
+    selector_id = next(n["id"] for n in graph["nodes"] if n["type"] == "PluginSelector")
+    restore_id = next(n["id"] for n in graph["nodes"] if n["type"] == "RestoreWithTaskPlugins")
+    errors = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.on("pageerror", lambda error: errors.append(f"{error}\n{error.stack}"))
+            page.goto(server.url)
+            page.wait_for_function("window.app && window.app.graph", timeout=120_000)
+            page.evaluate("graph => window.app.loadGraphData(graph)", graph)
+            page.evaluate("""([id]) => { const node = app.graph.getNodeById(id);
+                for (const [name, value] of [["steps", 2], ["later_steps", 1], ["resolution", 64]])
+                    node.widgets.find(w => w.name === name).value = value; }""", [restore_id])
+            page.evaluate("() => app.queuePrompt(0, 1)")
+            page.wait_for_function("id => app.graph.getNodeById(id).widgets.some(w => w.name === 'diff_plugin_scores' && w.value)",
+                                   arg=selector_id, timeout=600_000)
+            shown = page.evaluate("id => app.graph.getNodeById(id).widgets.find(w => w.name === 'diff_plugin_scores').value", selector_id)
+            saved = page.evaluate("id => app.graph.getNodeById(id).serialize().widgets_values", selector_id)
+            sent = page.evaluate("async id => (await app.graphToPrompt()).output[String(id)].inputs", selector_id)
+            page.screenshot(path=str(tmp_path / "selector_scores.png"))
+        finally:
+            browser.close()
+    assert set(shown["scores"]) == {"dehaze", "derain"} and "null" in shown and shown["threshold"] == 0
+    assert saved == ["remove the snow and the haze", 0]
+    assert "diff_plugin_scores" not in sent and sent["instruction"] == "remove the snow and the haze"
+    assert not [e for e in errors if "plugin_scores.js" in e], errors

@@ -1,43 +1,65 @@
-// Draws the Plugin-Selector's scores on the node after it runs: one bar per task,
-// the selected ones marked, the threshold as a line.
+// Draws the Plugin-Selector's scores on the node after it runs: one bar per task, the
+// selected ones marked, the threshold θ as a line. The bars live in a widget of their own,
+// so the node's layout makes room for them (nothing is drawn over the instruction box), and
+// the widget is neither saved with the workflow nor sent with the prompt.
 import { app } from "../../scripts/app.js";
 
 const BAR_HEIGHT = 16;
 const PAD = 6;
+const LABEL_WIDTH = 96;
+const VALUE_WIDTH = 48;
+const WIDGET_NAME = "diff_plugin_scores";
 
-function drawScores(ctx, node, report) {
-  const entries = Object.entries(report.scores);
-  entries.push(["(none)", report.null]);
-  const values = entries.map(([, v]) => v).concat([report.threshold]);
+function rowsOf(report) {
+  return [...Object.entries(report.scores), ["(none)", report.null]];
+}
+
+function drawScores(ctx, width, top, report) {
+  const rows = rowsOf(report);
+  const values = rows.map(([, v]) => v).concat([report.threshold]);
   const lo = Math.min(0, ...values);
   const hi = Math.max(1e-6, ...values);
-  const width = node.size[0] - 2 * PAD;
-  const labelWidth = 90;
-  const barSpace = width - labelWidth - 50;
-  const x0 = PAD + labelWidth;
+  const x0 = PAD + LABEL_WIDTH;
+  const barSpace = Math.max(20, width - x0 - VALUE_WIDTH - PAD);
   const scale = (v) => x0 + ((v - lo) / (hi - lo)) * barSpace;
-  const top = node.size[1] - entries.length * (BAR_HEIGHT + 2) - PAD;
   ctx.save();
   ctx.font = "12px sans-serif";
-  entries.forEach(([task, score], i) => {
-    const y = top + i * (BAR_HEIGHT + 2);
+  ctx.textBaseline = "middle";
+  rows.forEach(([task, score], i) => {
+    const y = top + PAD + i * (BAR_HEIGHT + 2);
     const selected = report.selected.includes(task);
     ctx.fillStyle = selected ? "#e8f5e9" : "#aaa";
-    ctx.fillText((selected ? "✔ " : "   ") + task, PAD, y + 12);
+    ctx.fillText((selected ? "✔ " : "   ") + task, PAD, y + BAR_HEIGHT / 2);
     ctx.fillStyle = selected ? "#4caf50" : task === "(none)" ? "#777" : "#5c6bc0";
     const a = scale(Math.min(0, score));
     const b = scale(Math.max(0, score));
     ctx.fillRect(a, y + 2, Math.max(1, b - a), BAR_HEIGHT - 4);
     ctx.fillStyle = "#ddd";
-    ctx.fillText(score.toFixed(2), x0 + barSpace + 6, y + 12);
+    ctx.fillText(score.toFixed(2), x0 + barSpace + 6, y + BAR_HEIGHT / 2);
   });
   const t = scale(report.threshold);
   ctx.strokeStyle = "#ff7043";
   ctx.beginPath();
-  ctx.moveTo(t, top);
-  ctx.lineTo(t, top + entries.length * (BAR_HEIGHT + 2));
+  ctx.moveTo(t, top + PAD);
+  ctx.lineTo(t, top + PAD + rows.length * (BAR_HEIGHT + 2));
   ctx.stroke();
   ctx.restore();
+}
+
+function scoresWidget() {
+  return {
+    name: WIDGET_NAME,
+    type: "diffplugin_scores",
+    value: null,
+    serialize: false, // not in widgets_values
+    options: { serialize: false }, // not in the prompt
+    computeSize(width) {
+      return [width, this.value ? rowsOf(this.value).length * (BAR_HEIGHT + 2) + 2 * PAD : 0];
+    },
+    draw(ctx, node, width, y) {
+      if (this.value) drawScores(ctx, width, y, this.value);
+    },
+  };
 }
 
 app.registerExtension({
@@ -49,16 +71,13 @@ app.registerExtension({
       onExecuted?.apply(this, arguments);
       const report = message?.diff_plugin_scores?.[0];
       if (!report) return;
+      let widget = this.widgets?.find((w) => w.name === WIDGET_NAME);
+      if (!widget) widget = this.addCustomWidget(scoresWidget());
+      widget.value = report;
       this.diffPluginScores = report;
-      const rows = Object.keys(report.scores).length + 1;
-      const needed = this.computeSize()[1] + rows * (BAR_HEIGHT + 2) + 2 * PAD;
-      if (this.size[1] < needed) this.setSize([Math.max(this.size[0], 300), needed]);
+      const [width, height] = this.computeSize();
+      this.setSize([Math.max(this.size[0], width, 300), Math.max(this.size[1], height)]);
       this.setDirtyCanvas(true, true);
-    };
-    const onDrawForeground = nodeType.prototype.onDrawForeground;
-    nodeType.prototype.onDrawForeground = function (ctx) {
-      onDrawForeground?.apply(this, arguments);
-      if (this.diffPluginScores && !this.flags?.collapsed) drawScores(ctx, this, this.diffPluginScores);
     };
   },
 });
