@@ -289,15 +289,16 @@ DEFAULT_TEXT_ENCODER = {"kind": "sd-clip-l-pooled", "width": 768}
 
 
 def save_selector(
-    selector: PluginSelector,
+    selector,
     path: Path,
     tasks: list[str] | None = None,
     extra: dict | None = None,
     text_encoder: dict | None = None,
     lexicon: dict[str, int] | None = None,
 ) -> Path:
-    """tasks: what it was trained on; text_encoder: which encoder it reads (text.describe());
-    lexicon: its instruction normalizer's words (text.Normalizer), if it has one."""
+    """selector: a PluginSelector or a SelectorEnsemble (saved as members.<i>.<key>); tasks:
+    what it was trained on; text_encoder: which encoder it reads (text.describe()); lexicon:
+    its instruction normalizer's words (text.Normalizer), if it has one."""
     metadata = {
         "format": SELECTOR_FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -311,9 +312,25 @@ def save_selector(
     return Path(path)
 
 
-def _selector_from_state(state: dict[str, torch.Tensor], source: str) -> PluginSelector:
+def _selector_from_state(state: dict[str, torch.Tensor], source: str):
     if "q_conv.weight" in state:
         raise PluginFileError(f"{source}: this is the reference's text-only PromptTunner variant, which the demo never uses")
+    if any(key.startswith("members.") for key in state):  # a SelectorEnsemble: members.<i>.<selector key>
+        from .selector import SelectorEnsemble
+
+        groups: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in state.items():
+            index, _, rest = key.removeprefix("members.").partition(".")
+            if not key.startswith("members.") or not index.isdigit() or not rest:
+                raise PluginFileError(f"{source}: unexpected key {key!r} in a selector ensemble")
+            groups.setdefault(int(index), {})[rest] = value
+        if sorted(groups) != list(range(len(groups))):
+            raise PluginFileError(f"{source}: selector ensemble members {sorted(groups)} are not numbered 0..{len(groups) - 1}")
+        members = [_selector_from_state(groups[i], f"{source} (member {i})") for i in range(len(groups))]
+        try:
+            return SelectorEnsemble(members).eval()
+        except ValueError as error:
+            raise PluginFileError(f"{source}: {error}") from None
     if "proj_v.weight" not in state or "proj_t.weight" not in state:
         raise PluginFileError(f"{source}: not a Plugin-Selector (no proj_v / proj_t weights)")
     embed_width, prompt_width = state["proj_v.weight"].shape
@@ -327,8 +344,8 @@ def _selector_from_state(state: dict[str, torch.Tensor], source: str) -> PluginS
 
 
 def load_selector(path: Path | str, device=None, dtype=None) -> tuple[PluginSelector, dict]:
-    """The selector and its metadata: the `tasks` it was trained on (if recorded) and the
-    `text_encoder` it reads."""
+    """The selector (a PluginSelector, or a SelectorEnsemble of them) and its metadata: the
+    `tasks` it was trained on (if recorded) and the `text_encoder` it reads."""
     path = Path(path)
     if path.is_dir() and (path / REFERENCE_SELECTOR_FILE).is_file():
         path = path / REFERENCE_SELECTOR_FILE

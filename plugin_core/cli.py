@@ -114,12 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     train_selector.add_argument("--text-encoder", choices=("clip", "minilm"), default="clip",
                                 help="'clip': SD's CLIP-L (--sd), as the reference; 'minilm': the offline sentence model")
     train_selector.add_argument("--init", type=Path, help="start from this selector (e.g. the reference PromptTunner.pt)")
-    train_selector.add_argument("--steps", type=int, default=2000)
-    train_selector.add_argument("--batch-size", type=int, default=32)
-    train_selector.add_argument("--lr", type=float, default=1e-3)
-    train_selector.add_argument("--negatives", type=int, default=7)
+    from .selector_training import SelectorTrainConfig  # light: no diffusers
+
+    defaults = SelectorTrainConfig()
+    train_selector.add_argument("--steps", type=int, default=defaults.steps, help="optimisation steps of each member")
+    train_selector.add_argument("--members", type=int, default=defaults.members,
+                                help="selectors trained from seeds SEED, SEED+1, ...; more than one make an ensemble (their mean score)")
+    train_selector.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    train_selector.add_argument("--lr", type=float, default=defaults.learning_rate)
+    train_selector.add_argument("--negatives", type=int, default=defaults.negatives)
     train_selector.add_argument("--reader", type=int, default=256, help="width of the instruction reader (0: the reference's pooled text only)")
-    train_selector.add_argument("--seed", type=int, default=0)
+    train_selector.add_argument("--embed", type=int, default=256, help="width of the joint embedding (the reference's: 768)")
+    train_selector.add_argument("--seed", type=int, default=defaults.seed)
     train_selector.add_argument("-o", "--output", type=Path, required=True, help="selector .safetensors")
     train_selector.add_argument("--no-progress", action="store_true")
 
@@ -425,30 +431,36 @@ def _selector_setup(args):
 def _train_selector(args) -> int:
     from .checkpoints import load_selector, save_selector
     from .selector_training import SelectorTrainConfig, format_table, train_selector
-    from .text import SentenceTextEncoder
+    from .text import encoder_for
 
     plugins, tokens, clip_text, extra, corpus = _selector_setup(args)
     if args.text_encoder == "clip":
         if clip_text is None:
             raise PluginError("--text-encoder clip reads SD's CLIP-L: give --sd")
         encoder = clip_text
-    else:
-        encoder = SentenceTextEncoder()
+    else:  # the process-wide instance eval-selector also uses: each text is encoded once
+        encoder = encoder_for({"text_encoder": {"kind": "sentence-transformers", "name": "all-MiniLM-L6-v2"}})
     init = load_selector(args.init)[0] if args.init else None
-    config = SelectorTrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
-                                 negatives=args.negatives, seed=args.seed, weight_decay=0.05, token_dropout=0.1)
+    config = SelectorTrainConfig(steps=args.steps, members=args.members, batch_size=args.batch_size,
+                                 learning_rate=args.lr, negatives=args.negatives, seed=args.seed)
     bar = None
     if not args.no_progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=args.steps, unit="step", desc="training the selector")
+        bar = tqdm(total=args.steps * (args.members if init is None else 1), unit="step", desc="training the selector")
+
+    def progress(done, total, loss):
+        bar.total = total
+        bar.update(done - bar.n)
+        bar.set_postfix(loss=f"{loss:.4f}")
+
     run = train_selector(plugins, tokens, encoder, config, init=init, corpus=corpus, extra_instructions=extra,
-                         reader_width=args.reader,
-                         progress=(lambda step, total, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.4f}"))) if bar else None)
+                         reader_width=args.reader, embed_width=args.embed, progress=progress if bar else None)
     if bar:
         bar.close()
     save_selector(run.selector, args.output, tasks=run.tasks, text_encoder=encoder.describe(), lexicon=run.lexicon,
-                  extra={"steps": args.steps, "held_out": run.results})
+                  extra={"steps": args.steps, "members": args.members if init is None else None, "seed": args.seed,
+                         "held_out": run.results})
     print(format_table(run.results))
     print(f"wrote {args.output}")
     return 0

@@ -21,7 +21,7 @@ from PIL import Image
 from . import images as imaging
 from .errors import InputImageError, PluginError, PluginMismatchError
 from .plugin import TaskPlugin
-from .selector import NULL_TASK, PluginSelector, Selection, score_candidates
+from .selector import NULL_TASK, PluginSelector, Selection, score_instruction
 from .text import ClipTextEncoder, encoder_for
 
 log = logging.getLogger("diffplugin")
@@ -307,9 +307,7 @@ class Restorer:
         meta = getattr(selector, "meta", {})
         clip = self.text_encoder if self.models.text_encoder is not None else None
         encoder = encoder_for(meta, clip)
-        features = encoder.features([instruction, " "])
-        text = features[0:1] if selector.reader is not None else features.pooled[0]
-        scores = score_candidates(selector, text, prompts, features.pooled[1])
+        scores = score_instruction(selector, encoder, instruction, prompts)
         return Selection.from_scores([p.task for p in plugins], scores, threshold)
 
 

@@ -12,12 +12,18 @@ for that plugin must match (after proj_t). Per sample (an image and an instructi
   < 0) anchors that boundary. `boundary_weight=0` gives the pure eq. 6 objective.
 
 The instruction corpus (plugin_core/data/instructions.json) has train and held-out
-parts for the eight tasks, multi-task requests and unrelated requests; single-task
-instructions are also combined with each other and with unrelated requests.
+parts for the eight tasks, multi-task requests and unrelated requests. Requests are
+combined, as the paper augments its texts: selectors with an InstructionReader are trained
+on instructions joined at the token level (the encoder's token states of two or three
+instructions side by side, a new combination every step, nothing more to encode); selectors
+that read pooled text only get written combinations. Each instruction also has a copy with a
+typo. Several selectors trained from different seeds make a SelectorEnsemble (their mean
+score), which is steadier on unseen phrasings than any one of them.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from dataclasses import dataclass
@@ -28,7 +34,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .selector import PluginSelector
+from .selector import PluginSelector, SelectorEnsemble, selector_members
 from .selector_metrics import selector_metrics
 from .text import InstructionFeatures
 
@@ -84,10 +90,16 @@ def instruction_sets(corpus: dict, tasks: Sequence[str], split: str, seed: int =
     return {"single": single, "multi": multi, "unrelated": unrelated, "single+unrelated": mixed}
 
 
-def training_instructions(corpus: dict, tasks: Sequence[str], seed: int = 0, extra: dict | None = None) -> list[Instruction]:
-    """Train-split instructions plus combinations of single-task ones (several tasks at once)."""
+def training_instructions(corpus: dict, tasks: Sequence[str], seed: int = 0, extra: dict | None = None,
+                          written_combinations: bool = True) -> list[Instruction]:
+    """Train-split instructions (single, multi, unrelated); with `written_combinations` also
+    single-task ones combined in writing with unrelated requests and with each other (two or
+    three tasks at once), for selectors that cannot be taught with token-level joins."""
     rng = random.Random(seed + 1)
     sets = instruction_sets(corpus, tasks, "train", seed, extra)
+    base = [item for name in ("single", "multi", "unrelated") for item in sets[name]]
+    if not written_combinations:
+        return base
     by_task: dict[str, list[str]] = {}
     for item in sets["single"]:
         by_task.setdefault(item.tasks[0], []).append(item.text)
@@ -100,22 +112,29 @@ def training_instructions(corpus: dict, tasks: Sequence[str], seed: int = 0, ext
             for task in chosen[1:]:
                 text = combine(text, rng.choice(by_task[task]), rng)
             combined.append(Instruction(text, tuple(sorted(chosen, key=order.get))))
-    return [item for name in ("single", "multi", "unrelated", "single+unrelated") for item in sets[name]] + combined
+    return base + sets["single+unrelated"] + combined
 
 
 @dataclass
 class SelectorTrainConfig:
-    steps: int = 2000
-    batch_size: int = 8
+    steps: int = 600  # per member
+    batch_size: int = 32  # instructions per step, each scored against `images_per_step` images' plugins
     negatives: int = 7
-    learning_rate: float = 1e-5
-    weight_decay: float = 1e-2
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.05
     boundary_weight: float = 1.0
     margin: float = 0.0  # the boundary term wants wanted scores above +margin, others below -margin
     typo_copies: int = 1  # training copies of each instruction with a random typo
-    token_dropout: float = 0.0  # share of instruction tokens hidden from the reader per step
-    ema: float = 0.995  # the saved selector is this exponential average of the weights over the steps (0: the last)
-    keep_weight: float = 1.0  # when fine-tuning for a new task: how strongly the old tasks' scores are kept
+    token_dropout: float = 0.1  # share of instruction tokens hidden from the reader per step
+    joined: float = 0.5  # share of a batch's instructions joined with one or two others (reader selectors)
+    join_three: float = 0.15  # of those, the share joined with two others
+    images_per_step: int = 8
+    members: int = 3  # selectors trained from seeds seed, seed + 1, ...; more than one make an ensemble
+    ema: float = 0.99  # each member is this exponential average of its weights over the steps (0: the last)
+    # When fine-tuning for a new task: how strongly the old tasks' scores are held to the
+    # starting selector's. Off by default: rehearsing the old tasks' training instructions
+    # (always done) kept them better than this term did (benchmarks/bench_selector.py).
+    keep_weight: float = 0.0
     seed: int = 0
 
 
@@ -146,28 +165,20 @@ def with_typos(instructions: Sequence[Instruction], copies: int, seed: int) -> l
     return out
 
 
-class SelectorTrainer:
-    """Trains a PluginSelector on pooled plugin prompts and encoded instructions.
+# Fine-tuning a trained selector for a new task (the documented path; measured in
+# benchmarks/bench_selector.py): the new task's instructions plus all the old ones.
+NEW_TASK_SETTINGS = dict(steps=200, learning_rate=1e-3)
 
-    prompts: [images, tasks, prompt_width] each plugin's Fp for each training image,
-    max-pooled over tokens (all the selector reads of Fp).
-    """
 
-    def __init__(self, selector: PluginSelector, text_encoder, prompts: torch.Tensor, tasks: Sequence[str],
-                 instructions: Sequence[Instruction], config: SelectorTrainConfig, keep_tasks: Sequence[str] = ()):
-        """keep_tasks: tasks the selector already knows; their scores (and the null's) are held
-        to the starting selector's, so adding a task does not unlearn the others."""
-        if prompts.shape[1] != len(tasks):
-            raise ValueError(f"{prompts.shape[1]} prompt columns for {len(tasks)} tasks")
-        self.selector, self.text_encoder, self.config = selector, text_encoder, config
-        self.prompts = prompts.float()
-        self.tasks = list(tasks)
-        self.instructions = list(instructions) + with_typos(instructions, config.typo_copies, config.seed)
-        self.texts = text_encoder.features([i.text for i in self.instructions])
-        if selector.null_prompt is None:
-            ensure_learned_null(selector, text_encoder)
-        index = {task: i for i, task in enumerate(self.tasks)}
-        self.wanted = torch.zeros(len(self.instructions), len(self.tasks) + 1, dtype=torch.bool)
+class InstructionBank:
+    """Encoded training instructions and the candidates each one wants (plugins, null last)."""
+
+    def __init__(self, instructions: Sequence[Instruction], tasks: Sequence[str], text_encoder):
+        index = {task: i for i, task in enumerate(tasks)}
+        self.instructions = list(instructions)
+        self.features = text_encoder.features([i.text for i in self.instructions])
+        self.lengths = self.features.mask.sum(1).tolist()
+        self.wanted = torch.zeros(len(self.instructions), len(tasks) + 1, dtype=torch.bool)
         for row, item in enumerate(self.instructions):
             unknown = [t for t in item.tasks if t not in index]
             if unknown:
@@ -176,37 +187,101 @@ class SelectorTrainer:
                 self.wanted[row, index[task]] = True
             if not item.tasks:
                 self.wanted[row, -1] = True  # the null candidate
+
+    def __len__(self) -> int:
+        return len(self.instructions)
+
+    def batch(self, groups: Sequence[Sequence[int]]) -> tuple[InstructionFeatures, torch.Tensor]:
+        """One instruction per group: the group's instructions joined at the token level (the
+        first one's start token, everyone's words in order, the last one's end token), wanting
+        every plugin any of them wants (the null candidate only if none wants a plugin)."""
+        features = self.features
+        pieces = []
+        for group in groups:
+            rows = []
+            for k, row in enumerate(group):
+                start = 0 if k == 0 else 1
+                stop = self.lengths[row] - (0 if k == len(group) - 1 else 1)
+                rows.append(features.tokens[row, start:stop])
+            pieces.append(rows[0] if len(rows) == 1 else torch.cat(rows))
+        length = max(p.shape[0] for p in pieces)
+        tokens = features.tokens.new_zeros(len(groups), length, features.tokens.shape[-1])
+        mask = torch.zeros(len(groups), length, dtype=torch.bool)
+        for i, piece in enumerate(pieces):
+            tokens[i, : piece.shape[0]] = piece
+            mask[i, : piece.shape[0]] = True
+        pooled = torch.stack([
+            features.pooled[group[0]] if len(group) == 1 else tokens[i, : pieces[i].shape[0]].mean(0)
+            for i, group in enumerate(groups)
+        ])  # only read by selectors without a reader, which are never given joined instructions
+        wanted = torch.stack([self.wanted[list(group)].any(0) for group in groups])
+        wanted[:, -1] &= ~wanted[:, :-1].any(1)
+        return InstructionFeatures(pooled, tokens, mask), wanted
+
+
+class SelectorTrainer:
+    """Trains one PluginSelector on pooled plugin prompts and encoded instructions.
+
+    prompts: [images, tasks, prompt_width] each plugin's Fp for each training image,
+    max-pooled over tokens (all the selector reads of Fp).
+    """
+
+    def __init__(self, selector: PluginSelector, text_encoder, prompts: torch.Tensor, tasks: Sequence[str],
+                 instructions: Sequence[Instruction] | InstructionBank, config: SelectorTrainConfig,
+                 keep_tasks: Sequence[str] = (), seed: int | None = None):
+        """instructions: a bank already encoded (shared by the members of an ensemble) or the
+        instructions (then typo copies are added and all are encoded); keep_tasks: tasks the
+        selector already knows; their scores (and the null's) are held to the starting
+        selector's, so adding a task does not unlearn the others."""
+        if prompts.shape[1] != len(tasks):
+            raise ValueError(f"{prompts.shape[1]} prompt columns for {len(tasks)} tasks")
+        self.selector, self.text_encoder, self.config = selector, text_encoder, config
+        self.prompts = prompts.float()
+        self.tasks = list(tasks)
+        if not isinstance(instructions, InstructionBank):
+            instructions = list(instructions) + with_typos(instructions, config.typo_copies, config.seed)
+            instructions = InstructionBank(instructions, self.tasks, text_encoder)
+        self.bank = instructions
+        if selector.null_prompt is None:
+            ensure_learned_null(selector, text_encoder)
         self.optimizer = torch.optim.AdamW(selector.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed if seed is None else seed)
         self.step = 0
         self.teacher, self.keep_columns = None, None
-        if keep_tasks:
-            import copy
-
+        if keep_tasks and config.keep_weight:
             self.teacher = copy.deepcopy(selector).eval().requires_grad_(False)
             self.keep_columns = torch.tensor([self.tasks.index(t) for t in keep_tasks] + [len(self.tasks)])
 
-    def candidates(self, image_rows: torch.Tensor, selector: PluginSelector | None = None) -> torch.Tensor:
-        """[batch, tasks + 1, E] unit embeddings of each image's plugins and the null candidate."""
-        selector = selector or self.selector
-        v = selector.embed_prompts(self.prompts[image_rows].unsqueeze(-2))
-        v_null = selector.embed_prompts(selector.null_prompt.view(1, 1, -1))
-        return torch.cat([v, v_null.expand(len(image_rows), 1, -1)], dim=1)
-
-    def scores(self, image_rows: torch.Tensor, text_rows: torch.Tensor, selector: PluginSelector | None = None) -> torch.Tensor:
-        """[batch, tasks + 1] scores (null last) for pairs of prompt rows and text rows."""
-        text = self.texts[text_rows]
-        if selector is not None:  # the teacher: the same inputs through another selector
-            return selector.score_features(self.candidates(image_rows, selector), text) / selector.logit_scale.exp()
-        if self.selector.training and self.config.token_dropout:
-            keep = torch.rand(text.mask.shape, generator=self.generator) >= self.config.token_dropout
+    def sample(self, batch: int) -> tuple[InstructionFeatures, torch.Tensor]:
+        """A batch of training instructions; with a reader, some are joined with one or two others."""
+        g, n = self.generator, len(self.bank)
+        rows = torch.randint(0, n, (batch,), generator=g).tolist()
+        groups = [[row] for row in rows]
+        if self.selector.reader is not None and self.config.joined:
+            join = (torch.rand(batch, generator=g) < self.config.joined).tolist()
+            three = (torch.rand(batch, generator=g) < self.config.join_three).tolist()
+            for i in range(batch):
+                if join[i]:
+                    groups[i] += torch.randint(0, n, (2 if three[i] else 1,), generator=g).tolist()
+                    order = torch.randperm(len(groups[i]), generator=g).tolist()
+                    groups[i] = [groups[i][k] for k in order]
+        text, wanted = self.bank.batch(groups)
+        if self.selector.reader is not None and self.config.token_dropout:
+            keep = torch.rand(text.mask.shape, generator=g) >= self.config.token_dropout
             keep[:, 0] = True  # never an empty instruction
             text = InstructionFeatures(text.pooled, text.tokens, text.mask & keep)
-        return self.selector.score_features(self.candidates(image_rows), text)
+        return text, wanted
 
-    def loss(self, image_rows: torch.Tensor, text_rows: torch.Tensor) -> torch.Tensor:
-        scores = self.scores(image_rows, text_rows)
-        wanted = self.wanted[text_rows]
+    def scores(self, image_rows: torch.Tensor, text: InstructionFeatures, selector: PluginSelector | None = None) -> torch.Tensor:
+        """[batch, images, tasks + 1] scores (null last) of each instruction for each image's plugins."""
+        selector = selector or self.selector
+        return selector.score_grid(selector.candidates(self.prompts[image_rows]), text)
+
+    def loss(self, image_rows: torch.Tensor, text: InstructionFeatures, wanted: torch.Tensor) -> torch.Tensor:
+        grid = self.scores(image_rows, text)
+        scores = grid.reshape(-1, grid.shape[-1])
+        wanted_grid = wanted[:, None].expand(-1, grid.shape[1], -1)
+        wanted = wanted_grid.reshape(scores.shape)
         # Eq. 6 for every wanted candidate against up to `negatives` unwanted ones:
         # -log(e^s_pos / (e^s_pos + sum e^s_neg)) = softplus(logsumexp(s_neg) - s_pos).
         shuffle = torch.rand(scores.shape, generator=self.generator)
@@ -221,8 +296,8 @@ class SelectorTrainer:
             loss = loss + self.config.boundary_weight * F.binary_cross_entropy_with_logits(scores - margin, target)
         if self.teacher is not None:  # keep the known tasks' cosines where they were
             with torch.no_grad():
-                old = self.scores(image_rows, text_rows, self.teacher)[:, self.keep_columns]
-            new = scores[:, self.keep_columns] / self.selector.logit_scale.exp()
+                old = self.scores(image_rows, text, self.teacher)[..., self.keep_columns] / self.teacher.logit_scale.exp()
+            new = grid[..., self.keep_columns] / self.selector.logit_scale.exp()
             loss = loss + self.config.keep_weight * F.mse_loss(new, old) * 100
         return loss
 
@@ -230,13 +305,13 @@ class SelectorTrainer:
         self.selector.train()
         losses = []
         average = {k: v.detach().clone() for k, v in self.selector.state_dict().items()} if self.config.ema else None
+        images = self.prompts.shape[0]
         while self.step < self.config.steps:
             if should_stop and should_stop():
                 break
-            batch = self.config.batch_size
-            image_rows = torch.randint(0, self.prompts.shape[0], (batch,), generator=self.generator)
-            text_rows = torch.randint(0, len(self.instructions), (batch,), generator=self.generator)
-            loss = self.loss(image_rows, text_rows)
+            text, wanted = self.sample(self.config.batch_size)
+            image_rows = torch.randperm(images, generator=self.generator)[: self.config.images_per_step]
+            loss = self.loss(image_rows, text, wanted)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -254,29 +329,36 @@ class SelectorTrainer:
         return losses
 
 
-def ensure_learned_null(selector: PluginSelector, text_encoder) -> None:
+def ensure_learned_null(selector, text_encoder) -> None:
     """Give a reference-style selector a learnable null prompt, starting from the " " embedding
     it used so far when the widths allow (so nothing changes until training moves it)."""
-    start = torch.zeros(selector.prompt_width)
-    if text_encoder.width == selector.prompt_width:
-        start = text_encoder.encode([" "])[0].float()
-    selector.null_prompt = torch.nn.Parameter(start.clone())
+    for member in selector_members(selector):
+        if member.null_prompt is not None:
+            continue
+        start = torch.zeros(member.prompt_width)
+        if text_encoder.width == member.prompt_width:
+            start = text_encoder.encode([" "])[0].float()
+        member.null_prompt = torch.nn.Parameter(start.clone().to(member.proj_v.weight))
 
 
 @torch.no_grad()
-def selector_scores(selector: PluginSelector, text_encoder, prompts: torch.Tensor, items: Sequence[Instruction]) -> torch.Tensor:
+def selector_scores(selector, text_encoder, prompts: torch.Tensor, items: Sequence[Instruction], chunk: int = 128) -> torch.Tensor:
     """[instructions, images, tasks] plugin scores for every (instruction, image) pair."""
     selector.eval()
-    features = text_encoder.features([i.text for i in items])
-    v = selector.embed_prompts(prompts.float().unsqueeze(-2))  # [images, tasks, E]
+    dtype = selector.proj_v.weight.dtype
+    prompts = prompts.to(dtype)
+    if selector.null_prompt is not None:
+        candidates = selector.candidates(prompts)[:, :-1]
+    else:
+        candidates = selector.embed_prompts(prompts.unsqueeze(-2))
     out = []
-    for image in range(v.shape[0]):
-        candidates = v[image].expand(len(items), -1, -1)
-        out.append(selector.score_features(candidates, features))
-    return torch.stack(out, dim=1)
+    for start in range(0, len(items), chunk):
+        features = text_encoder.features([i.text for i in items[start : start + chunk]])
+        out.append(selector.score_grid(candidates, features).float())
+    return torch.cat(out)
 
 
-def evaluate(selector: PluginSelector, text_encoder, prompts: torch.Tensor, tasks: Sequence[str],
+def evaluate(selector, text_encoder, prompts: torch.Tensor, tasks: Sequence[str],
              sets: dict[str, list[Instruction]], threshold: float = 0.0) -> dict[str, dict[str, float]]:
     """Metrics per instruction set, over every (image, instruction) pair."""
     index = {task: i for i, task in enumerate(tasks)}
@@ -300,7 +382,8 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
     lines = ["| set | | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
     labels = {"single": "Single", "multi": "Multi", "single+unrelated": "Single + Non", "unrelated": "Non only"}
     for name, metrics in results.items():
-        lines.append(f"| {labels.get(name, name)} | ours | " + " | ".join(f"{metrics[c]:.3f}" for c in columns) + " |")
+        cells = ("—" if metrics[c] != metrics[c] else f"{metrics[c]:.3f}" for c in columns)  # NaN: undefined (no positives)
+        lines.append(f"| {labels.get(name, name)} | ours | " + " | ".join(cells) + " |")
         if name in PAPER_ZTA:
             lines.append(f"| | paper | " + " | ".join("—" for _ in columns[:-1]) + f" | {PAPER_ZTA[name]:.3f} |")
     return "\n".join(lines)
@@ -323,11 +406,11 @@ def pooled_prompts(plugins: Sequence, clip_tokens: Callable[[int], torch.Tensor]
 
 @dataclass
 class SelectorRun:
-    selector: PluginSelector
+    selector: PluginSelector | SelectorEnsemble
     lexicon: dict[str, int]
     tasks: list[str]
     results: dict[str, dict[str, float]]  # held-out metrics per instruction set
-    losses: list[float]
+    losses: list[float]  # every member's, one after the other
 
 
 def train_selector(
@@ -336,10 +419,11 @@ def train_selector(
     text_encoder,
     config: SelectorTrainConfig,
     *,
-    init: PluginSelector | None = None,
+    init: PluginSelector | SelectorEnsemble | None = None,
     corpus: dict | None = None,
     extra_instructions: dict | None = None,
     reader_width: int = 256,
+    embed_width: int = 256,
     progress=None,
     should_stop=None,
 ) -> SelectorRun:
@@ -347,7 +431,9 @@ def train_selector(
 
     clip_tokens(layer): CLIP vision tokens of the training images; extra_instructions:
     {task: {"train": [...], "heldout": [...]}} for tasks the corpus lacks; plugins that
-    carry their own instructions (PluginInfo.instructions) supply them too.
+    carry their own instructions (PluginInfo.instructions) supply them too. A new selector
+    has `config.members` members (an ensemble when more than one); fine-tuning keeps the
+    members `init` has. progress(done, total, loss) counts the steps of all members.
     """
     from .text import Normalizer
 
@@ -366,17 +452,29 @@ def train_selector(
         [i.text for name in ("single", "multi", "unrelated") for i in base[name]], text_encoder.vocabulary()
     )
     if init is None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            selector = PluginSelector(prompts.shape[-1], text_encoder.width, learned_null=True, reader_width=reader_width)
+        members = []
+        for m in range(max(1, config.members)):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed + m)
+                members.append(PluginSelector(prompts.shape[-1], text_encoder.width, embed_width=embed_width,
+                                              learned_null=True, reader_width=reader_width))
     else:
-        selector = init
-        if selector.text_width != text_encoder.width:
-            raise ValueError(f"the selector reads {selector.text_width}-wide text, this encoder gives {text_encoder.width}")
+        members = selector_members(init)
+        if members[0].text_width != text_encoder.width:
+            raise ValueError(f"the selector reads {members[0].text_width}-wide text, this encoder gives {text_encoder.width}")
     keep = [t for t in tasks if t not in extra] if init is not None else []
-    trainer = SelectorTrainer(selector, text_encoder, prompts, tasks, training_instructions(corpus, tasks, config.seed, extra),
-                              config, keep_tasks=keep)
-    losses = trainer.train(progress=progress, should_stop=should_stop)
-    held = instruction_sets(corpus, tasks, "heldout", config.seed, extra)
+    instructions = training_instructions(corpus, tasks, config.seed, extra, written_combinations=members[0].reader is None)
+    bank = InstructionBank(instructions + with_typos(instructions, config.typo_copies, config.seed), tasks, text_encoder)
+    losses = []
+    for m, member in enumerate(members):
+        if should_stop and should_stop():
+            break
+        report = None
+        if progress:
+            report = lambda step, total, loss, m=m: progress(m * config.steps + step, len(members) * config.steps, loss)
+        trainer = SelectorTrainer(member, text_encoder, prompts, tasks, bank, config, keep_tasks=keep, seed=config.seed + m)
+        losses += trainer.train(progress=report, should_stop=should_stop)
+    selector = members[0] if len(members) == 1 else SelectorEnsemble(members).eval()
+    held = instruction_sets(corpus, tasks, "heldout", 0, extra)  # the same held-out sets whatever the training seed
     results = evaluate(selector, text_encoder, prompts, tasks, {k: held[k] for k in (*SETS, "unrelated")})
     return SelectorRun(selector, dict(text_encoder.normalizer.lexicon), tasks, results, losses)

