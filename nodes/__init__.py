@@ -13,6 +13,7 @@ from .restore import RestoreWithTaskPlugins
 from .select import PluginSelector
 from .synthetic import SynthesizeDegradedPairs
 from .train import TrainTaskPlugin
+from .train_selector import TrainPluginSelector
 
 NODES: list[type[io.ComfyNode]] = [
     LoadTaskPlugin,
@@ -22,6 +23,7 @@ NODES: list[type[io.ComfyNode]] = [
     RestoreWithTaskPlugins,
     SynthesizeDegradedPairs,
     TrainTaskPlugin,
+    TrainPluginSelector,
 ]
 
 

@@ -115,3 +115,25 @@ def resize_mask(mask: torch.Tensor, size: tuple[int, int], mode: str) -> torch.T
     if not torch.isfinite(mask).all():
         raise InputImageError("the MASK contains NaN or infinite values")
     return torch.nn.functional.interpolate(mask[:, None].float().clamp(0, 1), size=size, mode=mode).clamp(0, 1)
+
+
+def make_autograd_safe(module: torch.nn.Module) -> int:
+    """Swap inference tensors for plain copies with the same values.
+
+    ComfyUI runs nodes in torch.inference_mode, so weights loaded there are inference
+    tensors, which autograd refuses to save for backward (the plugin's gradients flow
+    through the frozen UNet). Moving to a GPU makes plain copies anyway; on the CPU
+    nothing moves, so copy them here, one tensor at a time. Values are unchanged for every
+    other user of the MODEL."""
+    swapped = 0
+    with torch.inference_mode(False), torch.no_grad():
+        for sub in module.modules():
+            for name, value in list(sub._parameters.items()):
+                if value is not None and value.is_inference():
+                    sub._parameters[name] = torch.nn.Parameter(value.clone(), requires_grad=False)
+                    swapped += 1
+            for name, value in list(sub._buffers.items()):
+                if value is not None and value.is_inference():
+                    sub._buffers[name] = value.clone()
+                    swapped += 1
+    return swapped

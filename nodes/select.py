@@ -11,26 +11,25 @@ from .plugin_types import PluginSelectorIO, PluginSet, TaskPluginsIO
 CATEGORY = "Diff-Plugin"
 
 
-def pooled_text(clip, text: str) -> torch.Tensor:
-    """SD's CLIP-L pooled output (final-LN state at EOS, no projection), as the reference reads it."""
-    try:  # the reference tokenizes the raw text: no "(word:1.2)" weight syntax
-        tokens = clip.tokenize(text, disable_weights=True)
-    except TypeError:  # hosts without that switch
-        tokens = clip.tokenize(text)
-    _, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
-    if pooled is None:
-        raise ValueError("this CLIP gives no pooled output; the Plugin-Selector needs SD 1.x's CLIP-L text encoder")
-    return pooled.float().cpu()[0]
+def instruction_encoder(selector, clip):
+    """The text encoder the selector was trained with: SD's CLIP-L (the CLIP input, as the
+    reference) unless its file names another one (e.g. the offline sentence model)."""
+    from ..plugin_core.text import encoder_for
+    from .text_encoder import ComfyClipTextEncoder
+
+    meta = getattr(selector, "meta", {})
+    kind = (meta.get("text_encoder") or {}).get("kind", "sd-clip-l-pooled")
+    if kind == "sd-clip-l-pooled" and clip is None:
+        raise ValueError("this Plugin-Selector reads SD's CLIP-L text encoder: connect the SD 1.x checkpoint's CLIP")
+    return encoder_for(meta, ComfyClipTextEncoder(clip) if kind == "sd-clip-l-pooled" else None)
 
 
 def select_plugins(plugins: PluginSet, selector_handle, clip, clip_vision, images, instruction: str, threshold: float):
     """Scores per image and the selection (rule applied to the batch-mean scores)."""
-    from ..plugin_core.selector import Selection, score_candidates
+    from ..plugin_core.selector import Selection, score_instruction
 
     selector = selector_handle.selector
-    text, null = pooled_text(clip, instruction), pooled_text(clip, " ")
-    if text.shape[-1] != selector.text_width:
-        raise ValueError(f"the CLIP text width is {text.shape[-1]}, the Plugin-Selector expects {selector.text_width} (SD 1.x CLIP-L)")
+    encoder = instruction_encoder(selector, clip)
     layers = {h.plugin.info.clip_layer for h in plugins.plugins}
     tokens = {layer: bridge.clip_tokens(clip_vision, images, layer) for layer in layers}
     per_image = []
@@ -41,7 +40,7 @@ def select_plugins(plugins: PluginSet, selector_handle, clip, clip_vision, image
                 plugin = handle.plugin
                 device = next(plugin.parameters()).device
                 prompts.append(plugin.visual_prompt(tokens[plugin.info.clip_layer][index : index + 1].to(device))[0].float().cpu())
-            per_image.append(score_candidates(selector, text, prompts, null))
+            per_image.append(score_instruction(selector, encoder, instruction, prompts))
     scores = torch.stack(per_image).mean(0)
     selection = Selection.from_scores(plugins.tasks, scores, threshold)
     chosen = [h for h in plugins.plugins if h.task in selection.selected]
@@ -62,10 +61,12 @@ class PluginSelector(io.ComfyNode):
                                 tooltip="What to fix, in your own words."),
                 TaskPluginsIO.Input("task_plugins", tooltip="The candidates (Load Task-Plugin Library)."),
                 PluginSelectorIO.Input("selector", tooltip="Plugin-Selector weights (Load Task-Plugin Library)."),
-                io.Clip.Input("clip", tooltip="The SD 1.x checkpoint's CLIP: its pooled text embedding is what the selector reads."),
                 io.ClipVision.Input("clip_vision", tooltip="CLIP ViT-L/14 vision, as for Apply Task-Plugin."),
                 io.Float.Input("threshold", default=0.0, min=-100.0, max=100.0, step=0.01,
                                tooltip="θ: plugins scoring above it are selected (the reference uses 0)."),
+                io.Clip.Input("clip", optional=True,
+                              tooltip="The SD 1.x checkpoint's CLIP: its pooled text embedding is what the reference selector reads "
+                                      "(not needed by a selector trained on the offline sentence model)."),
             ],
             outputs=[
                 TaskPluginsIO.Output(display_name="selected", tooltip="The selected plugins in order; empty means leave the photo as it is."),
@@ -74,7 +75,7 @@ class PluginSelector(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, image, instruction, task_plugins, selector, clip, clip_vision, threshold) -> io.NodeOutput:
+    def execute(cls, image, instruction, task_plugins, selector, clip_vision, threshold, clip=None) -> io.NodeOutput:
         if selector is None:
             raise ValueError("no Plugin-Selector loaded: put PromptTunner.pt or a selector .safetensors into models/diff_plugins")
         images = bridge.image_to_pil(image)

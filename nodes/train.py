@@ -48,7 +48,7 @@ class ComfyBackend:
         self.model.model.requires_grad_(False)
         comfy.model_management.load_models_gpu([self.model], force_full_load=True)
         self.diffusion_model = self.model.model.diffusion_model
-        _make_autograd_safe(self.diffusion_model)
+        bridge.make_autograd_safe(self.diffusion_model)
         self.dtype = self.model.model_dtype()
 
     @torch.no_grad()
@@ -124,28 +124,6 @@ class ComfyBackend:
             seed=seed, steps=steps, later_steps=3, cfg=1.0, sampler_name="uni_pc_bh2", scheduler="normal", resolution=512,
         )
         return restored
-
-
-def _make_autograd_safe(module: torch.nn.Module) -> int:
-    """Swap inference tensors for plain copies with the same values.
-
-    ComfyUI runs nodes in torch.inference_mode, so weights loaded there are inference
-    tensors, which autograd refuses to save for backward (the plugin's gradients flow
-    through the frozen UNet). Moving to a GPU makes plain copies anyway; on the CPU
-    nothing moves, so copy them here, one tensor at a time. Values are unchanged for every
-    other user of the MODEL."""
-    swapped = 0
-    with torch.inference_mode(False), torch.no_grad():
-        for sub in module.modules():
-            for name, value in list(sub._parameters.items()):
-                if value is not None and value.is_inference():
-                    sub._parameters[name] = torch.nn.Parameter(value.clone(), requires_grad=False)
-                    swapped += 1
-            for name, value in list(sub._buffers.items()):
-                if value is not None and value.is_inference():
-                    sub._buffers[name] = value.clone()
-                    swapped += 1
-    return swapped
 
 
 def _dataset(data_path: str, input_images, target_images):

