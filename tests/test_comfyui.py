@@ -152,6 +152,27 @@ def test_one_step_equals_reference_computation(pack, base, photos, diffusers_une
         assert error <= 1e-4, f"chunk {chunk}: relative error {error:.3g}"
 
 
+def test_one_scb_evaluation_serves_both_chunks_and_the_tpb_none(pack, base, photos, monkeypatch):
+    """Per UNet call at cfg 2: the SCB runs once for the cond and uncond chunks; the TPB never
+    runs while sampling (its Fp was computed when the node executed)."""
+    patched, latent = apply(pack, base, photos)
+    patch = next(p.__self__ for p in patched.model_options["transformer_options"]["patches"]["output_block_patch"])
+    counts = {"scb": 0, "tpb": 0}
+    scb, tpb = patch.plugin.skip_residuals, patch.plugin.visual_prompt
+
+    def counting(name, function):
+        def wrapped(*args, **kwargs):
+            counts[name] += 1
+            return function(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(patch.plugin, "skip_residuals", counting("scb", scb))
+    monkeypatch.setattr(patch.plugin, "visual_prompt", counting("tpb", tpb))
+    calls = one_step(patched, latent, 2.0)
+    assert len(calls) == 1 and calls[0]["cond_or_uncond"] == [1, 0]
+    assert counts == {"scb": 1, "tpb": 0}
+
+
 def test_input_model_is_not_mutated(pack, base, photos):
     model = base["model"]
     options_before = copy.deepcopy(model.model_options)
