@@ -107,7 +107,15 @@ class Normalizer:
     def from_texts(cls, texts: Iterable[str], vocabulary: Iterable[str], min_count: int = 8) -> "Normalizer":
         vocabulary = set(vocabulary)
         counts = Counter(w.lower() for text in texts for w in _WORD.findall(text))
-        return cls({w: c for w, c in counts.items() if w in vocabulary or c >= min_count}, vocabulary, min_count)
+        known = {w: c for w, c in counts.items() if w in vocabulary}
+
+        def is_typo(word: str, count: int) -> bool:
+            """A misspelling the corpus repeats on purpose ("remvoe"): one slip from a word the
+            encoder knows that the corpus uses ten times as often."""
+            return any(c >= 10 * count and _distance(word, w, 1) <= 1 for w, c in known.items())
+
+        frequent = {w: c for w, c in counts.items() if w not in vocabulary and c >= min_count and not is_typo(w, c)}
+        return cls({**known, **frequent}, vocabulary, min_count)
 
     def _is_word(self, word: str, words: set[str] | None = None) -> bool:
         words = self.known if words is None else words

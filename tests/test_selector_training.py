@@ -221,17 +221,18 @@ def test_selector_learns_to_route_held_out_instructions(trained):
     """Held-out phrasings (misspelled, indirect, combined with unrelated requests).
 
     The issue asks for single / multi / single+unrelated ZTA of 0.98 / 0.95 / 0.90 (the paper:
-    0.998 / 0.979 / 0.779). Not reached yet: this ensemble on a frozen MiniLM measures about
-    0.95 / 0.92 / 0.86 (benchmarks/bench_selector.py, two seeds, in the README). These bounds
-    guard what is reached, not the target.
+    0.998 / 0.979 / 0.779). Multi and single+unrelated are reached; single-task is not yet:
+    this ensemble on a frozen MiniLM measures 0.951 / 0.97-0.98 / 0.90-0.92 on two seeds
+    (benchmarks/bench_selector.py, in the README). The single and single+unrelated bounds
+    guard what is reached; the multi bound is the target.
     """
     _, run = trained
     print(format_table(run.results))
     assert isinstance(run.selector, SelectorEnsemble) and len(run.selector.members) == SelectorTrainConfig().members
     zta = {name: run.results[name]["ZTA"] for name in (*SETS, "unrelated")}
-    assert zta["single"] >= 0.93 and zta["multi"] >= 0.90 and zta["single+unrelated"] >= 0.84, zta
-    assert zta["unrelated"] >= 0.80, zta
-    assert run.results["single"]["mAP"] >= 0.97 and run.results["multi"]["OF1"] >= 0.96
+    assert zta["single"] >= 0.94 and zta["multi"] >= 0.95 and zta["single+unrelated"] >= 0.89, zta
+    assert zta["unrelated"] >= 0.90, zta
+    assert run.results["single"]["mAP"] >= 0.98 and run.results["multi"]["OF1"] >= 0.97
     members = len(run.selector.members)
     first, last = run.losses[: len(run.losses) // members], run.losses[-1]
     assert last < first[0] / 10
