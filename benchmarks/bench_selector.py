@@ -20,13 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from plugin_core import PluginConfig, PluginInfo, TaskPlugin  # noqa: E402
 from plugin_core.pipeline import clip_vision_tokens  # noqa: E402
 from plugin_core.selector_training import (  # noqa: E402
     NEW_TASK_SETTINGS,
@@ -39,16 +37,8 @@ from plugin_core.selector_training import (  # noqa: E402
     pooled_prompts,
     train_selector,
 )
-from plugin_core.text import encoder_for  # noqa: E402
-from tiny_models import write_tiny_clip_vision  # noqa: E402
-
-def random_plugins(tasks, seed):
-    plugins = []
-    for i, task in enumerate(tasks):
-        torch.manual_seed(seed + i)
-        plugins.append(TaskPlugin(PluginConfig(clip_width=64, channels=32), PluginInfo.for_task(task)).eval())
-    return plugins
-
+from plugin_core.text import sentence_encoder  # noqa: E402
+from tiny_models import random_task_plugins, write_tiny_clip_vision  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -59,26 +49,25 @@ def main() -> None:
 
     from transformers import CLIPVisionModel
 
-    torch.set_num_threads(torch.get_num_threads())
     with tempfile.TemporaryDirectory() as scratch:
         clip = CLIPVisionModel.from_pretrained(write_tiny_clip_vision(Path(scratch) / "clip")).eval()
     photos = [Image.open(p).convert("RGB") for p in sorted(args.photos.iterdir())]
     tokens = clip_vision_tokens(clip, photos, 24)
     clip_tokens = lambda layer: tokens  # noqa: E731
-    encoder = encoder_for({"text_encoder": {"kind": "sentence-transformers", "name": "all-MiniLM-L6-v2"}})
+    encoder = sentence_encoder()
     corpus = load_corpus()
     denoise = json.loads((REPO / "tests" / "data" / "denoise_instructions.json").read_text())
     print(f"{len(photos)} photos, {len(corpus['tasks'])} tasks, text encoder all-MiniLM-L6-v2, defaults {SelectorTrainConfig()}")
     summary = []
     for seed in args.seeds:
-        plugins = random_plugins(corpus["tasks"], 100)
+        plugins = random_task_plugins(corpus["tasks"], 100)
         start = time.perf_counter()
         run = train_selector(plugins, clip_tokens, encoder, SelectorTrainConfig(seed=seed))
         seconds = time.perf_counter() - start
         print(f"\n## seed {seed} (trained in {seconds:.0f} s)\n\n{format_table(run.results)}")
         row = {name: run.results[name]["ZTA"] for name in (*SETS, "unrelated")}
         if not args.no_ninth:
-            nine = plugins + random_plugins(["denoise"], 300)
+            nine = plugins + random_task_plugins(["denoise"], 300)
             config = SelectorTrainConfig(seed=seed + 1, **NEW_TASK_SETTINGS)
             after = train_selector(nine, clip_tokens, encoder, config, init=copy.deepcopy(run.selector),
                                    extra_instructions={"denoise": denoise})

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from ..plugin_core.text import RememberingEncoder
+from ..plugin_core.text import RememberingEncoder, clip_words
 
 
 class ComfyClipTextEncoder(RememberingEncoder):
@@ -50,8 +50,7 @@ class ComfyClipTextEncoder(RememberingEncoder):
         return rows
 
     def vocabulary(self) -> set[str]:
-        vocab = self._tokenizer.tokenizer.get_vocab() if self._tokenizer is not None else {}
-        return {token[:-4] for token in vocab if token.endswith("</w>") and token[:-4].isalpha()}
+        return clip_words(self._tokenizer.tokenizer.get_vocab() if self._tokenizer is not None else {})
 
     def describe(self) -> dict:
         return {"kind": "sd-clip-l-pooled", "width": self.width}

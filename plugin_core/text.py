@@ -210,6 +210,11 @@ class RememberingEncoder:
         return self.features(texts).pooled
 
 
+def clip_words(vocab) -> set[str]:
+    """The whole words of a CLIP BPE vocabulary (tokens ending in </w>, letters only)."""
+    return {token[:-4] for token in vocab if token.endswith("</w>") and token[:-4].isalpha()}
+
+
 class ClipTextEncoder(RememberingEncoder):
     def __init__(self, text_encoder, tokenizer, device="cpu"):
         super().__init__()
@@ -229,7 +234,7 @@ class ClipTextEncoder(RememberingEncoder):
         return [(pooled[i], states[i, : int(eos[i]) + 1]) for i in range(len(texts))]
 
     def vocabulary(self) -> set[str]:
-        return {token[:-4] for token in self.tokenizer.get_vocab() if token.endswith("</w>") and token[:-4].isalpha()}
+        return clip_words(self.tokenizer.get_vocab())
 
     def describe(self) -> dict:
         return {"kind": "sd-clip-l-pooled", "width": self.width}
@@ -271,6 +276,12 @@ class SentenceTextEncoder(RememberingEncoder):
 
 
 _SENTENCE_ENCODERS: dict[str, SentenceTextEncoder] = {}
+DEFAULT_SENTENCE_MODEL = "all-MiniLM-L6-v2"
+
+
+def sentence_encoder(name: str = DEFAULT_SENTENCE_MODEL):
+    """The process-wide sentence-model encoder (each text encoded once per session), no normalizer."""
+    return encoder_for({"text_encoder": {"kind": "sentence-transformers", "name": name}})
 
 
 def encoder_for(meta: dict, clip_encoder=None):
@@ -281,7 +292,7 @@ def encoder_for(meta: dict, clip_encoder=None):
     description = meta.get("text_encoder") or {"kind": "sd-clip-l-pooled"}
     kind = description.get("kind")
     if kind == "sentence-transformers":
-        name = description.get("name", "all-MiniLM-L6-v2")
+        name = description.get("name", DEFAULT_SENTENCE_MODEL)
         if name not in _SENTENCE_ENCODERS:
             _SENTENCE_ENCODERS[name] = SentenceTextEncoder(name)
         encoder = _SENTENCE_ENCODERS[name]

@@ -360,6 +360,11 @@ def test_train_selector_node_trains_saves_and_routes(pack, base, photos, models)
             for before, after in zip(handle.selector.state_dict().values(), tuned.selector.state_dict().values()):
                 assert before.shape == after.shape
             assert any(not torch.equal(a, b) for a, b in zip(handle.selector.state_dict().values(), tuned.selector.state_dict().values()))
+        comfy.model_management.interrupt_current_processing(True)  # the Cancel button, before the first step
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            training.TrainPluginSelector.execute(plugins, base["clip_vision"], photos, "minilm", 5, 1, 1e-3, 0, "cancelled-selector", "")
+        assert not comfy.model_management.processing_interrupted()  # reset for whatever runs next
+        assert folder_paths.get_full_path("diff_plugins", "cancelled-selector.safetensors") is None  # nothing half-trained saved
         with pytest.raises(ValueError, match="task_instructions line 1"):
             training.TrainPluginSelector.execute(plugins, base["clip_vision"], photos, "minilm", 1, 1, 1e-3, 0, "x", "no colon here")
         with pytest.raises(ValueError, match="connect the checkpoint's CLIP"):

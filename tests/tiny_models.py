@@ -129,3 +129,15 @@ def write_tiny_clip_vision(folder: Path, seed: int = 0, width: int = 64, layers:
     )
     model.save_pretrained(folder)
     return Path(folder)
+
+
+def random_task_plugins(tasks, seed: int = 100) -> list:
+    """One small TaskPlugin with random weights per task (clip width 64, 32 channels): their Fp
+    on real photos are distinct pseudo-labels for selector training."""
+    from plugin_core import PluginConfig, PluginInfo, TaskPlugin
+
+    plugins = []
+    for i, task in enumerate(tasks):
+        torch.manual_seed(seed + i)
+        plugins.append(TaskPlugin(PluginConfig(clip_width=64, channels=32), PluginInfo.for_task(task)).eval())
+    return plugins
