@@ -40,7 +40,7 @@ def select_plugins(plugins: PluginSet, selector_handle, clip, clip_vision, image
                 plugin = handle.plugin
                 device = next(plugin.parameters()).device
                 prompts.append(plugin.visual_prompt(tokens[plugin.info.clip_layer][index : index + 1].to(device))[0].float().cpu())
-            per_image.append(score_instruction(selector, encoder, instruction, prompts))
+            per_image.append(score_instruction(selector, encoder, instruction, prompts, plugins.tasks))
     scores = torch.stack(per_image).mean(0)
     selection = Selection.from_scores(plugins.tasks, scores, threshold)
     chosen = [h for h in plugins.plugins if h.task in selection.selected]

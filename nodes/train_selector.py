@@ -68,7 +68,7 @@ class TrainPluginSelector(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=2**62, tooltip="Seeds the initialisation, batches and typo copies."),
                 io.String.Input("save_name", default="selector", tooltip="Selector file name in models/diff_plugins."),
                 io.String.Input("task_instructions", multiline=True, default="",
-                                tooltip="Instructions for tasks the shipped corpus lacks, one 'task: instruction' per line "
+                                tooltip="Instructions for tasks the shipped corpus lacks (or more for one it has), one 'task: instruction' per line "
                                         "(e.g. 'denoise: remove the grain'). Plugins also bring their own instructions."),
                 io.Clip.Input("clip", optional=True, tooltip="The SD 1.x checkpoint's CLIP (needed for text_encoder 'clip')."),
                 PluginSelectorIO.Input("init_selector", optional=True,

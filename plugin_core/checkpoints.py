@@ -298,7 +298,11 @@ def save_selector(
 ) -> Path:
     """selector: a PluginSelector or a SelectorEnsemble (saved as members.<i>.<key>); tasks:
     what it was trained on; text_encoder: which encoder it reads (text.describe()); lexicon:
-    its instruction normalizer's words (text.Normalizer), if it has one."""
+    its instruction normalizer's words (text.Normalizer), if it has one. An instruction memory
+    is saved as memory.<key>; its columns are `tasks`."""
+    memory = getattr(selector, "memory", None)
+    if memory is not None and list(tasks or []) != memory.tasks:
+        raise ValueError(f"the selector's instruction memory is for tasks {memory.tasks}, not {list(tasks or [])}")
     metadata = {
         "format": SELECTOR_FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -343,6 +347,19 @@ def _selector_from_state(state: dict[str, torch.Tensor], source: str):
     return selector.eval()
 
 
+def _memory_from_state(state: dict[str, torch.Tensor], tasks: list[str], source: str):
+    from .selector_memory import InstructionMemory
+
+    missing = {"embeddings", "wanted", "settings"} - set(state)
+    if missing or len(state) != 3:
+        raise PluginFileError(f"{source}: the instruction memory needs memory.embeddings, memory.wanted and memory.settings, "
+                              f"found {sorted('memory.' + k for k in state)}")
+    try:
+        return InstructionMemory.from_state(state, tasks)
+    except ValueError as error:
+        raise PluginFileError(f"{source}: {error}") from None
+
+
 def load_selector(path: Path | str, device=None, dtype=None) -> tuple[PluginSelector, dict]:
     """The selector (a PluginSelector, or a SelectorEnsemble of them) and its metadata: the
     `tasks` it was trained on (if recorded) and the `text_encoder` it reads."""
@@ -353,6 +370,7 @@ def load_selector(path: Path | str, device=None, dtype=None) -> tuple[PluginSele
         tensors, metadata = read_safetensors(path)
         if metadata.get("format") == PLUGIN_FORMAT:
             raise PluginFileError(f"{path}: this is a Task-Plugin file, not a Plugin-Selector")
+        memory = {key.removeprefix("memory."): tensors.pop(key) for key in [k for k in tensors if k.startswith("memory.")]}
         selector = _selector_from_state(tensors, str(path))
         meta = {
             "tasks": json.loads(metadata.get("tasks", "[]")),
@@ -360,6 +378,8 @@ def load_selector(path: Path | str, device=None, dtype=None) -> tuple[PluginSele
             "lexicon": json.loads(metadata.get("lexicon", "{}")),
             "info": json.loads(metadata.get("info", "{}")),
         }
+        if memory:
+            selector.memory = _memory_from_state(memory, meta["tasks"], str(path))
     else:
         selector = _selector_from_state(_unwrap_state_dict(read_torch_pickle(path), path), str(path))
         meta = {"tasks": [], "text_encoder": dict(DEFAULT_TEXT_ENCODER), "lexicon": {}, "info": {"source": "reference PromptTunner"}}

@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument("--sd", type=Path, help="SD folder: its CLIP-L text encoder, for --text-encoder clip")
         parser.add_argument("--corpus", type=Path, help="instruction corpus JSON (default: the shipped one)")
         parser.add_argument("--task-instructions", action="append", default=[], metavar="TASK=FILE",
-                            help="instructions for a task the corpus lacks: a JSON {train: [...], heldout: [...]} or a text file, one per line")
+                            help="instructions for a task the corpus lacks (or more for one it has): a JSON {train: [...], heldout: [...]} or a text file, one per line")
         parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
     train_selector = commands.add_parser("train-selector", help="train (or fine-tune) the Plugin-Selector")
@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_selector.add_argument("--negatives", type=int, default=defaults.negatives)
     train_selector.add_argument("--reader", type=int, default=256, help="width of the instruction reader (0: the reference's pooled text only)")
     train_selector.add_argument("--embed", type=int, default=256, help="width of the joint embedding (the reference's: 768)")
+    train_selector.add_argument("--memory-weight", type=float, default=defaults.memory_weight,
+                                help="weight of the instruction memory: a unanimous vote moves a score by half of it, up or down (0: no memory)")
     train_selector.add_argument("--seed", type=int, default=defaults.seed)
     train_selector.add_argument("-o", "--output", type=Path, required=True, help="selector .safetensors")
     train_selector.add_argument("--no-progress", action="store_true")
@@ -304,6 +306,8 @@ def _info(args) -> int:
         count = sum(p.numel() for p in selector.parameters())
         print(f"Plugin-Selector: {path}\n  parameters: {count:,}\n  prompt width {selector.prompt_width}, text width {selector.text_width}")
         print(f"  logit scale: {selector.logit_scale.exp().item():.3f}\n  trained tasks: {', '.join(meta['tasks']) or 'not recorded'}")
+        if getattr(selector, "memory", None) is not None:
+            print(f"  instruction memory: {len(selector.memory.wanted)} training requests")
         return 0
     plugin = load_plugin(path)
     tpb = sum(p.numel() for p in plugin.tpb.parameters())
@@ -442,7 +446,7 @@ def _train_selector(args) -> int:
         encoder = sentence_encoder()
     init = load_selector(args.init)[0] if args.init else None
     config = SelectorTrainConfig(steps=args.steps, members=args.members, batch_size=args.batch_size,
-                                 learning_rate=args.lr, negatives=args.negatives, seed=args.seed)
+                                 learning_rate=args.lr, negatives=args.negatives, memory_weight=args.memory_weight, seed=args.seed)
     bar = None
     if not args.no_progress:
         from tqdm import tqdm

@@ -307,7 +307,7 @@ class Restorer:
         meta = getattr(selector, "meta", {})
         clip = self.text_encoder if self.models.text_encoder is not None else None
         encoder = encoder_for(meta, clip)
-        scores = score_instruction(selector, encoder, instruction, prompts)
+        scores = score_instruction(selector, encoder, instruction, prompts, [p.task for p in plugins])
         return Selection.from_scores([p.task for p in plugins], scores, threshold)
 
 

@@ -11,19 +11,23 @@ instruction, each candidate reads its own weighted average of the text encoder's
 states (attention with a query from the candidate's embedding), then proj_t as before, so
 "remove the rain and add a cat" reads as rain for the derain plugin and as nothing relevant
 for the others (see selector_training). A `SelectorEnsemble` averages the scores of several
-such selectors trained from different seeds.
+such selectors trained from different seeds. A selector trained here also carries an
+`InstructionMemory` of its training requests (selector_memory), whose retrieval vote is added to
+its scores where the instruction's text is at hand (`score_instruction`, evaluation).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .errors import PluginMismatchError
+from .selector_memory import memory_columns
 
 NULL_TASK = "null"
 
@@ -64,6 +68,7 @@ class PluginSelector(nn.Module):
         # embedding; a learned one also works for text encoders of another width.
         self.null_prompt = nn.Parameter(torch.zeros(prompt_width)) if learned_null else None
         self.reader = InstructionReader(embed_width, text_width, reader_width) if reader_width else None
+        self.memory = None  # an InstructionMemory, set by training (selector_memory)
 
     @property
     def prompt_width(self) -> int:
@@ -146,6 +151,7 @@ class SelectorEnsemble(nn.Module):
             ):
                 raise ValueError("the selectors of an ensemble must read the same prompts and text the same way")
         self.members = nn.ModuleList(members)
+        self.memory = None  # one InstructionMemory for the whole ensemble
 
     prompt_width = property(lambda self: self.members[0].prompt_width)
     text_width = property(lambda self: self.members[0].text_width)
@@ -207,9 +213,13 @@ def score_candidates(selector, text, visual_prompts: list[torch.Tensor], null_te
     return selector.score_features(selector.embed_prompts(rows)[None], text)[0]
 
 
-def score_instruction(selector, text_encoder, instruction: str, visual_prompts: list[torch.Tensor]) -> torch.Tensor:
+def score_instruction(selector, text_encoder, instruction: str, visual_prompts: list[torch.Tensor],
+                      tasks: Sequence[str] | None = None) -> torch.Tensor:
     """Scores [plugins + 1] (null last) of one instruction, read by the encoder the selector was
-    trained with (the command line's transformers CLIP-L, ComfyUI's CLIP, or a sentence model)."""
+    trained with (the command line's transformers CLIP-L, ComfyUI's CLIP, or a sentence model).
+
+    tasks: the plugins' tasks, in the order of visual_prompts; a selector with a memory needs
+    them to add its vote to the right candidates."""
     features = text_encoder.features([instruction, " "])
     if features.pooled.shape[-1] != selector.text_width:
         raise PluginMismatchError(
@@ -217,7 +227,14 @@ def score_instruction(selector, text_encoder, instruction: str, visual_prompts: 
             f"{selector.text_width}-wide ones (the reference's: SD 1.x CLIP-L, 768)"
         )
     text = features[0:1] if selector.reader is not None else features.pooled[0]
-    return score_candidates(selector, text, visual_prompts, features.pooled[1])
+    scores = score_candidates(selector, text, visual_prompts, features.pooled[1])
+    memory = getattr(selector, "memory", None)
+    if memory is not None:
+        if tasks is None or len(tasks) != len(visual_prompts):
+            raise ValueError("this Plugin-Selector has an instruction memory: give the task of each visual prompt")
+        columns = memory_columns(memory.tasks, tasks)
+        scores = scores + memory.adjustment(text_encoder, [instruction], columns)[0].to(scores)
+    return scores
 
 
 def apply_selection_rule(scores: torch.Tensor, threshold: float = 0.0) -> tuple[torch.Tensor, list[int]]:

@@ -18,7 +18,9 @@ on instructions joined at the token level (the encoder's token states of two or 
 instructions side by side, a new combination every step, nothing more to encode); selectors
 that read pooled text only get written combinations. Each instruction also has a copy with a
 typo. Several selectors trained from different seeds make a SelectorEnsemble (their mean
-score), which is steadier on unseen phrasings than any one of them.
+score), which is steadier on unseen phrasings than any one of them. The trained selector then
+remembers its training requests (selector_memory.InstructionMemory): their nearest neighbours'
+vote is added to its scores.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .selector import PluginSelector, SelectorEnsemble, selector_members
+from .selector_memory import InstructionMemory, memory_columns
 from .selector_metrics import selector_metrics
 from .text import InstructionFeatures
 
@@ -73,9 +76,12 @@ def instruction_sets(corpus: dict, tasks: Sequence[str], split: str, seed: int =
     """The labelled instructions of one split for these plugins.
 
     extra: {task: {"train": [...], "heldout": [...]}} instructions for tasks beyond the
-    corpus (a new plugin's own)."""
+    corpus (a new plugin's own), or more for a task it has (added to its own)."""
     rng = random.Random(seed)
-    single_source = {**corpus["single"], **(extra or {})}
+    single_source = dict(corpus["single"])
+    for task, lines in (extra or {}).items():
+        known = single_source.get(task, {})
+        single_source[task] = {split: list(known.get(split, [])) + list(lines.get(split, [])) for split in ("train", "heldout")}
     missing = [t for t in tasks if t not in single_source]
     if missing:
         raise ValueError(f"no instructions for task(s) {', '.join(missing)}: give some (e.g. the plugin's own instructions)")
@@ -135,6 +141,8 @@ class SelectorTrainConfig:
     # starting selector's. Off by default: rehearsing the old tasks' training instructions
     # (always done) kept them better than this term did (benchmarks/bench_selector.py).
     keep_weight: float = 0.0
+    # The instruction memory's vote moves a score by up to memory_weight / 2 (0: no memory).
+    memory_weight: float = 8.0
     seed: int = 0
 
 
@@ -341,9 +349,21 @@ def ensure_learned_null(selector, text_encoder) -> None:
         member.null_prompt = torch.nn.Parameter(start.clone().to(member.proj_v.weight))
 
 
+def build_memory(text_encoder, instructions: Sequence[Instruction], tasks: Sequence[str], weight: float) -> InstructionMemory:
+    """The memory of these requests (single-task and unrelated ones: a written multi-task
+    request is remembered through its clauses' own neighbours instead)."""
+    kept = [item for item in instructions if len(item.tasks) <= 1]
+    wanted = torch.zeros(len(kept), len(tasks) + 1)
+    for row, item in enumerate(kept):
+        wanted[row, tasks.index(item.tasks[0]) if item.tasks else len(tasks)] = 1
+    return InstructionMemory(text_encoder.encode([item.text for item in kept]), wanted, tasks, weight=weight)
+
+
 @torch.no_grad()
-def selector_scores(selector, text_encoder, prompts: torch.Tensor, items: Sequence[Instruction], chunk: int = 128) -> torch.Tensor:
-    """[instructions, images, tasks] plugin scores for every (instruction, image) pair."""
+def selector_scores(selector, text_encoder, prompts: torch.Tensor, items: Sequence[Instruction],
+                    tasks: Sequence[str] | None = None, chunk: int = 128) -> torch.Tensor:
+    """[instructions, images, tasks] plugin scores for every (instruction, image) pair; tasks:
+    the prompts' tasks (needed to add the vote of a selector's instruction memory)."""
     selector.eval()
     dtype = selector.proj_v.weight.dtype
     prompts = prompts.to(dtype)
@@ -353,8 +373,14 @@ def selector_scores(selector, text_encoder, prompts: torch.Tensor, items: Sequen
         candidates = selector.embed_prompts(prompts.unsqueeze(-2))
     out = []
     for start in range(0, len(items), chunk):
-        features = text_encoder.features([i.text for i in items[start : start + chunk]])
-        out.append(selector.score_grid(candidates, features).float())
+        texts = [i.text for i in items[start : start + chunk]]
+        scores = selector.score_grid(candidates, text_encoder.features(texts)).float()
+        memory = getattr(selector, "memory", None)
+        if memory is not None:
+            if tasks is None:
+                raise ValueError("this Plugin-Selector has an instruction memory: give the prompts' tasks")
+            scores = scores + memory.adjustment(text_encoder, texts, memory_columns(memory.tasks, tasks)[:-1])[:, None]
+        out.append(scores)
     return torch.cat(out)
 
 
@@ -366,7 +392,7 @@ def evaluate(selector, text_encoder, prompts: torch.Tensor, tasks: Sequence[str]
     for name, items in sets.items():
         if not items:
             continue
-        scores = selector_scores(selector, text_encoder, prompts, items)  # [n, images, tasks]
+        scores = selector_scores(selector, text_encoder, prompts, items, tasks)  # [n, images, tasks]
         wanted = torch.zeros(len(items), len(tasks), dtype=torch.bool)
         for row, item in enumerate(items):
             for task in item.tasks:
@@ -475,6 +501,8 @@ def train_selector(
         trainer = SelectorTrainer(member, text_encoder, prompts, tasks, bank, config, keep_tasks=keep, seed=config.seed + m)
         losses += trainer.train(progress=report, should_stop=should_stop)
     selector = members[0] if len(members) == 1 else SelectorEnsemble(members).eval()
+    selector.memory = build_memory(text_encoder, [i for name in ("single", "unrelated") for i in base[name]], tasks,
+                                   config.memory_weight) if config.memory_weight else None
     held = instruction_sets(corpus, tasks, "heldout", 0, extra)  # the same held-out sets whatever the training seed
     results = evaluate(selector, text_encoder, prompts, tasks, {k: held[k] for k in (*SETS, "unrelated")})
     return SelectorRun(selector, dict(text_encoder.normalizer.lexicon), tasks, results, losses)

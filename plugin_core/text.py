@@ -86,18 +86,23 @@ class Normalizer:
     * typos: a word that is neither in the encoder's vocabulary nor frequent in the training
       instructions (`lexicon`: the training words the encoder knows, or that occur at least
       `min_count` times, like "moire" or "derain") becomes the most frequent lexicon word
-      within edit distance 1 (2 for 6+ letters): "remvoe the fgo" -> "remove the fog";
+      within edit distance 1 (2 for 8+ letters): "remvoe the fgo" -> "remove the fog";
     * "de-"/"un-" verbs of a frequent training word that the encoder cannot read as a word
       ("desnow", "unfog", "dehazing", even "derain" when the training instructions use it
       often) become "remove snow", "remove fog", "remove haze", "remove rain" (words the
       encoder knows, like "unclear" or "detail", are never split);
-    * inflections of known words ("grainy", "smeary") are left alone.
+    * a noun the encoder cannot read made of an adjective it can becomes the adjective
+      ("haziness" -> "hazy");
+    * other inflections of known words ("grainy", "smeary") are left alone.
     """
 
     PREFIXES = ("de", "un")
     SUFFIXES = ("iness", "ness", "ing", "ed", "er", "es", "ly", "y", "s")
 
-    def __init__(self, lexicon: dict[str, int], vocabulary: Iterable[str] = (), min_count: int = 8):
+    def __init__(self, lexicon: dict[str, int], vocabulary: Iterable[str] = (), min_count: int = 8, two_edits_from: int = 8):
+        """two_edits_from: the word length from which a typo may be two slips away (shorter:
+        one); 8 keeps more real words ("animate", "anemone") intact (benchmarks/bench_normalizer.py)."""
+        self.two_edits_from = two_edits_from
         self.lexicon = dict(lexicon)
         self.vocabulary = set(vocabulary)
         self.known = self.vocabulary | set(self.lexicon)
@@ -140,12 +145,22 @@ class Normalizer:
                             return f"remove {base}"
         return None
 
+    def _adjective(self, word: str) -> str | None:
+        """"haziness" -> "hazy", "softness" -> "soft": the adjective, when the encoder knows it and not the noun."""
+        if word in self.vocabulary:
+            return None
+        for suffix, ending in (("iness", "y"), ("ness", "")):
+            stem = word[: -len(suffix)] + ending
+            if word.endswith(suffix) and len(stem) >= 3 and self._is_word(stem):
+                return stem
+        return None
+
     def _nearest(self, word: str) -> str | None:
         """The most frequent lexicon word one typing slip away (two for 8+ letters). Real words
         the encoder's vocabulary happens to lack ("flakes", "lol", "invert") must survive, so
         the first letter is kept (unless the slip swaps the first two) and a three-letter word
         is only ever un-swapped ("teh", "fgo")."""
-        limit = 1 if len(word) < 8 else 2
+        limit = 1 if len(word) < self.two_edits_from else 2
         best = None
         for candidate, count in self.lexicon.items():
             if candidate[0] != word[0] and candidate[:2] != word[1::-1]:
@@ -163,7 +178,7 @@ class Normalizer:
         if len(lower) < 3:
             return word
         if not self._is_word(lower, self.vocabulary):  # the encoder would read it in pieces
-            removal = self._removal(lower)
+            removal = self._removal(lower) or self._adjective(lower)
             if removal:
                 return removal
         if self._is_word(lower):

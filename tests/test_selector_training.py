@@ -12,7 +12,7 @@ from tiny_models import random_task_plugins, write_tiny_clip_vision
 from plugin_core import load_selector, save_plugin, save_selector
 from plugin_core.cli import main
 from plugin_core.selector_metrics import average_precision, selector_metrics
-from plugin_core.selector import PluginSelector, SelectorEnsemble, score_candidates, selector_members
+from plugin_core.selector import PluginSelector, SelectorEnsemble, score_candidates, score_instruction, selector_members
 from plugin_core.selector_training import (
     NEW_TASK_SETTINGS,
     SETS,
@@ -159,6 +159,83 @@ class _WordEncoder:
         return InstructionFeatures.stack(rows)
 
 
+def test_extra_instructions_add_to_a_task_the_corpus_has():
+    corpus = load_corpus()
+    extra = {"dehaze": {"train": ["clear the murk"], "heldout": []}, "denoise": {"train": ["remove the grain"], "heldout": ["less noise"]}}
+    sets = instruction_sets(corpus, ["dehaze", "denoise"], "train", extra=extra)
+    dehaze = [i.text for i in sets["single"] if i.tasks == ("dehaze",)]
+    assert dehaze == corpus["single"]["dehaze"]["train"] + ["clear the murk"]
+    assert [i.text for i in sets["single"] if i.tasks == ("denoise",)] == ["remove the grain"]
+
+
+def test_normalizer_fixes_typos_and_unreadable_words_and_keeps_real_ones():
+    from plugin_core.text import Normalizer
+
+    vocabulary = {"remove", "the", "fog", "haze", "hazy", "rain", "soft", "clean", "out", "unclear", "raisin"}
+    texts = ["remove the fog"] * 10 + ["clear the haze"] * 8 + ["derain"] * 8 + ["remvoe the haze"]
+    normalizer = Normalizer.from_texts(texts, vocabulary)
+    assert "remvoe" not in normalizer.lexicon  # a typo the corpus repeats stays a typo
+    assert normalizer("remvoe the fgo") == "remove the fog"
+    assert normalizer("dehazing, unclear") == "remove haze, unclear"  # a de- verb; a word the encoder knows stays
+    assert normalizer("clean out the haziness") == "clean out the hazy"  # the noun of a known adjective
+    assert normalizer("raisin") == "raisin" and normalizer("xylophone") == "xylophone"
+
+
+class _TableEncoder:
+    """Pooled embeddings from a table: text -> vector."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def encode(self, texts):
+        return torch.tensor([self.table[t] for t in texts], dtype=torch.float32)
+
+
+def test_instruction_memory_votes_per_clause_on_a_hand_computed_case(tmp_path):
+    from plugin_core.selector_memory import InstructionMemory, clauses
+
+    assert clauses("remove the fog, then add a cat") == ["remove the fog, then add a cat", "remove the fog", "add a cat"]
+    assert clauses("sharpen it") == ["sharpen it"]
+    # Remembered: two rain requests, one blur request, one unrelated request (columns rain, blur, null).
+    memory = InstructionMemory(torch.tensor([[1.0, 0, 0], [1, 0.1, 0], [0, 1, 0], [0, 0, 1]]),
+                               torch.tensor([[1.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]]),
+                               ["derain", "deblur"], neighbours=2, temperature=1.0, weight=8.0)
+    table = {"rainy": [1, 0, 0], "blurry and a cat": [0, 1, 1], "blurry": [0, 1, 0], "a cat": [0, 0, 1]}
+    encoder = _TableEncoder(table)
+    votes = memory.votes(encoder, ["rainy", "blurry and a cat"])
+    # "rainy": its two neighbours are the rain requests -> rain 1.
+    assert torch.allclose(votes[0], torch.tensor([1.0, 0, 0]))
+    # The whole text: blur and null tie (cos 0.707 each) -> 0.5 each. "blurry": blur (cos 1) and the
+    # second rain request (cos 0.0995), softmax at temperature 1. "a cat": null (cos 1) and one request
+    # at cos 0. Each column takes the most any of the three gives.
+    cos_rain = 0.1 / (1.01**0.5)
+    blur_share = 1 / (1 + torch.exp(torch.tensor(cos_rain - 1.0)))
+    null_share = 1 / (1 + torch.exp(torch.tensor(-1.0)))
+    assert torch.allclose(votes[1], torch.stack([1 - blur_share, blur_share, null_share]), atol=1e-5)
+    shift = memory.adjustment(encoder, ["rainy"], [None, 0, 2])  # an unseen task, derain, the null
+    assert torch.allclose(shift, torch.tensor([[0.0, 4.0, -4.0]]))
+    with pytest.raises(ValueError, match="candidate columns"):
+        InstructionMemory(torch.ones(2, 3), torch.ones(2, 2), ["derain", "deblur"])
+    # In the selector's file, its columns named by the file's task list.
+    from safetensors.torch import save_file
+
+    from plugin_core.errors import PluginFileError
+    from plugin_core.formats import SELECTOR_FORMAT
+
+    selector = PluginSelector(8, 3, embed_width=4, learned_null=True)
+    selector.memory = memory
+    path = save_selector(selector, tmp_path / "selector.safetensors", tasks=["derain", "deblur"])
+    loaded, _ = load_selector(path)
+    assert loaded.memory.tasks == ["derain", "deblur"] and torch.equal(loaded.memory.wanted, memory.wanted)
+    assert loaded.memory.settings.tolist() == [2.0, 1.0, 8.0]
+    with pytest.raises(ValueError, match="memory is for tasks"):
+        save_selector(selector, tmp_path / "other.safetensors", tasks=["derain"])
+    state = {**selector.state_dict(), "memory.wanted": torch.ones(4, 2)}
+    save_file(state, tmp_path / "bad.safetensors", metadata={"format": SELECTOR_FORMAT, "tasks": json.dumps(["derain", "deblur"])})
+    with pytest.raises(PluginFileError, match="bad.safetensors: the memory has 2 candidate columns for 2 tasks"):
+        load_selector(tmp_path / "bad.safetensors")
+
+
 def test_instructions_are_joined_at_the_token_level():
     tasks = ["derain", "dehaze"]
     bank = InstructionBank([Instruction("remove the rain", ("derain",)), Instruction("add a cat", ()),
@@ -225,8 +302,8 @@ def test_selector_learns_to_route_held_out_instructions(trained):
     print(format_table(run.results))
     assert isinstance(run.selector, SelectorEnsemble) and len(run.selector.members) == SelectorTrainConfig().members
     zta = {name: run.results[name]["ZTA"] for name in (*SETS, "unrelated")}
-    assert zta["single"] >= 0.94 and zta["multi"] >= 0.95 and zta["single+unrelated"] >= 0.89, zta
-    assert zta["unrelated"] >= 0.90, zta
+    assert zta["single"] >= 0.95 and zta["multi"] >= 0.95 and zta["single+unrelated"] >= 0.90, zta
+    assert zta["unrelated"] >= 0.92, zta
     assert run.results["single"]["mAP"] >= 0.98 and run.results["multi"]["OF1"] >= 0.97
     members = len(run.selector.members)
     first, last = run.losses[: len(run.losses) // members], run.losses[-1]
@@ -248,14 +325,26 @@ def test_selector_file_keeps_reader_null_and_normalizer(trained, encoder, clip_t
     sets = instruction_sets(load_corpus(), run.tasks, "heldout")
     prompts = pooled_prompts(plugins, clip_tokens)
     assert evaluate(loaded, again, prompts, run.tasks, {"single": sets["single"]})["single"] == run.results["single"]
-    # One instruction as the pipeline scores it (score_candidates, null last) = the evaluation's scores.
+    # One instruction as the pipeline scores it (score_instruction, null last) = the evaluation's scores.
+    assert loaded.memory is not None and loaded.memory.tasks == run.tasks
     item = sets["multi"][0]
     with torch.no_grad():
         visual = [p.visual_prompt(clip_tokens(p.info.clip_layer)[:1])[0] for p in plugins]
-        one = score_candidates(loaded, again.features([item.text]), visual, None)
-    grid = selector_scores(loaded, again, prompts[:1], [item])[0, 0]
+        one = score_instruction(loaded, again, item.text, visual, run.tasks)
+    grid = selector_scores(loaded, again, prompts[:1], [item], run.tasks)[0, 0]
     assert torch.allclose(one[:-1], grid, atol=1e-4)
-    assert {run.tasks[i] for i in torch.nonzero(one[:-1] > 0).flatten().tolist()} == set(item.tasks)
+    # Plugins in another order, one the memory never saw: its learned score alone, the others' votes follow them.
+    with torch.no_grad():
+        learned = score_candidates(loaded, again.features([item.text]), visual[::-1], None)
+        shuffled = score_instruction(loaded, again, item.text, visual[::-1], run.tasks[::-1][:-1] + ["unseen"])
+    assert torch.allclose(shuffled[:-1].flip(0)[1:], grid[1:], atol=1e-4)
+    assert torch.allclose(shuffled[-2], learned[-2], atol=1e-5)
+    with pytest.raises(ValueError, match="task of each visual prompt"):
+        score_instruction(loaded, again, item.text, visual)
+    # The reference rule on those scores selects what the evaluation counted as selected.
+    from plugin_core.selector import Selection
+
+    assert Selection.from_scores(run.tasks, one).selected == [t for t, score in zip(run.tasks, grid) if score > 0]
 
 
 def test_adding_a_ninth_task_keeps_the_old_tasks(trained, encoder, clip_tokens):
@@ -271,6 +360,7 @@ def test_adding_a_ninth_task_keeps_the_old_tasks(trained, encoder, clip_tokens):
     config = SelectorTrainConfig(**{**CONFIG, **NINTH})
     after = train_selector(nine, clip_tokens, encoder, config, init=selector, extra_instructions={"denoise": denoise})
     assert len(selector_members(after.selector)) == len(run.selector.members)
+    assert after.selector.memory.tasks == after.tasks  # the memory now holds the new task's requests too
     old_sets = instruction_sets(corpus, corpus["tasks"], "heldout")
     prompts = pooled_prompts(nine, clip_tokens)
     # The old tasks' held-out instructions, now with nine candidates.
