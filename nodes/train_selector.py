@@ -72,7 +72,7 @@ class TrainPluginSelector(io.ComfyNode):
                                         "(e.g. 'denoise: remove the grain'). Plugins also bring their own instructions."),
                 io.Clip.Input("clip", optional=True, tooltip="The SD 1.x checkpoint's CLIP (needed for text_encoder 'clip')."),
                 PluginSelectorIO.Input("init_selector", optional=True,
-                                       tooltip="Fine-tune this selector instead of starting fresh: the tasks it knows keep their scores."),
+                                       tooltip="Fine-tune this selector instead of starting fresh (its tasks' instructions are rehearsed with the new ones)."),
             ],
             outputs=[
                 PluginSelectorIO.Output(display_name="selector", tooltip="The trained selector, for the Plugin-Selector node."),
@@ -84,7 +84,6 @@ class TrainPluginSelector(io.ComfyNode):
     def execute(cls, task_plugins, clip_vision, images, text_encoder, steps, members, learning_rate, seed, save_name,
                 task_instructions, clip=None, init_selector=None) -> io.NodeOutput:
         require("diffusers", "training the Plugin-Selector")
-        from ..plugin_core.checkpoints import save_selector
         from ..plugin_core.selector_training import format_table, train_selector
         from ..plugin_core.text import sentence_encoder
         from .text_encoder import ComfyClipTextEncoder
@@ -129,9 +128,7 @@ class TrainPluginSelector(io.ComfyNode):
             raise comfy.model_management.InterruptProcessingException()
         name = Path(save_name).name.removesuffix(".safetensors") or "selector"
         path = Path(folder_paths.get_folder_paths(library.FOLDER)[0]) / f"{name}.safetensors"
-        save_selector(run.selector, path, tasks=run.tasks, text_encoder=encoder.describe(), lexicon=run.lexicon,
-                      extra={"steps": steps, "members": members if init is None else None, "seed": seed,
-                             "held_out": run.results})
+        run.save(path, encoder, {"steps": steps, "members": members if init is None else None, "seed": seed})
         folder_paths.filename_list_cache.pop(library.FOLDER, None)
         report = format_table(run.results)
         from ..plugin_core import load_selector

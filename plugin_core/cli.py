@@ -433,7 +433,7 @@ def _selector_setup(args):
 
 
 def _train_selector(args) -> int:
-    from .checkpoints import load_selector, save_selector
+    from .checkpoints import load_selector
     from .selector_training import SelectorTrainConfig, format_table, train_selector
     from .text import sentence_encoder
 
@@ -462,9 +462,7 @@ def _train_selector(args) -> int:
                          reader_width=args.reader, embed_width=args.embed, progress=progress if bar else None)
     if bar:
         bar.close()
-    save_selector(run.selector, args.output, tasks=run.tasks, text_encoder=encoder.describe(), lexicon=run.lexicon,
-                  extra={"steps": args.steps, "members": args.members if init is None else None, "seed": args.seed,
-                         "held_out": run.results})
+    run.save(args.output, encoder, {"steps": args.steps, "members": args.members if init is None else None, "seed": args.seed})
     print(format_table(run.results))
     print(f"wrote {args.output}")
     return 0

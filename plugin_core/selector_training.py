@@ -438,6 +438,14 @@ class SelectorRun:
     results: dict[str, dict[str, float]]  # held-out metrics per instruction set
     losses: list[float]  # every member's, one after the other
 
+    def save(self, path: Path | str, text_encoder, info: dict) -> Path:
+        """The selector's .safetensors: its tasks (the memory's columns), the encoder it reads,
+        its normalizer's words, and `info` with the held-out results added."""
+        from .checkpoints import save_selector
+
+        return save_selector(self.selector, Path(path), tasks=self.tasks, text_encoder=text_encoder.describe(),
+                             lexicon=self.lexicon, extra={**info, "held_out": self.results})
+
 
 def train_selector(
     plugins: Sequence,
@@ -488,7 +496,9 @@ def train_selector(
         members = selector_members(init)
         if members[0].text_width != text_encoder.width:
             raise ValueError(f"the selector reads {members[0].text_width}-wide text, this encoder gives {text_encoder.width}")
-    keep = [t for t in tasks if t not in extra] if init is not None else []
+    # The tasks `init` already routes: its memory's, or the corpus's (extra lines may add to those).
+    known = init.memory.tasks if getattr(init, "memory", None) is not None else list(corpus["single"])
+    keep = [t for t in tasks if t in known] if init is not None else []
     instructions = training_instructions(corpus, tasks, config.seed, extra, written_combinations=members[0].reader is None)
     bank = InstructionBank(instructions + with_typos(instructions, config.typo_copies, config.seed), tasks, text_encoder)
     losses = []

@@ -146,9 +146,7 @@ class Normalizer:
         return None
 
     def _adjective(self, word: str) -> str | None:
-        """"haziness" -> "hazy", "softness" -> "soft": the adjective, when the encoder knows it and not the noun."""
-        if word in self.vocabulary:
-            return None
+        """"haziness" -> "hazy": the adjective of a noun the encoder cannot read, when it is a word."""
         for suffix, ending in (("iness", "y"), ("ness", "")):
             stem = word[: -len(suffix)] + ending
             if word.endswith(suffix) and len(stem) >= 3 and self._is_word(stem):
