@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 import torch.nn.functional as F
 from PIL import Image
 
@@ -62,12 +63,22 @@ def fold_corpus(corpus: dict, fold: int, encoder, apart_below: float = 0.88) -> 
         out[name] = {"train": train, "heldout": held}
     text = lambda x: x["text"] if isinstance(x, dict) else x  # noqa: E731
     held = [text(x) for part in _parts(out) for x in part["heldout"]]
-    held_embeddings = F.normalize(encoder.encode(held), dim=-1)
+    held_embeddings = F.normalize(as_written(encoder, held), dim=-1)
     for part in _parts(out):
         if part["train"]:
-            near = (F.normalize(encoder.encode([text(x) for x in part["train"]]), dim=-1) @ held_embeddings.T).amax(1)
+            near = (F.normalize(as_written(encoder, [text(x) for x in part["train"]]), dim=-1) @ held_embeddings.T).amax(1)
             part["train"] = [x for x, close in zip(part["train"], (near >= apart_below).tolist()) if not close]
     return out
+
+
+def as_written(encoder, texts) -> torch.Tensor:
+    """Pooled embeddings of the texts as written: not through the normaliser the last training
+    left on the shared encoder, so a fold's lines do not depend on the folds run before it."""
+    normalizer, encoder.normalizer = encoder.normalizer, None
+    try:
+        return encoder.encode(texts)
+    finally:
+        encoder.normalizer = normalizer
 
 
 def _parts(corpus: dict) -> list[dict]:
@@ -78,7 +89,7 @@ def nearest_training_cosine(corpus: dict, encoder) -> float:
     """Mean over the held-out single-task lines of the cosine to their nearest training line."""
     train = [x for t in corpus["tasks"] for x in corpus["single"][t]["train"]] + corpus["unrelated"]["train"]
     held = [x for t in corpus["tasks"] for x in corpus["single"][t]["heldout"]]
-    return float((F.normalize(encoder.encode(held), dim=-1) @ F.normalize(encoder.encode(train), dim=-1).T).amax(1).mean())
+    return float((F.normalize(as_written(encoder, held), dim=-1) @ F.normalize(as_written(encoder, train), dim=-1).T).amax(1).mean())
 
 
 def main() -> None:

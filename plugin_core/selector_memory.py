@@ -12,8 +12,8 @@ clause gives it. The selector's score for a candidate becomes
 
 so a unanimous vote moves it by weight / 2 either way and a split vote leaves it to the reader.
 Tasks the memory has never seen (a plugin added without retraining) get no vote. Measured by
-benchmarks/bench_selector.py: single-task ZTA +2.2 and +3.7 points on folds of the training
-split (where its settings were chosen), +0.2 to +0.3 on the held-out split.
+benchmarks/bench_selector.py: single-task ZTA +1.6 points on average over five folds of the
+training split (its settings were chosen on two of them), +0.2 to +0.3 on the held-out split.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ real photos and on a synthetic image with edges and texture.
 """
 
 import csv
-import math
 
 import numpy as np
 import pytest
