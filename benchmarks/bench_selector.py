@@ -92,6 +92,18 @@ def nearest_training_cosine(corpus: dict, encoder) -> float:
     return float((F.normalize(as_written(encoder, held), dim=-1) @ F.normalize(as_written(encoder, train), dim=-1).T).amax(1).mean())
 
 
+def selector_setup(folder: Path):
+    """The tests' setup: the photos, their tokens from a small random CLIP vision (any layer),
+    the sentence model and the shipped corpus."""
+    from transformers import CLIPVisionModel
+
+    with tempfile.TemporaryDirectory() as scratch:
+        clip = CLIPVisionModel.from_pretrained(write_tiny_clip_vision(Path(scratch) / "clip")).eval()
+    photos = [Image.open(p).convert("RGB") for p in sorted(folder.iterdir())]
+    tokens = clip_vision_tokens(clip, photos, 24)
+    return photos, (lambda layer: tokens), sentence_encoder(), load_corpus()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -101,15 +113,7 @@ def main() -> None:
                         help="measure on these folds of the training split (seed 0, no ninth task)")
     args = parser.parse_args()
 
-    from transformers import CLIPVisionModel
-
-    with tempfile.TemporaryDirectory() as scratch:
-        clip = CLIPVisionModel.from_pretrained(write_tiny_clip_vision(Path(scratch) / "clip")).eval()
-    photos = [Image.open(p).convert("RGB") for p in sorted(args.photos.iterdir())]
-    tokens = clip_vision_tokens(clip, photos, 24)
-    clip_tokens = lambda layer: tokens  # noqa: E731
-    encoder = sentence_encoder()
-    corpus = load_corpus()
+    photos, clip_tokens, encoder, corpus = selector_setup(args.photos)
     denoise = json.loads((REPO / "tests" / "data" / "denoise_instructions.json").read_text())
     print(f"{len(photos)} photos, {len(corpus['tasks'])} tasks, text encoder all-MiniLM-L6-v2, defaults {SelectorTrainConfig()}")
     print(f"held-out split: nearest training line at cosine {nearest_training_cosine(corpus, encoder):.3f} on average")

@@ -18,18 +18,15 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]
 
-from bench_selector import FOLDS, fold_corpus  # noqa: E402
-from plugin_core.pipeline import clip_vision_tokens  # noqa: E402
+from bench_selector import FOLDS, fold_corpus, selector_setup  # noqa: E402
 from plugin_core.selector import PluginSelector, SelectorEnsemble  # noqa: E402
 from plugin_core.selector_training import (  # noqa: E402
     SETS,
@@ -39,13 +36,12 @@ from plugin_core.selector_training import (  # noqa: E402
     build_memory,
     evaluate,
     instruction_sets,
-    load_corpus,
     pooled_prompts,
     training_instructions,
     with_typos,
 )
-from plugin_core.text import InstructionFeatures, Normalizer, sentence_encoder  # noqa: E402
-from tiny_models import random_task_plugins, write_tiny_clip_vision  # noqa: E402
+from plugin_core.text import InstructionFeatures, Normalizer  # noqa: E402
+from tiny_models import random_task_plugins  # noqa: E402
 
 
 class LayerStates:
@@ -147,15 +143,7 @@ def main() -> None:
     parser.add_argument("--photos", type=Path, default=REPO.parent / "shared" / "data" / "degraded")
     args = parser.parse_args()
 
-    from transformers import CLIPVisionModel
-
-    with tempfile.TemporaryDirectory() as scratch:
-        clip = CLIPVisionModel.from_pretrained(write_tiny_clip_vision(Path(scratch) / "clip")).eval()
-    photos = [Image.open(p).convert("RGB") for p in sorted(args.photos.iterdir())]
-    tokens = clip_vision_tokens(clip, photos, 24)
-    clip_tokens = lambda layer: tokens  # noqa: E731
-    encoder = sentence_encoder()
-    corpus = load_corpus()
+    _, clip_tokens, encoder, corpus = selector_setup(args.photos)
     print("| fold | reader input | single ZTA | multi ZTA | single+unrelated ZTA | unrelated only ZTA | seconds |")
     print("|---:|---|---:|---:|---:|---:|---:|")
     for fold in args.folds:
