@@ -9,6 +9,7 @@ ninth task (denoise) and prints how the old tasks' ZTA moved.
 
     python benchmarks/bench_selector.py --seeds 0 1
     python benchmarks/bench_selector.py --folds 0 1   # on folds of the training split instead
+    python benchmarks/bench_selector.py --ablation --folds 0 1 2 3 4   # each extra removed in turn
 
 With --folds, the held-out split is not touched: every fifth training line (from the fold's
 offset) is held out instead, and training lines within cosine 0.88 of one of them are dropped,
@@ -111,12 +112,17 @@ def main() -> None:
     parser.add_argument("--no-ninth", action="store_true", help="skip the add-a-ninth-task measurement")
     parser.add_argument("--folds", type=int, nargs="+", choices=range(FOLDS),
                         help="measure on these folds of the training split (seed 0, no ninth task)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="with --folds: train without each extra beyond the paper's two projections, one at a time")
+    parser.add_argument("--variants", nargs="+", choices=list(ABLATIONS), help="with --ablation: only these rows")
     args = parser.parse_args()
 
     photos, clip_tokens, encoder, corpus = selector_setup(args.photos)
     denoise = json.loads((REPO / "tests" / "data" / "denoise_instructions.json").read_text())
     print(f"{len(photos)} photos, {len(corpus['tasks'])} tasks, text encoder all-MiniLM-L6-v2, defaults {SelectorTrainConfig()}")
     print(f"held-out split: nearest training line at cosine {nearest_training_cosine(corpus, encoder):.3f} on average")
+    if args.folds and args.ablation:
+        return measure_ablation(args.folds, args.variants or list(ABLATIONS), corpus, clip_tokens, encoder)
     if args.folds:
         return measure_folds(args.folds, corpus, clip_tokens, encoder)
     summary = []
@@ -180,6 +186,49 @@ def measure_folds(folds, corpus, clip_tokens, encoder) -> None:
         near = nearest_training_cosine(dev, encoder)
         for label, row in (("with memory", with_memory), ("without", plain)):
             print(f"| {fold} | {near:.3f} | {label} | " + " | ".join(f"{v:.3f}" for v in row.values()) + " |", flush=True)
+
+
+# Each extra beyond the paper's two projections (proj_v, proj_t) and eq. 6, removed alone:
+# key -> (label, SelectorTrainConfig overrides, reader width). Without a reader, instructions are combined in
+# writing, the paper's augmentation, as they are without token-level joins.
+ABLATIONS = {
+    "shipped": ("shipped settings", {}, 256),
+    "no-reader": ("no reader (pooled text)", {}, 0),
+    "no-ensemble": ("no ensemble (1 member)", {"members": 1}, 256),
+    "no-normaliser": ("no typo normaliser", {"normalize": False}, 256),
+    "no-typo-copies": ("no typo copies", {"typo_copies": 0}, 256),
+    "no-memory": ("no instruction memory", {"memory_weight": 0.0}, 256),
+    "no-boundary": ("no boundary term (eq. 6 alone)", {"boundary_weight": 0.0}, 256),
+    "no-token-joins": ("no token-level joins (written)", {"token_joins": False}, 256),
+    "no-ema": ("no weight averaging (EMA)", {"ema": 0.0}, 256),
+    "no-token-dropout": ("no token dropout", {"token_dropout": 0.0}, 256),
+}
+COLUMNS = (*SETS, "unrelated")
+
+
+def measure_ablation(folds, variants, corpus, clip_tokens, encoder) -> None:
+    """ZTA per fold and variant, then the mean change against the shipped settings."""
+    rows: dict[str, list[dict[str, float]]] = {}
+    print("\n| fold | variant | single ZTA | multi ZTA | single+unrelated ZTA | unrelated only ZTA | seconds |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for fold in folds:
+        dev = fold_corpus(corpus, fold, encoder)
+        for variant in variants:
+            _, overrides, reader = ABLATIONS[variant]
+            start = time.perf_counter()
+            run = train_selector(random_task_plugins(corpus["tasks"], 100), clip_tokens, encoder,
+                                 SelectorTrainConfig(seed=0, **overrides), corpus=dev, reader_width=reader)
+            row = {k: run.results[k]["ZTA"] for k in COLUMNS}
+            rows.setdefault(variant, []).append(row)
+            print(f"| {fold} | {ABLATIONS[variant][0]} | " + " | ".join(f"{v:.3f}" for v in row.values())
+                  + f" | {time.perf_counter() - start:.0f} |", flush=True)
+    mean = {v: {k: sum(r[k] for r in rs) / len(rs) for k in COLUMNS} for v, rs in rows.items()}
+    print(f"\nMean ZTA over folds {' '.join(map(str, folds))} (change against the shipped settings, in points):\n")
+    print("| variant | single ZTA | multi ZTA | single+unrelated ZTA | unrelated only ZTA |\n|---|---:|---:|---:|---:|")
+    for variant, row in mean.items():
+        base = mean.get("shipped", row)
+        cells = (f"{row[k]:.3f}" + ("" if variant == "shipped" else f" ({100 * (row[k] - base[k]):+.1f})") for k in COLUMNS)
+        print(f"| {ABLATIONS[variant][0]} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

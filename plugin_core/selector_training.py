@@ -26,6 +26,7 @@ vote is added to its scores.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import random
 from dataclasses import dataclass
@@ -143,6 +144,8 @@ class SelectorTrainConfig:
     keep_weight: float = 0.0
     # The instruction memory's vote moves a score by up to memory_weight / 2 (0: no memory).
     memory_weight: float = 8.0
+    normalize: bool = True  # fix typos against the training words before encoding (text.Normalizer)
+    token_joins: bool = True  # reader selectors: join instructions at the token level (else: written combinations)
     seed: int = 0
 
 
@@ -484,7 +487,7 @@ def train_selector(
     base = instruction_sets(corpus, tasks, "train", config.seed, extra)
     text_encoder.normalizer = Normalizer.from_texts(
         [i.text for name in ("single", "multi", "unrelated") for i in base[name]], text_encoder.vocabulary()
-    )
+    ) if config.normalize else None
     if init is None:
         members = []
         for m in range(max(1, config.members)):
@@ -499,7 +502,10 @@ def train_selector(
     # The tasks `init` already routes: its memory's, or the corpus's (extra lines may add to those).
     known = init.memory.tasks if getattr(init, "memory", None) is not None else list(corpus["single"])
     keep = [t for t in tasks if t in known] if init is not None else []
-    instructions = training_instructions(corpus, tasks, config.seed, extra, written_combinations=members[0].reader is None)
+    joins = members[0].reader is not None and config.token_joins
+    if not joins:
+        config = dataclasses.replace(config, joined=0.0)
+    instructions = training_instructions(corpus, tasks, config.seed, extra, written_combinations=not joins)
     bank = InstructionBank(instructions + with_typos(instructions, config.typo_copies, config.seed), tasks, text_encoder)
     losses = []
     for m, member in enumerate(members):
@@ -515,4 +521,5 @@ def train_selector(
                                    config.memory_weight) if config.memory_weight else None
     held = instruction_sets(corpus, tasks, "heldout", 0, extra)  # the same held-out sets whatever the training seed
     results = evaluate(selector, text_encoder, prompts, tasks, {k: held[k] for k in (*SETS, "unrelated")})
-    return SelectorRun(selector, dict(text_encoder.normalizer.lexicon), tasks, results, losses)
+    lexicon = dict(text_encoder.normalizer.lexicon) if text_encoder.normalizer is not None else {}
+    return SelectorRun(selector, lexicon, tasks, results, losses)
