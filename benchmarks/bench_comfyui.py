@@ -5,23 +5,18 @@ ApplyTaskPlugin path, ComfyUI's own sampler (euler, `--steps` steps) at cfg 1 an
 256 and 512 px. Peak memory: each configuration in its own process, peak RSS from after
 the models are loaded. Not a test. Run with ComfyUI's Python:
 
-    COMFYUI_DIR=/path/to/ComfyUI $COMFYUI_DIR/.venv/bin/python benchmarks/bench_comfyui.py
+    COMFYUI_DIR=/path/to/ComfyUI $COMFYUI_DIR/.venv/bin/python -m benchmarks.bench_comfyui
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import statistics
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.append(str(ROOT / "tests"))
-sys.path.append(str(ROOT))
+from benchmarks.common import in_fresh_process, interleaved, peak_rss, reset_peak
+from tests import comfy_support as cs
 
-import comfy_support as cs  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "official"
 
@@ -85,45 +80,22 @@ def timings(steps, repeats, sizes, attention):
         for cfg in (1.0, 2.0):
             # "plain 256": the plain model with a 256-token prompt, Fp's length: the context's share.
             candidates = {"plain": (plain, 77), "plain 256": (plain, 256), "plugin": (model_p, 77)}
-            for m, tokens in candidates.values():
-                run(m, latent, cfg, 1, tokens)  # warm-up (loads, allocations)
-            samples = {k: [] for k in candidates}
-            for _ in range(repeats):
-                for name, (m, tokens) in candidates.items():  # interleaved: drift hits all alike
-                    start = time.perf_counter()
-                    run(m, latent, cfg, steps, tokens)
-                    samples[name].append(time.perf_counter() - start)
-            rows[size, cfg] = {k: statistics.median(v) for k, v in samples.items()}
+            rows[size, cfg] = interleaved(
+                {name: (lambda m=m, tokens=tokens: run(m, latent, cfg, steps, tokens)) for name, (m, tokens) in candidates.items()},
+                repeats,
+            )
     return rows
 
 
-def _vm(field):
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(field)
-
-
-def _memory_child(which, size, cfg, steps, attention, queue):
+def memory(which, size, cfg, steps, attention):
     plain, patched, _ = setup(attention)
     model_p, latent = patched[size]
     model = model_p if which == "plugin" else plain
     run(model, latent, cfg, 1)  # loads the models (and the plugin) before the mark
-    Path("/proc/self/clear_refs").write_text("5")
-    base = _vm("VmRSS")
+    base = reset_peak()
     run(model, latent, cfg, steps)
     plugin_bytes = sum(p.numel() * p.element_size() for p in model_p.additional_models["diff_plugin"][0].model.parameters())
-    queue.put({"peak": _vm("VmHWM"), "base": base, "plugin_bytes": plugin_bytes if which == "plugin" else 0})
-
-
-def peak(which, size, cfg, steps, attention):
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    process = ctx.Process(target=_memory_child, args=(which, size, cfg, steps, attention, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
+    return {"peak": peak_rss(), "base": base, "plugin_bytes": plugin_bytes if which == "plugin" else 0}
 
 
 def main():
@@ -149,7 +121,8 @@ def main():
     if not args.no_memory:
         print("\n| peak memory (cfg 1) | plain (GiB) | with plugin − plugin weights (GiB) | **ratio** |\n|---|---:|---:|---:|")
         for size in args.sizes:
-            plain, plugin = peak("plain", size, 1.0, args.steps, args.attention), peak("plugin", size, 1.0, args.steps, args.attention)
+            plain = in_fresh_process(memory, "plain", size, 1.0, args.steps, args.attention)
+            plugin = in_fresh_process(memory, "plugin", size, 1.0, args.steps, args.attention)
             adjusted = plugin["peak"] - plugin["plugin_bytes"]
             print(f"| {size} px | {plain['peak'] / 2**30:.2f} | {adjusted / 2**30:.2f} | **{adjusted / plain['peak']:.3f}** |")
 

@@ -6,7 +6,7 @@ real words the sentence model's vocabulary lacks (the whole words of SD's CLIP v
 e.g. ComfyUI's comfy/sd1_tokenizer/vocab.json; each should survive). For each word length from
 which two slips are allowed (the library's default: 8).
 
-    python benchmarks/bench_normalizer.py --clip-vocab /path/to/ComfyUI/comfy/sd1_tokenizer/vocab.json
+    python -m benchmarks.bench_normalizer --clip-vocab /path/to/ComfyUI/comfy/sd1_tokenizer/vocab.json
 """
 
 from __future__ import annotations
@@ -14,15 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from plugin_core.selector_training import instruction_sets, load_corpus  # noqa: E402
-from plugin_core.text import _WORD, Normalizer, clip_words, sentence_encoder  # noqa: E402
+from plugin_core.selector import instruction_sets, load_corpus, sentence_encoder
+from plugin_core.selector.normalizer import WORD, Normalizer
+from plugin_core.selector.text import clip_words
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
@@ -50,7 +47,7 @@ def main() -> None:
     train = instruction_sets(corpus, corpus["tasks"], "train")
     texts = [i.text for name in ("single", "multi", "unrelated") for i in train[name]]
     lexicon = Normalizer.from_texts(texts, vocabulary).lexicon
-    uses = Counter(w.lower() for i in train["single"] for w in _WORD.findall(i.text))
+    uses = Counter(w.lower() for i in train["single"] for w in WORD.findall(i.text))
     domain = sorted(w for w, n in uses.items() if n >= 3 and len(w) >= 4 and w in lexicon)
     real = sorted(w for w in clip_words(json.loads(args.clip_vocab.read_text()))
                   if len(w) >= 3 and w not in vocabulary and w not in lexicon)

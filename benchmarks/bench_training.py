@@ -13,52 +13,37 @@ hits all alike:
 and peak memory of each configuration in its own process (peak RSS of two steps above the
 RSS once the models and the plugin exist). Not a test.
 
-    python benchmarks/bench_training.py              # the README table
-    python benchmarks/bench_training.py --repeats 2  # quicker
+    python -m benchmarks.bench_training              # the README table
+    python -m benchmarks.bench_training --repeats 2  # quicker
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_plugin_core import build_unet, gib, interleaved, proc_status_bytes  # noqa: E402
+from benchmarks.common import gib, in_fresh_process, interleaved, peak_rss, reset_peak
+from tests.random_models import sd15_clip_vision, sd15_unet, sd15_vae
 
 SIZE = 256
 
 
 def build_backend():
-    from diffusers import AutoencoderKL, UniPCMultistepScheduler
-    from transformers import CLIPVisionConfig, CLIPVisionModel
+    from diffusers import UniPCMultistepScheduler
 
-    from plugin_core.backends import DiffusersBackend
     from plugin_core.pipeline import BaseModels
+    from plugin_core.training import DiffusersBackend
 
-    torch.manual_seed(3)
-    vae = AutoencoderKL(  # the SD VAE's shape
-        block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=512,
-    ).eval().requires_grad_(False)
-    clip_vision = CLIPVisionModel(CLIPVisionConfig(
-        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-        image_size=224, patch_size=14, projection_dim=768)).eval().requires_grad_(False)
-    models = BaseModels(unet=build_unet(), vae=vae, scheduler=UniPCMultistepScheduler(), clip_vision=clip_vision)
+    models = BaseModels(unet=sd15_unet(), vae=sd15_vae(), scheduler=UniPCMultistepScheduler(), clip_vision=sd15_clip_vision())
     return DiffusersBackend(models)
 
 
 def build_trainer(backend, cache: bool, checkpointing: bool, output_dir: Path):
     from PIL import Image
 
-    from plugin_core.datasets import PairDataset
-    from plugin_core.trainer import TrainConfig, Trainer
+    from plugin_core.training import PairDataset, TrainConfig, Trainer
 
     generator = torch.Generator().manual_seed(0)
     images = [Image.fromarray((torch.rand(SIZE + 32, SIZE + 64, 3, generator=generator) * 255).byte().numpy()) for _ in range(4)]
@@ -97,7 +82,7 @@ def set_checkpointing(backend, trainer, on: bool):
         scb.disable_gradient_checkpointing()
 
 
-def _memory_child(kind: str, checkpointing: bool, queue):
+def memory(kind: str, checkpointing: bool) -> dict:
     import tempfile
 
     backend = build_backend()
@@ -113,21 +98,10 @@ def _memory_child(kind: str, checkpointing: bool, queue):
     # The mark is set before the first step: freed memory stays with the allocator, so a mark
     # after a warm-up step would hide what the step needs. AdamW's state (the same with and
     # without checkpointing) is allocated during the first step and counted.
-    Path("/proc/self/clear_refs").write_text("5")
-    before = proc_status_bytes("VmRSS")
+    before = reset_peak()
     for _ in range(2):
         run()
-    queue.put({"peak": proc_status_bytes("VmHWM"), "before": before})
-
-
-def peak_memory(kind: str, checkpointing: bool) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    process = ctx.Process(target=_memory_child, args=(kind, checkpointing, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
+    return {"peak": peak_rss(), "before": before}
 
 
 def main():
@@ -182,7 +156,7 @@ def memory_table():
     peaks = {}
     for kind, label in (("unet", "UNet forward + backward"), ("encoded", "training step, encoding each pair"),
                         ("cached", "training step, cached encodings")):
-        plain, checkpointed = peak_memory(kind, False), peak_memory(kind, True)
+        plain, checkpointed = in_fresh_process(memory, kind, False), in_fresh_process(memory, kind, True)
         a, b = plain["peak"] - plain["before"], checkpointed["peak"] - checkpointed["before"]
         peaks[kind] = (plain["peak"], checkpointed["peak"])
         print(f"| {label} | {gib(a):.2f} | {gib(b):.2f} | **{1 - b / a:.0%}** |")

@@ -74,8 +74,9 @@ def check_plugin_fits(plugin, model) -> dict:
 
 
 @torch.no_grad()
-def clip_tokens(clip_vision, images: list[Image.Image], layer: int) -> torch.Tensor:
-    """CLIP vision hidden states (before post-LN) with the reference's own preprocessing."""
+def clip_hidden_states(clip_vision, pixels: torch.Tensor, layer: int) -> torch.Tensor:
+    """ComfyUI CLIP vision hidden states at `layer` (before the post layer-norm), float, for
+    preprocessed pixels: `last_hidden_state` for the last layer, the intermediate output else."""
     import comfy.model_management
 
     model = clip_vision.model
@@ -83,13 +84,15 @@ def clip_tokens(clip_vision, images: list[Image.Image], layer: int) -> torch.Ten
     if layer > layers:
         raise PluginMismatchError(f"the plugin reads CLIP vision layer {layer}, this CLIP vision model has {layers}")
     comfy.model_management.load_model_gpu(clip_vision.patcher)
-    pixels = imaging.clip_pixels(images).to(clip_vision.load_device)
+    pixels = pixels.to(clip_vision.load_device)
     if layer == layers:
-        out = model(pixel_values=pixels, intermediate_output=None)
-        tokens = out[0]
-    else:
-        tokens = model(pixel_values=pixels, intermediate_output=layer - 1)[1]
-    return tokens.float().cpu()
+        return model(pixel_values=pixels, intermediate_output=None)[0].float()
+    return model(pixel_values=pixels, intermediate_output=layer - 1)[1].float()
+
+
+def clip_tokens(clip_vision, images: list[Image.Image], layer: int) -> torch.Tensor:
+    """CLIP vision tokens of images with the reference's own preprocessing, on the CPU."""
+    return clip_hidden_states(clip_vision, imaging.clip_pixels(images), layer).cpu()
 
 
 def clip_vision_width(clip_vision) -> int:

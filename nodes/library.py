@@ -1,4 +1,4 @@
-"""The `diff_plugins` model folder: registration, listing and loading (with caching)."""
+"""The `diff_plugins` model folder: registration, listing, and a listing choice back to its path."""
 
 from __future__ import annotations
 

@@ -33,14 +33,12 @@ def load_plugin_handle(name: str) -> TaskPluginHandle:
 
 
 def load_selector_handle(name: str) -> SelectorHandle:
-    require("diffusers", "loading the Plugin-Selector")
-    from ..plugin_core import load_selector
+    from ..plugin_core.selector import load_selector  # torch only: no diffusers needed
 
     path = library.resolve(name)
     key = ("selector", path, _stamp(path))
     if key not in _loaded:
-        selector, meta = load_selector(path)
-        _loaded[key] = SelectorHandle(selector.float().eval().requires_grad_(False), name, meta.get("tasks", []))
+        _loaded[key] = SelectorHandle(load_selector(path)[0].float().eval().requires_grad_(False), name)
     return _loaded[key]
 
 

@@ -13,6 +13,7 @@ deepcopy as itself: a clone never copies weights.
 
 from __future__ import annotations
 
+import einops
 import torch
 
 
@@ -92,7 +93,7 @@ class DiffPluginPatch:
                     "use as many latents as images (or one image)"
                 )
             tensor = tensor.expand(per_chunk, *tensor.shape[1:])
-        return tensor.repeat(chunks, *([1] * (tensor.ndim - 1))) if chunks > 1 else tensor
+        return einops.repeat(tensor, "n ... -> (c n) ...", c=chunks) if chunks > 1 else tensor
 
     # ------------------------------------------------------------------ patch points
 

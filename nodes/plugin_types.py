@@ -47,18 +47,28 @@ class TaskPluginHandle:
 
 @dataclass
 class PluginSet:
-    """An ordered list of plugins (a library, or the selector's choice), with its scores if selected."""
+    """An ordered list of plugins (a library, or the selector's choice). A selector's choice is
+    per image: `groups` holds (image indices, their plugins in order) for every image."""
 
     plugins: list[TaskPluginHandle]
-    selection: object | None = None  # plugin_core Selection
+    selections: list | None = None  # plugin_core Selection per image
+    groups: list[tuple[list[int], list[TaskPluginHandle]]] | None = None  # None: every image runs `plugins`
     tasks: list[str] = field(init=False)
 
     def __post_init__(self):
         self.tasks = [p.task for p in self.plugins]
 
+    def groups_for(self, images: int) -> list[tuple[list[int], list[TaskPluginHandle]]]:
+        """(image indices, plugins to run on them) covering `images` images."""
+        if self.groups is None:
+            return [(list(range(images)), list(self.plugins))]
+        covered = sorted(i for indices, _ in self.groups for i in indices)
+        if covered != list(range(images)):
+            raise ValueError(f"the plugins were selected for {len(covered)} images, but {images} are given")
+        return self.groups
+
 
 @dataclass
 class SelectorHandle:
-    selector: object  # plugin_core PluginSelector
+    selector: object  # plugin_core PluginSelector (its tasks, text encoder, memory...)
     source: str
-    trained_tasks: list[str] = field(default_factory=list)

@@ -14,8 +14,8 @@ import comfy.utils
 import latent_preview
 import torch
 from comfy_api.latest import io
-from PIL import Image
 
+from ..plugin_core.images import at_size
 from . import bridge
 from .apply import apply_plugin
 from .plugin_types import TaskPluginsIO
@@ -44,19 +44,34 @@ def sample(model, seed, steps, cfg, sampler_name, scheduler, conditioning, laten
     )
 
 
-def restore_sequence(model, plugin_set, clip_vision, vae, image, *, seed, steps, later_steps, cfg, sampler_name,
+def restore_sequence(model, handles, clip_vision, vae, originals, *, seed, steps, later_steps, cfg, sampler_name,
                      scheduler, resolution, strength=1.0):
-    """Returns (working-size images, original images)."""
-    originals = bridge.image_to_pil(image)
+    """One chain of plugins on these images (PIL); returns the working-size images."""
     current = bridge.working_images(originals, resolution)
     conditioning = _empty_conditioning(bridge.model_facts(model)["context_width"])
-    for order, handle in enumerate(plugin_set.plugins):
+    for order, handle in enumerate(handles):
         comfy.model_management.throw_exception_if_processing_interrupted()
         patched, latent, _ = apply_plugin(model, handle, clip_vision, vae, originals, current, strength=strength)
         samples = sample(patched, seed, steps if order == 0 else later_steps, cfg, sampler_name, scheduler, conditioning, latent)
         decoded = vae.decode(samples)
         current = bridge.image_to_pil(decoded.reshape(-1, *decoded.shape[-3:]))  # 8-bit, as the reference passes it on
-    return current, originals
+    return current
+
+
+def restore_images(model, plugin_set, clip_vision, vae, image, *, output_size="processed", **settings):
+    """Every image with its own chain (the selector's choice per image), back in order:
+    (images, originals). settings: restore_sequence's."""
+    originals = bridge.image_to_pil(image)
+    restored = list(originals)
+    for indices, handles in plugin_set.groups_for(len(originals)):
+        group = [originals[i] for i in indices]
+        if handles:
+            results = restore_sequence(model, handles, clip_vision, vae, group, **settings)
+        else:  # nothing selected for these images: left as they are
+            results = group if output_size == "original" else bridge.working_images(group, settings["resolution"])
+        for index, result in zip(indices, results):
+            restored[index] = at_size(result, originals[index].size) if output_size == "original" else result
+    return restored, originals
 
 
 class RestoreWithTaskPlugins(io.ComfyNode):
@@ -68,7 +83,8 @@ class RestoreWithTaskPlugins(io.ComfyNode):
             category=CATEGORY,
             description=(
                 "Run the given Task-Plugins one after another (e.g. the Plugin-Selector's choice), as the "
-                "reference does for multi-task instructions. No plugin: the photo is returned unchanged."
+                "reference does for multi-task instructions; each image runs what was selected for it. No plugin: "
+                "the photo is returned unchanged."
             ),
             inputs=[
                 io.Model.Input("model", tooltip="An SD 1.x model."),
@@ -97,12 +113,10 @@ class RestoreWithTaskPlugins(io.ComfyNode):
     @classmethod
     def execute(cls, model, task_plugins, clip_vision, vae, image, seed, steps, later_steps, cfg, sampler_name,
                 scheduler, resolution, output_size) -> io.NodeOutput:
-        if not task_plugins.plugins:
+        if not any(handles for _, handles in task_plugins.groups_for(image.shape[0])):
             return io.NodeOutput(image)
-        restored, originals = restore_sequence(
-            model, task_plugins, clip_vision, vae, image, seed=seed, steps=steps, later_steps=later_steps, cfg=cfg,
-            sampler_name=sampler_name, scheduler=scheduler, resolution=resolution,
+        restored, _ = restore_images(
+            model, task_plugins, clip_vision, vae, image, output_size=output_size, seed=seed, steps=steps,
+            later_steps=later_steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, resolution=resolution,
         )
-        if output_size == "original":
-            restored = [r.resize(o.size, resample=Image.LANCZOS) if r.size != o.size else r for r, o in zip(restored, originals)]
         return io.NodeOutput(bridge.pil_to_image(restored))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from comfy_api.latest import io
 
 from . import bridge
@@ -14,37 +13,26 @@ CATEGORY = "Diff-Plugin"
 def instruction_encoder(selector, clip):
     """The text encoder the selector was trained with: SD's CLIP-L (the CLIP input, as the
     reference) unless its file names another one (e.g. the offline sentence model)."""
-    from ..plugin_core.text import encoder_for
+    from ..plugin_core.selector import text_encoder_for
+    from ..plugin_core.selector.text import CLIP_TEXT_ENCODER
     from .text_encoder import ComfyClipTextEncoder
 
-    meta = getattr(selector, "meta", {})
-    kind = (meta.get("text_encoder") or {}).get("kind", "sd-clip-l-pooled")
-    if kind == "sd-clip-l-pooled" and clip is None:
+    reads_clip = selector.text_encoder.get("kind") == CLIP_TEXT_ENCODER["kind"]
+    if reads_clip and clip is None:
         raise ValueError("this Plugin-Selector reads SD's CLIP-L text encoder: connect the SD 1.x checkpoint's CLIP")
-    return encoder_for(meta, ComfyClipTextEncoder(clip) if kind == "sd-clip-l-pooled" else None)
+    return text_encoder_for(selector.text_encoder, ComfyClipTextEncoder(clip) if reads_clip else None)
 
 
 def select_plugins(plugins: PluginSet, selector_handle, clip, clip_vision, images, instruction: str, threshold: float):
-    """Scores per image and the selection (rule applied to the batch-mean scores)."""
-    from ..plugin_core.selector import Selection, score_instruction
+    """The selection for each image (plugin_core's one policy) and the plugin set that runs them."""
+    from ..plugin_core.selector import group_by_selection, select
 
     selector = selector_handle.selector
-    encoder = instruction_encoder(selector, clip)
-    layers = {h.plugin.info.clip_layer for h in plugins.plugins}
-    tokens = {layer: bridge.clip_tokens(clip_vision, images, layer) for layer in layers}
-    per_image = []
-    with torch.no_grad():
-        for index in range(len(images)):
-            prompts = []
-            for handle in plugins.plugins:
-                plugin = handle.plugin
-                device = next(plugin.parameters()).device
-                prompts.append(plugin.visual_prompt(tokens[plugin.info.clip_layer][index : index + 1].to(device))[0].float().cpu())
-            per_image.append(score_instruction(selector, encoder, instruction, prompts, plugins.tasks))
-    scores = torch.stack(per_image).mean(0)
-    selection = Selection.from_scores(plugins.tasks, scores, threshold)
-    chosen = [h for h in plugins.plugins if h.task in selection.selected]
-    return PluginSet(chosen, selection), selection, per_image
+    selections = select(selector, instruction_encoder(selector, clip), instruction, [h.plugin for h in plugins.plugins],
+                        lambda layer: bridge.clip_tokens(clip_vision, images, layer), threshold)
+    by_task = {handle.task: handle for handle in plugins.plugins}
+    chosen = [by_task[task] for task in plugins.tasks if any(task in s.selected for s in selections)]
+    return PluginSet(chosen, selections, group_by_selection(selections, by_task)), selections
 
 
 class PluginSelector(io.ComfyNode):
@@ -56,7 +44,7 @@ class PluginSelector(io.ComfyNode):
             category=CATEGORY,
             description="Type what to fix ('remove the rain and the haze'); the Plugin-Selector picks the Task-Plugins to run, in order.",
             inputs=[
-                io.Image.Input("image", tooltip="The photo to restore (a batch uses the mean of its scores)."),
+                io.Image.Input("image", tooltip="The photo(s) to restore; each image of a batch gets its own selection."),
                 io.String.Input("instruction", multiline=True, default="remove the rain",
                                 tooltip="What to fix, in your own words."),
                 TaskPluginsIO.Input("task_plugins", tooltip="The candidates (Load Task-Plugin Library)."),
@@ -69,7 +57,7 @@ class PluginSelector(io.ComfyNode):
                                       "(not needed by a selector trained on the offline sentence model)."),
             ],
             outputs=[
-                TaskPluginsIO.Output(display_name="selected", tooltip="The selected plugins in order; empty means leave the photo as it is."),
+                TaskPluginsIO.Output(display_name="selected", tooltip="The selected plugins of each image, in order; none selected leaves that photo as it is."),
                 io.String.Output(display_name="scores", tooltip="The scores as text."),
             ],
         )
@@ -79,7 +67,6 @@ class PluginSelector(io.ComfyNode):
         if selector is None:
             raise ValueError("no Plugin-Selector loaded: put PromptTunner.pt or a selector .safetensors into models/diff_plugins")
         images = bridge.image_to_pil(image)
-        selected, selection, per_image = select_plugins(task_plugins, selector, clip, clip_vision, images, instruction, threshold)
-        report = selection.as_dict()
-        report["per_image"] = [s.tolist() for s in per_image]
-        return io.NodeOutput(selected, selection.format(), ui={"diff_plugin_scores": [report]})
+        selected, selections = select_plugins(task_plugins, selector, clip, clip_vision, images, instruction, threshold)
+        text = "\n\n".join(s.format() if len(selections) == 1 else f"image {i + 1}:\n{s.format()}" for i, s in enumerate(selections))
+        return io.NodeOutput(selected, text, ui={"diff_plugin_scores": [s.as_dict() for s in selections]})

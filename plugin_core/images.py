@@ -1,7 +1,10 @@
-"""Image conversions exactly as the reference inference does them.
+"""Image files and conversions, exactly as the reference does them.
 
-* CLIP input: short side to 224 (PIL bicubic), centre crop 224, /255, OpenAI mean/std
-  (a default `CLIPImageProcessor`, applied to the *original* image).
+* Files: `IMAGE_SUFFIXES` and `image_files` say what counts as an image everywhere (restore,
+  training data, synthetic pairs, selector photos); `load_image` is the one reader.
+* CLIP input at inference: short side to 224 (PIL bicubic), centre crop 224, /255, OpenAI
+  mean/std (a default `CLIPImageProcessor`, applied to the *original* image); in training
+  (`training_clip_pixels`): the reference's bilinear squash to 224 x 224 instead.
 * Working size: if a side is below `resolution` (512), the short side is raised to it
   (`infer.py`); then each side is rounded down to a multiple of 8 with a LANCZOS resize
   (diffusers' `VaeImageProcessor`). Pixels to [-1, 1].
@@ -12,8 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import einops
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputImageError
@@ -22,9 +27,22 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_SIZE = 224
 RESIZE_MODES = ("min", "exact")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
-def load_image(path: Path | str) -> Image.Image:
+def is_image_file(path: Path | str) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def image_files(folder: Path | str) -> list[Path]:
+    """The image files directly in a folder, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_image_file(p))
+
+
+def load_image(path: Path | str | Image.Image) -> Image.Image:
+    """An RGB image from a file (or a PIL image, converted the same way)."""
+    if isinstance(path, Image.Image):
+        return to_rgb(path)
     path = Path(path)
     if not path.is_file():
         raise InputImageError(f"{path}: image not found")
@@ -69,6 +87,15 @@ def clip_pixels(images: list[Image.Image]) -> torch.Tensor:
     return torch.stack(batch)
 
 
+def training_clip_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """The reference training's CLIP input: [-1,1] -> [0,1], bilinear squash to 224, OpenAI mean/std."""
+    x = (pixels + 1.0) / 2.0
+    x = F.interpolate(x, size=(CLIP_SIZE, CLIP_SIZE), mode="bilinear", align_corners=False)
+    mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
 def scaled_size(width: int, height: int, resolution: int = 512, mode: str = "min") -> tuple[int, int]:
     """The short-side rule before rounding.
 
@@ -108,13 +135,26 @@ def resize_for_vae(image: Image.Image, resolution: int = 512, mode: str = "min",
 
 def vae_pixels(images: list[Image.Image]) -> torch.Tensor:
     """[B, 3, H, W] in [-1, 1] from same-size RGB images."""
-    arrays = [np.asarray(image, dtype=np.float32) / 255.0 for image in images]
-    tensor = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-    return tensor * 2.0 - 1.0
+    arrays = np.stack([np.asarray(image, dtype=np.float32) / 255.0 for image in images])
+    return einops.rearrange(torch.from_numpy(arrays), "b h w c -> b c h w") * 2.0 - 1.0
 
 
 def to_pil(decoded: torch.Tensor) -> list[Image.Image]:
     """VAE output [B, 3, H, W] in [-1, 1] -> uint8 RGB images, rounded as the reference."""
     pixels = (decoded.float() / 2 + 0.5).clamp(0, 1)
-    arrays = (pixels.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    arrays = (einops.rearrange(pixels, "b c h w -> b h w c").cpu().numpy() * 255).round().astype(np.uint8)
     return [Image.fromarray(array) for array in arrays]
+
+
+def output_paths(inputs: list[Path], output: Path) -> list[Path]:
+    """Where restored images go: `output` itself for one input and an image file name, else
+    output/<stem>.png (inputs with the same stem from different folders get _<index>)."""
+    if len(inputs) == 1 and is_image_file(output):
+        return [output]
+    names = [p.stem for p in inputs]
+    return [output / (f"{stem}.png" if names.count(stem) == 1 else f"{stem}_{i}.png") for i, stem in enumerate(names)]
+
+
+def at_size(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The image at `size` (LANCZOS), e.g. a result back at its input's size."""
+    return image if image.size == tuple(size) else image.resize(tuple(size), resample=Image.LANCZOS)

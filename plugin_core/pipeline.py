@@ -20,9 +20,9 @@ from PIL import Image
 
 from . import images as imaging
 from .errors import InputImageError, PluginError, PluginMismatchError
-from .plugin import TaskPlugin
-from .selector import NULL_TASK, PluginSelector, Selection, score_instruction
-from .text import ClipTextEncoder, encoder_for
+from .models import TaskPlugin
+from .selector import NULL_TASK, PluginSelector, Selection, select, text_encoder_for
+from .selector.text import ClipTextEncoder
 
 log = logging.getLogger("diffplugin")
 
@@ -46,7 +46,6 @@ class BaseModels:
         cls, sd_dir: Path | str, clip_vision: Path | str, *, with_text: bool = False, device="cpu", dtype=torch.float32
     ) -> "BaseModels":
         from diffusers import AutoencoderKL, UNet2DConditionModel, UniPCMultistepScheduler
-        from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModel
 
         sd_dir = Path(sd_dir)
         for sub in ("unet", "vae", "scheduler") + (("text_encoder", "tokenizer") if with_text else ()):
@@ -55,18 +54,29 @@ class BaseModels:
         # The VAE stays float32 in half-precision runs: SD's VAE overflows in fp16.
         vae_dtype = torch.float32 if dtype == torch.float16 else dtype
         models = cls(
-            unet=UNet2DConditionModel.from_pretrained(sd_dir / "unet", torch_dtype=dtype).to(device),
-            vae=AutoencoderKL.from_pretrained(sd_dir / "vae", torch_dtype=vae_dtype).to(device),
+            unet=UNet2DConditionModel.from_pretrained(sd_dir / "unet", torch_dtype=dtype).to(device).eval().requires_grad_(False),
+            vae=AutoencoderKL.from_pretrained(sd_dir / "vae", torch_dtype=vae_dtype).to(device).eval().requires_grad_(False),
             scheduler=UniPCMultistepScheduler.from_pretrained(sd_dir / "scheduler"),
-            clip_vision=CLIPVisionModel.from_pretrained(clip_vision, torch_dtype=dtype).to(device),
+            clip_vision=load_clip_vision(clip_vision, device, dtype),
         )
         if with_text:
-            models.text_encoder = CLIPTextModel.from_pretrained(sd_dir / "text_encoder", torch_dtype=dtype).to(device)
-            models.tokenizer = CLIPTokenizer.from_pretrained(sd_dir / "tokenizer")
-        for module in (models.unet, models.vae, models.clip_vision, models.text_encoder):
-            if module is not None:
-                module.eval().requires_grad_(False)
+            models.text_encoder, models.tokenizer = load_clip_text(sd_dir, device, dtype)
         return models
+
+
+def load_clip_vision(path: Path | str, device="cpu", dtype=torch.float32) -> torch.nn.Module:
+    """transformers' CLIPVisionModel (from a CLIPVisionModel or CLIPModel folder), frozen."""
+    from transformers import CLIPVisionModel
+
+    return CLIPVisionModel.from_pretrained(path, torch_dtype=dtype).to(device).eval().requires_grad_(False)
+
+
+def load_clip_text(sd_dir: Path | str, device="cpu", dtype=torch.float32) -> tuple[torch.nn.Module, object]:
+    """SD's CLIP-L text encoder and tokenizer from a diffusers SD folder, frozen."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    model = CLIPTextModel.from_pretrained(Path(sd_dir) / "text_encoder", torch_dtype=dtype).to(device)
+    return model.eval().requires_grad_(False), CLIPTokenizer.from_pretrained(Path(sd_dir) / "tokenizer")
 
 
 @dataclass
@@ -122,14 +132,9 @@ class Restorer:
         """CLIP vision hidden states at `layer` (before post-LN), class token first."""
         return clip_vision_tokens(self.models.clip_vision, images, layer, self.device, self.dtype)
 
-    @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Scaled posterior mean of the VAE: the latent the SCB reads."""
-        vae = self.models.vae
-        vae_dtype = next(vae.parameters()).dtype
-        mean = vae.encode(pixels.to(self.device, vae_dtype)).latent_dist.mean
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
-        return ((mean - shift) * vae.config.scaling_factor).float()
+        return vae_posterior(self.models.vae, pixels.to(self.device))[0]
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
@@ -225,10 +230,17 @@ class Restorer:
 
     # ------------------------------------------------------------------ public
 
-    def restore(
+    def restore(self, images: Sequence[Image.Image], plugins: Sequence[TaskPlugin], **settings) -> RestoreResult:
+        """Apply `plugins` in order to every image. Same-size images share one batch.
+        settings: restore_groups' (steps, later_steps, seed, threshold, resolution, resize_mode, progress)."""
+        result = self.restore_groups(images, [(list(range(len(images))), plugins)], **settings)
+        result.applied = [p.task for p in plugins]
+        return result
+
+    def restore_groups(
         self,
         images: Sequence[Image.Image],
-        plugins: Sequence[TaskPlugin],
+        groups: Sequence[tuple[list[int], Sequence[TaskPlugin]]],
         *,
         steps: int = 20,
         later_steps: int = 3,
@@ -238,23 +250,24 @@ class Restorer:
         resize_mode: str = "min",
         progress: ProgressFn | None = None,
     ) -> RestoreResult:
-        """Apply `plugins` in order to every image. Same-size images share one batch."""
+        """Each group's images (indices into `images`) with its own plugins, in order (e.g. what
+        the selector chose for them); results in the order of `images`. Same-size images of a
+        group share one batch; progress counts the steps of all of them."""
         if not images:
             raise InputImageError("no images given")
-        for plugin in plugins:
-            self.check_plugin(plugin)
+        for _, plugins in groups:
+            for plugin in plugins:
+                self.check_plugin(plugin)
         originals = [imaging.to_rgb(image) for image in images]
-        if not plugins:
-            resized = [imaging.resize_for_vae(i, resolution, resize_mode, self.vae_factor) for i in originals]
-            return RestoreResult(resized, [self.encode(imaging.vae_pixels([i]))[0] for i in resized], [])
-
-        # Group by working size so each group runs as one batch.
-        groups: dict[tuple[int, int], list[int]] = {}
-        for index, image in enumerate(originals):
-            size = imaging.working_size(*image.size, resolution=resolution, mode=resize_mode, multiple=self.vae_factor)
-            groups.setdefault(size, []).append(index)
-
-        total = len(groups) * (steps + later_steps * (len(plugins) - 1))
+        batches = []  # (image indices of one working size, plugins)
+        for indices, plugins in groups:
+            by_size: dict[tuple[int, int], list[int]] = {}
+            for index in indices:
+                size = imaging.working_size(*originals[index].size, resolution=resolution, mode=resize_mode, multiple=self.vae_factor)
+                by_size.setdefault(size, []).append(index)
+            batches += [(batch, list(plugins)) for batch in by_size.values()]
+        chain_steps = lambda plugins: (steps + later_steps * (len(plugins) - 1)) if plugins else 0  # noqa: E731
+        total = sum(chain_steps(plugins) for _, plugins in batches)
         done = 0
 
         def tick(step, _):
@@ -263,9 +276,10 @@ class Restorer:
 
         out_images: list[Image.Image | None] = [None] * len(originals)
         out_latents: list[torch.Tensor | None] = [None] * len(originals)
-        for indices in groups.values():
+        for indices, plugins in batches:
             group = [originals[i] for i in indices]
             current = [imaging.resize_for_vae(i, resolution, resize_mode, self.vae_factor) for i in group]
+            latents = self.encode(imaging.vae_pixels(current)) if not plugins else None  # no plugin: the photo as it is
             tokens: dict[int, torch.Tensor] = {}
             for order, plugin in enumerate(plugins):
                 layer = plugin.info.clip_layer
@@ -287,41 +301,55 @@ class Restorer:
             for position, index in enumerate(indices):
                 out_images[index] = current[position]
                 out_latents[index] = latents[position].cpu()
-        return RestoreResult(out_images, out_latents, [p.task for p in plugins])
+        return RestoreResult(out_images, out_latents, [])
 
-    @torch.no_grad()
-    def select(
+    def select_each(
         self,
-        image: Image.Image,
+        images: Sequence[Image.Image],
         instruction: str,
         plugins: Sequence[TaskPlugin],
         selector: PluginSelector,
         threshold: float = 0.0,
-    ) -> Selection:
-        """Score every plugin for this image and instruction; CLIP vision runs once."""
+    ) -> list[Selection]:
+        """Score every plugin for each image and the instruction (CLIP vision runs once per image)."""
         if not plugins:
             raise PluginError("no plugins to select from")
-        layers = {p.info.clip_layer for p in plugins}
-        tokens = {layer: self.clip_tokens([imaging.to_rgb(image)], layer) for layer in layers}
-        prompts = [p.visual_prompt(tokens[p.info.clip_layer].to(next(p.parameters()).dtype))[0].float() for p in plugins]
-        meta = getattr(selector, "meta", {})
         clip = self.text_encoder if self.models.text_encoder is not None else None
-        encoder = encoder_for(meta, clip)
-        scores = score_instruction(selector, encoder, instruction, prompts, [p.task for p in plugins])
-        return Selection.from_scores([p.task for p in plugins], scores, threshold)
+        encoder = text_encoder_for(selector.text_encoder, clip)
+        originals = [imaging.to_rgb(image) for image in images]
+        return select(selector, encoder, instruction, plugins, lambda layer: self.clip_tokens(originals, layer), threshold)
+
+    def select(self, image: Image.Image, instruction: str, plugins: Sequence[TaskPlugin], selector: PluginSelector,
+               threshold: float = 0.0) -> Selection:
+        """Score every plugin for this image and instruction; CLIP vision runs once."""
+        return self.select_each([image], instruction, plugins, selector, threshold)[0]
 
 
 @torch.no_grad()
+def clip_hidden_states(model, pixels: torch.Tensor, layer: int) -> torch.Tensor:
+    """A transformers CLIPVisionModel's hidden states at `layer` (before the post layer-norm;
+    the last layer is `last_hidden_state`) for preprocessed pixels."""
+    if layer == model.config.num_hidden_layers:
+        return model(pixel_values=pixels).last_hidden_state
+    return model(pixel_values=pixels, output_hidden_states=True).hidden_states[layer]
+
+
 def clip_vision_tokens(model, images: Sequence[Image.Image], layer: int, device="cpu", dtype=torch.float32, batch: int = 16) -> torch.Tensor:
-    """A transformers CLIPVisionModel's hidden states at `layer` (before post-LN), with the
-    reference's preprocessing; [images, 1 + patches, width]."""
-    last = layer == model.config.num_hidden_layers
-    out = []
-    for start in range(0, len(images), batch):
-        pixels = imaging.clip_pixels([imaging.to_rgb(i) for i in images[start : start + batch]]).to(device, dtype)
-        output = model(pixel_values=pixels, output_hidden_states=not last)
-        out.append(output.last_hidden_state if last else output.hidden_states[layer])
-    return torch.cat(out)
+    """CLIP vision tokens of images with the reference's preprocessing; [images, 1 + patches, width]."""
+    return torch.cat([
+        clip_hidden_states(model, imaging.clip_pixels([imaging.to_rgb(i) for i in images[start : start + batch]]).to(device, dtype), layer)
+        for start in range(0, len(images), batch)
+    ])
+
+
+@torch.no_grad()
+def vae_posterior(vae, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A diffusers VAE's posterior for pixels in [-1, 1], scaled as the UNet reads latents:
+    ((mean - shift) x scaling_factor, std x scaling_factor), float32."""
+    posterior = vae.encode(pixels.to(next(vae.parameters()).dtype)).latent_dist
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    scale = vae.config.scaling_factor
+    return ((posterior.mean - shift) * scale).float(), (posterior.std * scale).float()
 
 
 def _unet_skip_count(unet) -> int:
@@ -332,4 +360,4 @@ def _unet_skip_count(unet) -> int:
     return count
 
 
-__all__ = ["BaseModels", "Restorer", "RestoreResult", "NULL_TASK"]
+__all__ = ["BaseModels", "Restorer", "RestoreResult", "NULL_TASK", "clip_hidden_states", "clip_vision_tokens", "vae_posterior"]

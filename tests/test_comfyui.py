@@ -21,7 +21,7 @@ pytestmark = pytest.mark.comfyui
 if not os.environ.get("COMFYUI_DIR"):
     pytest.skip("COMFYUI_DIR is not set: these tests need a real ComfyUI checkout (see README, 'Tests')", allow_module_level=True)
 try:
-    import comfy_support as cs
+    from tests import comfy_support as cs
 
     cs.import_comfy()
     import comfy.model_management  # noqa: F401
@@ -267,7 +267,7 @@ def transformers_clip_text(models, base):
     from safetensors.torch import load_file
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from plugin_core.text import ClipTextEncoder
+    from plugin_core.selector import ClipTextEncoder
 
     config = json.loads((cs.COMFYUI_DIR / "comfy" / "sd1_clip_config.json").read_text())
     model = CLIPTextModel(CLIPTextConfig(**{k: v for k, v in config.items() if k != "architectures"})).eval()
@@ -299,7 +299,7 @@ def test_comfy_clip_reads_instructions_as_transformers_clip(pack, base, transfor
 
 def test_selector_node_equals_plugin_core(pack, base, photos, fixtures_dir, transformers_clip_text):
     from plugin_core import load_plugin, load_selector
-    from plugin_core.selector import Selection, score_instruction
+    from plugin_core.selector import Selection, pooled_prompts
 
     loaders, select, bridge = module(pack, "loaders"), module(pack, "select"), module(pack, "bridge")
     plugins, selector = loaders.LoadTaskPluginLibrary.execute("", "plugin_selector/PromptTunner.pt").args
@@ -312,10 +312,11 @@ def test_selector_node_equals_plugin_core(pack, base, photos, fixtures_dir, tran
     core_selector, _ = load_selector(fixtures_dir / "sd15" / "plugin_selector" / "PromptTunner.pt")
     tokens = bridge.clip_tokens(base["clip_vision"], bridge.image_to_pil(image), 24)
     core_plugins = [load_plugin(loaders.library.resolve(h.source)) for h in plugins.plugins]
+    tasks = [p.task for p in core_plugins]
     with torch.no_grad():
-        prompts = [p.visual_prompt(tokens)[0] for p in core_plugins]
-        scores = score_instruction(core_selector, transformers_clip_text, "please remove the rain", prompts)
-    expected = Selection.from_scores([p.task for p in core_plugins], scores)
+        scores = core_selector.score(["please remove the rain"], pooled_prompts(core_plugins, lambda layer: tokens),
+                                     encoder=transformers_clip_text, tasks=tasks)[0, 0]
+    expected = Selection.from_scores(tasks, scores)
     assert list(report["scores"]) == expected.tasks
     assert list(report["scores"].values()) == pytest.approx(expected.scores, rel=1e-4, abs=1e-4)
     assert report["selected"] == expected.selected == selected.tasks
@@ -340,23 +341,22 @@ def test_train_selector_node_trains_saves_and_routes(pack, base, photos, models)
     saved = []
     try:
         with torch.inference_mode():
-            out = training.TrainPluginSelector.execute(plugins, base["clip_vision"], photos, "minilm", steps=40, members=2,
+            out = training.TrainPluginSelector.execute(plugins, base["clip_vision"], photos, "minilm", steps=40,
                                                        learning_rate=1e-3, seed=0, save_name="test-selector",
                                                        task_instructions="")
             handle, report = out.args
             saved.append(Path(folder_paths.get_full_path("diff_plugins", "test-selector.safetensors")))
             assert "| Single | ours |" in report and "| | paper |" in report and out.ui["text"] == [report]
             selector, meta = load_selector(saved[0])
-            assert meta["tasks"] == ["derain", "dehaze"] == handle.trained_tasks and meta["text_encoder"]["kind"] == "sentence-transformers"
-            assert len(selector.members) == 2 and selector.reader is not None
+            assert meta["tasks"] == ["derain", "dehaze"] == handle.selector.tasks and meta["text_encoder"]["kind"] == "sentence-transformers"
+            assert selector.reader is not None
             result = select.PluginSelector.execute(photos[:1], "remove the rain", plugins, handle, base["clip_vision"], 0.0)
             assert list(result.ui["diff_plugin_scores"][0]["scores"]) == ["derain", "dehaze"]
-            tuned = training.TrainPluginSelector.execute(plugins, base["clip_vision"], photos, "minilm", steps=3, members=1,
+            tuned = training.TrainPluginSelector.execute(plugins, base["clip_vision"], photos, "minilm", steps=3,
                                                          learning_rate=3e-4, seed=1, save_name="test-selector-tuned",
                                                          task_instructions="dehaze: clear the murk",
                                                          init_selector=handle).args[0]
             saved.append(Path(folder_paths.get_full_path("diff_plugins", "test-selector-tuned.safetensors")))
-            assert len(tuned.selector.members) == 2  # fine-tuning keeps the members it starts from
             weights = lambda selector: {k: v for k, v in selector.state_dict().items() if not k.startswith("memory.")}  # noqa: E731
             before, after = weights(handle.selector), weights(tuned.selector)
             assert list(before) == list(after) and all(before[k].shape == after[k].shape for k in before)
@@ -365,17 +365,43 @@ def test_train_selector_node_trains_saves_and_routes(pack, base, photos, models)
             assert len(tuned.selector.memory.wanted) == len(handle.selector.memory.wanted) + 1
         comfy.model_management.interrupt_current_processing(True)  # the Cancel button, before the first step
         with pytest.raises(comfy.model_management.InterruptProcessingException):
-            training.TrainPluginSelector.execute(plugins, base["clip_vision"], photos, "minilm", 5, 1, 1e-3, 0, "cancelled-selector", "")
+            training.TrainPluginSelector.execute(plugins, base["clip_vision"], photos, "minilm", 5, 1e-3, 0, "cancelled-selector", "")
         assert not comfy.model_management.processing_interrupted()  # reset for whatever runs next
         assert folder_paths.get_full_path("diff_plugins", "cancelled-selector.safetensors") is None  # nothing half-trained saved
         with pytest.raises(ValueError, match="task_instructions line 1"):
-            training.TrainPluginSelector.execute(plugins, base["clip_vision"], photos, "minilm", 1, 1, 1e-3, 0, "x", "no colon here")
+            training.TrainPluginSelector.execute(plugins, base["clip_vision"], photos, "minilm", 1, 1e-3, 0, "x", "no colon here")
         with pytest.raises(ValueError, match="connect the checkpoint's CLIP"):
-            training.TrainPluginSelector.execute(plugins, base["clip_vision"], photos, "clip", 1, 1, 1e-3, 0, "x", "")
+            training.TrainPluginSelector.execute(plugins, base["clip_vision"], photos, "clip", 1, 1e-3, 0, "x", "")
     finally:
         for path in saved:
             path.unlink(missing_ok=True)
         folder_paths.filename_list_cache.pop("diff_plugins", None)
+
+
+def test_selection_is_per_image_and_restore_runs_each_images_choice(pack, base, photos):
+    """The one batch policy (as the command line): each image of a batch gets the selection it
+    gets alone, and Restore with Task-Plugins runs on each image what was selected for it."""
+    loaders, select, restore, types = (module(pack, name) for name in ("loaders", "select", "restore", "plugin_types"))
+    plugins, selector = loaders.LoadTaskPluginLibrary.execute("derain, dehaze", "plugin_selector/PromptTunner.pt").args
+    run = lambda image: select.PluginSelector.execute(image, "remove the rain", plugins, selector, base["clip_vision"], 0.0,  # noqa: E731
+                                                      clip=base["clip"])
+    batch = run(photos).ui["diff_plugin_scores"]
+    assert len(batch) == 2
+    for index in range(2):
+        alone = run(photos[index : index + 1]).ui["diff_plugin_scores"][0]
+        assert list(batch[index]["scores"].values()) == pytest.approx(list(alone["scores"].values()), rel=1e-4, abs=1e-4)
+        assert batch[index]["selected"] == alone["selected"]
+    # Restore follows a per-image choice: the first photo with derain, the second with nothing.
+    derain = next(h for h in plugins.plugins if h.task == "derain")
+    chosen = types.PluginSet([derain], groups=[([0], [derain]), ([1], [])])
+    settings = dict(seed=42, steps=2, later_steps=1, cfg=1.0, sampler_name="euler", scheduler="normal", resolution=64,
+                    output_size="original")
+    out = restore.RestoreWithTaskPlugins.execute(base["model"], chosen, base["clip_vision"], base["vae"], photos, **settings).args[0]
+    first = restore.RestoreWithTaskPlugins.execute(base["model"], types.PluginSet([derain]), base["clip_vision"], base["vae"],
+                                                   photos[:1], **settings).args[0]
+    assert out.shape == photos.shape
+    assert torch.equal(out[1], photos[1])  # nothing selected for it: unchanged
+    assert torch.allclose(out[0], first[0], atol=1 / 255)
 
 
 def test_sequential_restore_runs_each_plugin(pack, base, photos):
@@ -432,8 +458,8 @@ def test_without_diffusers_every_node_loads_and_the_ones_needing_it_say_so(model
     script = textwrap.dedent(f"""
         import asyncio, sys
         sys.modules["diffusers"] = None  # import diffusers -> ImportError
-        sys.path.insert(0, {str(REPO / "tests")!r})
-        import comfy_support as cs
+        sys.path.insert(0, {str(REPO)!r})
+        from tests import comfy_support as cs
         pack = cs.load_pack()
         import folder_paths
         folder_paths.folder_names_and_paths["diff_plugins"] = ([{str(models / "diff_plugins")!r}], {{".safetensors", ".pt"}})
@@ -579,7 +605,7 @@ def test_training_cancel_keeps_the_checkpoint_and_resume_continues(server):
 
     from plugin_core import load_plugin
     from plugin_core.formats import read_torch_pickle
-    from plugin_core.synthetic import write_pairs
+    from plugin_core.training import write_pairs
 
     write_pairs([server.base / "input" / "example.png"], server.base / "input" / "cancel_pairs", "haze", pairs_per_image=2)
     prompt = json.loads(TRAINING_WORKFLOW.read_text())
@@ -693,7 +719,10 @@ def test_selector_scores_are_drawn_on_the_node_in_the_browser(server, tmp_path):
             page.screenshot(path=str(tmp_path / "selector_scores.png"))
         finally:
             browser.close()
-    # every plugin in the folder (plugins trained by earlier tests in this server too)
+    # one report per image of the batch (one photo here); every plugin in the folder (plugins
+    # trained by earlier tests in this server too)
+    assert len(shown) == 1
+    shown = shown[0]
     assert {"dehaze", "derain"} <= set(shown["scores"]) and "null" in shown and shown["threshold"] == 0
     assert saved == ["remove the snow and the haze", 0]
     assert "diff_plugin_scores" not in sent and sent["instruction"] == "remove the snow and the haze"

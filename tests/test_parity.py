@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from plugin_core.checkpoints import convert_reference_plugin, load_plugin, load_reference_plugin, load_selector
-from plugin_core.selector import apply_selection_rule
+from plugin_core.models import convert_reference_plugin, load_plugin, load_reference_plugin
+from plugin_core.selector import apply_selection_rule, load_selector
 
 
 def assert_close_rel(actual, expected, rtol=1e-5):
@@ -68,13 +68,14 @@ def test_selector_matches_reference(fixtures_dir):
     ref = reference(fixtures_dir, "selector")
     selector, _ = load_selector(fixtures_dir / "sd15" / "plugin_selector" / "PromptTunner.pt")
     exact = copy.deepcopy(selector).double()
-    prompts = ref["selector.input.plug_in_embeddings"]
+    prompts = ref["selector.input.plug_in_embeddings"].amax(1)  # max-pooled Fp rows, the null (" ") row last
     for case in ("random", "all_negative", "mixed", "plugin_and_null"):
         text = ref[f"selector.{case}.input.clip_t"][:, 0]
         expected = ref[f"selector.{case}.output.raw_scores"][:, 0]
         with torch.no_grad():
-            scores = selector(text, prompts)[0]
-            truth = exact(text.double(), prompts.double())[0]
+            scores = selector.score(text, prompts[None, :-1], null=prompts[-1])[0, 0]
+            truth = exact.score(text.double(), prompts[None, :-1].double(),
+                                null=prompts[-1].double())[0, 0]
         reference_error = (expected.double() - truth).abs().max()
         bound = 1e-5 * expected.abs().max() + reference_error
         assert (scores - expected).abs().max() <= bound, case
@@ -98,12 +99,11 @@ def test_module_prefixed_tpb_gives_same_outputs(fixtures_dir):
 
 
 def _tpb_from(path, like):
-    from plugin_core.checkpoints import _unwrap_state_dict
-    from plugin_core.formats import read_torch_pickle
-    from plugin_core.tpb import TaskPromptBranch
+    from plugin_core.formats import read_torch_pickle, unwrap_state_dict
+    from plugin_core.models import TaskPromptBranch
 
     tpb = TaskPromptBranch(like.config)
-    tpb.load_state_dict(_unwrap_state_dict(read_torch_pickle(path), path))
+    tpb.load_state_dict(unwrap_state_dict(read_torch_pickle(path), path))
     return tpb.eval()
 
 

@@ -15,7 +15,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel, UniPCM
 from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 from safetensors.torch import load_file
-from tiny_models import write_tiny_clip_vision, write_tiny_sd
+from tests.random_models import write_tiny_clip_vision, write_tiny_sd
 from transformers import CLIPVisionModel
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
@@ -246,12 +246,26 @@ def test_select_scores_follow_reference_rule(tiny, restorer, photo, fixtures_dir
         text = restorer.models.text_encoder
         ids = restorer.models.tokenizer(["remove the rain", " "], padding="max_length", max_length=77, return_tensors="pt").input_ids
         instruction, null = text(input_ids=ids).pooler_output
-        rows = torch.cat([p.tpb(tokens) for p in plugins] + [null[None, None].expand(1, 256, -1)])
-        scores = selector(instruction[None], rows)[0]
+        rows = torch.cat([p.tpb(tokens) for p in plugins] + [null[None, None].expand(1, 256, -1)]).amax(1)
+        scores = selector.score(instruction[None], rows[None, :-1], null=rows[-1])[0, 0]
     assert selection.scores == pytest.approx(scores[:2].tolist(), rel=1e-5)
     assert selection.null_score == pytest.approx(scores[2].item(), rel=1e-5)
     positive = [t for t, s in zip(selection.tasks, selection.scores) if s > 0]
     assert selection.selected == positive or (not positive and selection.selected == [])
+
+
+def test_selection_is_per_image_in_a_batch(tiny, restorer, photo, degraded_dir, fixtures_dir):
+    """The one batch policy: each image of a batch gets the selection it gets alone."""
+    from plugin_core import load_selector
+
+    selector, _ = load_selector(fixtures_dir / "sd15" / "plugin_selector" / "PromptTunner.pt")
+    plugins = [load_plugin(tiny / "plugins" / t) for t in ("derain", "desnow")]
+    other = Image.open(degraded_dir / "demo_snow.jpg").convert("RGB").resize((70, 90))
+    batch = restorer.select_each([photo, other], "remove the snow", plugins, selector)
+    for image, selection in zip([photo, other], batch):
+        alone = restorer.select(image, "remove the snow", plugins, selector)
+        assert selection.scores == pytest.approx(alone.scores, rel=1e-5) and selection.selected == alone.selected
+    assert batch[0].scores != pytest.approx(batch[1].scores, rel=1e-3)  # two photos, two score vectors
 
 
 def test_prompt_driven_restore_runs_the_selection(tiny, photo_path, tmp_path, capsys, fixtures_dir):

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from plugin_core.datasets import PairDataset
-from plugin_core.synthetic import DEGRADATIONS, SyntheticPairs, degrade, pair_seed, write_pairs
+from plugin_core.training import PairDataset
+from plugin_core.training.synthetic import DEGRADATIONS, SyntheticPairs, degrade, pair_seed, write_pairs
 
 KINDS = sorted(DEGRADATIONS)
 SIZE = (96, 64)  # width, height: a multiple of 8, so JPEG blocks sit on a known grid
@@ -295,13 +295,20 @@ def test_noise_raises_high_frequency_energy_with_intensity(scenes):
         assert energies[0] < energies[1] < energies[2]
 
 
-@pytest.mark.parametrize("intensity", [0.0, 0.5, 1.0])
-def test_noise_sigma_follows_intensity(intensity):
+def test_noise_is_zero_mean_gaussian_with_a_sigma_linear_in_intensity():
+    """Properties of the noise, not its constants: zero mean, Gaussian (kurtosis 3), sigma
+    growing linearly with the intensity from barely visible to strong."""
     grey = torch.full((3, 128, 128), 0.5)
-    residual = degrade(grey, "noise", seed=0, intensity=intensity) - grey
-    sigma = (2 + 48 * intensity) / 255
-    assert abs(float(residual.std()) - sigma) < 0.06 * sigma
-    assert abs(float(residual.mean())) < 0.1 * sigma
+    sigmas = {}
+    for intensity in (0.0, 0.5, 1.0):
+        residual = (degrade(grey, "noise", seed=0, intensity=intensity) - grey).flatten().double()
+        sigma = float(residual.std())
+        sigmas[intensity] = sigma
+        assert abs(float(residual.mean())) < 0.1 * sigma
+        assert abs(float(((residual - residual.mean()) ** 4).mean() / sigma**4) - 3.0) < 0.3
+    assert sigmas[0.0] < sigmas[0.5] < sigmas[1.0]
+    assert sigmas[0.5] == pytest.approx((sigmas[0.0] + sigmas[1.0]) / 2, rel=0.06)
+    assert sigmas[0.0] < 4 / 255 and sigmas[1.0] > 30 / 255  # invisible at 0 on 8 bits; strong at 1
 
 
 def test_jpeg_adds_blocking(scenes):

@@ -9,17 +9,17 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import write_tiny_clip_vision, write_tiny_sd
+from tests.random_models import write_tiny_clip_vision, write_tiny_sd
 
 from plugin_core import load_plugin
-from plugin_core.backends import DiffusersBackend, training_clip_pixels
 from plugin_core.cli import main
-from plugin_core.datasets import DataError, PairDataset
+from plugin_core.images import training_clip_pixels
 from plugin_core.pipeline import BaseModels, Restorer
-from plugin_core.trainer import TrainConfig, Trainer, TrainingError
+from plugin_core.training import DataError, DiffusersBackend, PairDataset, TrainConfig, Trainer, TrainingError
 
 
 @pytest.fixture(scope="module")
@@ -88,36 +88,39 @@ def test_fresh_plugin_is_a_no_op_on_the_skips(backend, pairs, tmp_path):
     assert all(r.abs().max() == 0 for r in residuals)
 
 
-def test_recipe_targets_and_learning_rate(backend, pairs, tmp_path):
-    """ε target by default; the velocity for v-prediction bases; lr scaled by batch x accumulation."""
-    trainer = Trainer(backend, pairs, config(batch_size=2, gradient_accumulation=3), tmp_path)
+def test_recipe_targets_and_learning_rate(backend, tmp_path):
+    """ε target by default; the velocity for v-prediction bases; lr scaled by batch x accumulation.
+
+    The loss is recomputed from what the UNet was given: with a deterministic posterior (std 0)
+    the clean latent is the VAE mean of the target, so the noise is recovered from x_t."""
+    image = Image.new("RGB", (32, 32), (200, 120, 40))  # the training size: no crop to guess
+    data = PairDataset.from_images([image], [image.point(lambda v: v // 2)], "one pair")
+    trainer = Trainer(backend, data, config(batch_size=2, gradient_accumulation=3, random_flip=False), tmp_path)
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 * 6)
     assert backend.prediction_type == "epsilon"
     seen = {}
-    original = backend.predict
+    original_predict, original_encode = backend.predict, backend.encode
 
     def spy(noisy, timesteps, prompt, residuals):
         seen.update(noisy=noisy, timesteps=timesteps)
-        return original(noisy, timesteps, prompt, residuals)
+        seen["prediction"] = original_predict(noisy, timesteps, prompt, residuals)
+        return seen["prediction"]
 
     backend.predict = spy
-    backend.prediction_type = "v_prediction"
-    generator = trainer.step_generator(5)
-    loss = trainer.loss_on([0], generator)
-    # Rebuild the target independently: same draws, v = sqrt(a) eps - sqrt(1 - a) z0.
-    g = trainer.step_generator(5)
-    cond, mean, std, tokens = trainer._encoded([0], g)[0]
-    z0 = mean + std * torch.randn(mean[None].shape, generator=g)
-    eps = torch.randn(z0.shape, generator=g)
-    t = torch.randint(0, 1000, (1,), generator=g)
-    a = backend.alphas_cumprod[t].view(-1, 1, 1, 1)
-    assert torch.equal(seen["timesteps"], t)
-    assert torch.allclose(seen["noisy"], a.sqrt() * z0 + (1 - a).sqrt() * eps, atol=1e-6)
-    with torch.no_grad():
-        prediction = original(seen["noisy"], t, trainer.plugin.visual_prompt(tokens[None]),
-                              trainer.plugin.skip_residuals(cond[None], t, trainer.plugin.visual_prompt(tokens[None])))
-    expected = torch.nn.functional.mse_loss(prediction, a.sqrt() * eps - (1 - a).sqrt() * z0)
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    backend.encode = lambda pixels: (original_encode(pixels)[0], torch.zeros_like(original_encode(pixels)[1]))
+    target_pixels = torch.from_numpy(np.asarray(data[0][1], dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+    z0 = original_encode(target_pixels)[0]
+    for prediction_type in ("epsilon", "v_prediction"):
+        backend.prediction_type = prediction_type
+        with torch.no_grad():
+            loss = trainer.loss_on([0], trainer.step_generator(5))
+        t = seen["timesteps"]
+        a = backend.alphas_cumprod[t].view(-1, 1, 1, 1)
+        eps = (seen["noisy"] - a.sqrt() * z0) / (1 - a).sqrt()
+        target = eps if prediction_type == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * z0
+        expected = torch.nn.functional.mse_loss(seen["prediction"], target)
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+        assert 0 <= int(t) < 1000 and float(eps.std()) == pytest.approx(1.0, rel=0.5)  # x_t did carry unit noise
 
 
 def test_training_clip_input_is_the_reference_squash():
@@ -150,11 +153,9 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(base, pairs, tm
         import os, sys, time, torch
         sys.path.insert(0, {str(base.parent)!r})
         from PIL import Image
-        from plugin_core.backends import DiffusersBackend
-        from plugin_core.datasets import PairDataset
         from plugin_core.pipeline import BaseModels
-        from plugin_core.trainer import TrainConfig, Trainer
-        import plugin_core.trainer as trainer_module
+        from plugin_core.training import DiffusersBackend, PairDataset, TrainConfig, Trainer
+        import plugin_core.training.trainer as trainer_module
         real_save = torch.save
         def slow_save(obj, path, *a, **k):
             real_save(obj, path, *a, **k)
@@ -297,7 +298,7 @@ def test_ctrl_c_in_the_cli_stops_with_a_checkpoint_and_resume_continues(base, tm
     """`diffplugin train`: the first SIGINT ends the run after the current step with a
     checkpoint of it (exit 130, no plugin file); `--resume` carries on from there."""
     from plugin_core.formats import read_torch_pickle
-    from plugin_core.synthetic import write_pairs
+    from plugin_core.training import write_pairs
 
     write_pairs([degraded_dir / "demo_rain.jpg"], tmp_path / "pairs", "haze", pairs_per_image=2)
     run = tmp_path / "run"

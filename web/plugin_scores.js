@@ -1,5 +1,5 @@
 // Draws the Plugin-Selector's scores on the node after it runs: one bar per task, the
-// selected ones marked, the threshold θ as a line. The bars live in a widget of their own,
+// selected ones marked, the threshold θ as a line; for a batch, one block per image. The bars live in a widget of their own,
 // so the node's layout makes room for them (nothing is drawn over the instruction box), and
 // the widget is neither saved with the workflow nor sent with the prompt.
 import { app } from "../../scripts/app.js";
@@ -12,6 +12,15 @@ const WIDGET_NAME = "diff_plugin_scores";
 
 function rowsOf(report) {
   return [...Object.entries(report.scores), ["(none)", report.null]];
+}
+
+// Rows of a block: a title row for each image of a batch, then its scores.
+function blockRows(reports, index) {
+  return rowsOf(reports[index]).length + (reports.length > 1 ? 1 : 0);
+}
+
+function heightOf(reports) {
+  return reports.reduce((sum, _, i) => sum + blockRows(reports, i) * (BAR_HEIGHT + 2), 0) + 2 * PAD;
 }
 
 function drawScores(ctx, width, top, report) {
@@ -54,10 +63,24 @@ function scoresWidget() {
     serialize: false, // not in widgets_values
     options: { serialize: false }, // not in the prompt
     computeSize(width) {
-      return [width, this.value ? rowsOf(this.value).length * (BAR_HEIGHT + 2) + 2 * PAD : 0];
+      return [width, this.value ? heightOf(this.value) : 0];
     },
     draw(ctx, node, width, y) {
-      if (this.value) drawScores(ctx, width, y, this.value);
+      if (!this.value) return;
+      let top = y;
+      this.value.forEach((report, i) => {
+        if (this.value.length > 1) {
+          ctx.save();
+          ctx.font = "12px sans-serif";
+          ctx.textBaseline = "middle";
+          ctx.fillStyle = "#ccc";
+          ctx.fillText(`image ${i + 1}`, PAD, top + PAD + BAR_HEIGHT / 2);
+          ctx.restore();
+          top += BAR_HEIGHT + 2;
+        }
+        drawScores(ctx, width, top, report);
+        top += rowsOf(report).length * (BAR_HEIGHT + 2);
+      });
     },
   };
 }
@@ -69,12 +92,12 @@ app.registerExtension({
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);
-      const report = message?.diff_plugin_scores?.[0];
-      if (!report) return;
+      const reports = message?.diff_plugin_scores;
+      if (!reports?.length) return;
       let widget = this.widgets?.find((w) => w.name === WIDGET_NAME);
       if (!widget) widget = this.addCustomWidget(scoresWidget());
-      widget.value = report;
-      this.diffPluginScores = report;
+      widget.value = reports;
+      this.diffPluginScores = reports;
       const [width, height] = this.computeSize();
       this.setSize([Math.max(this.size[0], width, 300), Math.max(this.size[1], height)]);
       this.setDirtyCanvas(true, true);

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .config import PluginConfig, PluginInfo
-from .errors import PluginMismatchError
+from ..errors import PluginMismatchError
 from .scb import SpatialComplementBranch
 from .tpb import TaskPromptBranch
 

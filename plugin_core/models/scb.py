@@ -11,6 +11,8 @@ Unlike a ControlNet, the branch never reads the noisy latent x_t.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
@@ -18,6 +20,8 @@ from diffusers.models.unets.unet_2d_blocks import CrossAttnDownBlock2D
 from torch import nn
 
 from .config import PluginConfig
+
+log = logging.getLogger("diffplugin")
 
 
 class SpatialComplementBranch(ModelMixin):
@@ -54,6 +58,30 @@ class SpatialComplementBranch(ModelMixin):
         self.controlnet_down_blocks = nn.ModuleList(
             [nn.Conv2d(channels, channels, kernel_size=1) for _ in range(config.scb_layers + 1)]
         )
+
+    # The UNet's first level in diffusers' names -> the SCB's (the SCB's input conv reads the
+    # latent the UNet's conv_in reads, with the same shape).
+    UNET_PREFIXES = {"conv_in.": "controlnet_cond_embedding.", "time_embedding.": "time_embedding.", "down_blocks.0.": "down_blocks.0."}
+
+    @classmethod
+    def from_unet(cls, config: PluginConfig, unet_state: dict[str, torch.Tensor]) -> "SpatialComplementBranch":
+        """An SCB started from a UNet's first level (ControlNet-style, as diffusers'
+        `ControlNetModel.from_unet`): every tensor whose name and shape match is copied.
+
+        unet_state: the UNet's state dict in diffusers' names (conv_in.*, time_embedding.*,
+        down_blocks.0.*); other keys are ignored. The output convs are not in the UNet: they
+        keep their initialisation (zero them for training, `zero_output_convs`)."""
+        scb = cls(config)
+        own = scb.state_dict()
+        copied = {}
+        for name, value in unet_state.items():
+            for prefix, target in cls.UNET_PREFIXES.items():
+                key = target + name[len(prefix):]
+                if name.startswith(prefix) and key in own and own[key].shape == value.shape:
+                    copied[key] = value
+        scb.load_state_dict(copied, strict=False)
+        log.info("initialised %d of %d SCB tensors from the UNet's first level", len(copied), len(own))
+        return scb
 
     def zero_output_convs(self) -> None:
         """Zero the 1x1 output convs so a fresh plugin starts as a no-op (training init)."""

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Protocol, Sequence
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from .images import CLIP_MEAN, CLIP_SIZE, CLIP_STD
-from .plugin import TaskPlugin
+from ..images import training_clip_pixels
+from ..models import TaskPlugin
+from ..pipeline import Restorer, clip_hidden_states, vae_posterior
 
 
 class TrainingBackend(Protocol):
@@ -36,20 +36,12 @@ class TrainingBackend(Protocol):
 
     def enable_gradient_checkpointing(self) -> None: ...
 
-    def first_level_state(self) -> dict[str, torch.Tensor]:
-        """UNet weights in SCB naming (conv_in, time embedding, first down block) for initialising an SCB."""
+    def unet_state(self) -> dict[str, torch.Tensor]:
+        """The UNet's weights in diffusers' names (at least conv_in, time_embedding, down_blocks.0),
+        for an SCB started from its first level (SpatialComplementBranch.from_unet)."""
 
     def render(self, plugin: TaskPlugin, images: Sequence[Image.Image], steps: int, seed: int) -> list[Image.Image]:
         """Restore images with the plugin (validation previews)."""
-
-
-def training_clip_pixels(pixels: torch.Tensor) -> torch.Tensor:
-    """The reference training's CLIP input: [-1,1] -> [0,1], bilinear squash to 224, OpenAI mean/std."""
-    x = (pixels + 1.0) / 2.0
-    x = F.interpolate(x, size=(CLIP_SIZE, CLIP_SIZE), mode="bilinear", align_corners=False)
-    mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 class DiffusersBackend:
@@ -57,8 +49,6 @@ class DiffusersBackend:
 
     def __init__(self, models, device="cpu", dtype=torch.float32):
         from diffusers import DDPMScheduler
-
-        from .pipeline import Restorer
 
         self.models = models
         self.device = torch.device(device)
@@ -72,22 +62,12 @@ class DiffusersBackend:
         self.prediction_type = noise.config.prediction_type
         self.alphas_cumprod = noise.alphas_cumprod.float()
 
-    @torch.no_grad()
     def encode(self, pixels):
-        vae = self.models.vae
-        vae_dtype = next(vae.parameters()).dtype
-        posterior = vae.encode(pixels.to(self.device, vae_dtype)).latent_dist
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
-        scale = vae.config.scaling_factor
-        return ((posterior.mean - shift) * scale).float(), (posterior.std * scale).float()
+        return vae_posterior(self.models.vae, pixels.to(self.device))
 
-    @torch.no_grad()
     def clip_tokens(self, pixels, layer):
-        model = self.models.clip_vision
         x = training_clip_pixels(pixels.to(self.device, torch.float32)).to(self.dtype)
-        last = layer == model.config.num_hidden_layers
-        output = model(pixel_values=x, output_hidden_states=not last)
-        return (output.last_hidden_state if last else output.hidden_states[layer]).float()
+        return clip_hidden_states(self.models.clip_vision, x, layer).float()
 
     def predict(self, noisy, timesteps, visual_prompt, residuals):
         return self.restorer.unet_with_residuals(noisy, timesteps, visual_prompt, residuals)
@@ -95,12 +75,8 @@ class DiffusersBackend:
     def enable_gradient_checkpointing(self):
         self.models.unet.enable_gradient_checkpointing()
 
-    def first_level_state(self):
-        unet = self.models.unet
-        state = {f"controlnet_cond_embedding.{k}": v for k, v in unet.conv_in.state_dict().items()}
-        state.update({f"time_embedding.{k}": v for k, v in unet.time_embedding.state_dict().items()})
-        state.update({f"down_blocks.0.{k}": v for k, v in unet.down_blocks[0].state_dict().items()})
-        return state
+    def unet_state(self):
+        return self.models.unet.state_dict()
 
     def render(self, plugin, images, steps, seed):
         return self.restorer.restore(list(images), [plugin], steps=steps, seed=seed).images

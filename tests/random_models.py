@@ -1,7 +1,10 @@
-"""Tiny random Stable Diffusion / CLIP models in the on-disk layouts users bring.
+"""Random Stable Diffusion / CLIP models, for the tests and the benchmarks.
 
-Shapes fit the tiny reference plugins in ../shared/fixtures/official/tiny (SCB channels 32,
-context width 768, CLIP vision width 64) and the reference PromptTunner (text width 768).
+* tiny ones in the on-disk layouts users bring (`write_tiny_sd`, `write_tiny_clip_vision`):
+  shapes fit the tiny reference plugins in ../shared/fixtures/official/tiny (SCB channels 32,
+  context width 768, CLIP vision width 64) and the reference PromptTunner (text width 768);
+* SD1.5-shaped ones in memory (`sd15_unet`, `sd15_vae`, `sd15_clip_vision`, `sd15_clip_text`),
+  for the benchmarks' costs at the real scale.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def _byte_symbols() -> list[str]:
     return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(others))]
 
 
-def _tokenizer_files(folder: Path, words: tuple[str, ...] = ()) -> int:
+def clip_tokenizer_files(folder: Path, words: tuple[str, ...] = ()) -> int:
     """A CLIP BPE vocabulary of every byte symbol (alone and word-final), plus merges that
     make each of `words` one token, as CLIP's real vocabulary does for common words."""
     symbols = _byte_symbols()
@@ -104,7 +107,7 @@ def write_tiny_sd(folder: Path, seed: int = 0, context_width: int = 768, channel
     # SD-1.x's own scheduler_config.json, verbatim (the reference builds UniPC from it).
     (folder / "scheduler").mkdir(parents=True, exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER_CONFIG, indent=2))
-    vocab_size = _tokenizer_files(folder / "tokenizer")
+    vocab_size = clip_tokenizer_files(folder / "tokenizer")
     text = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=vocab_size, hidden_size=TINY_TEXT_WIDTH, intermediate_size=256, num_hidden_layers=2,
@@ -141,3 +144,53 @@ def random_task_plugins(tasks, seed: int = 100) -> list:
         torch.manual_seed(seed + i)
         plugins.append(TaskPlugin(PluginConfig(clip_width=64, channels=32), PluginInfo.for_task(task)).eval())
     return plugins
+
+
+# ---------------------------------------------------------------------- SD1.5-shaped, in memory
+
+SD15_UNET = dict(
+    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+)
+
+
+def sd15_unet(seed: int = 0):
+    """SD1.5's UNet (860M parameters), random, frozen."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(**SD15_UNET).eval().requires_grad_(False)
+
+
+def sd15_vae(seed: int = 3, full: bool = True):
+    """SD's VAE shape (full) or a small VAE with the same latent layout, random, frozen."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    widths, layers = ((128, 256, 512, 512), 2) if full else ((8, 8, 8, 8), 1)
+    return AutoencoderKL(block_out_channels=widths, down_block_types=("DownEncoderBlock2D",) * 4,
+                         up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=layers, latent_channels=4,
+                         norm_num_groups=32 if full else 8, sample_size=512).eval().requires_grad_(False)
+
+
+def sd15_clip_vision(seed: int = 2):
+    """CLIP ViT-L/14 vision (304M), random, frozen."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(seed)
+    return CLIPVisionModel(CLIPVisionConfig(
+        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+        image_size=224, patch_size=14, projection_dim=768)).eval().requires_grad_(False)
+
+
+def sd15_clip_text(folder: Path, words: tuple[str, ...] = ()):
+    """SD's CLIP-L text encoder (123M), random, and a tokenizer that reads `words` as whole tokens."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    vocab = clip_tokenizer_files(Path(folder), words=words)
+    model = CLIPTextModel(CLIPTextConfig(
+        vocab_size=vocab, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+        max_position_embeddings=77, eos_token_id=vocab - 1, bos_token_id=vocab - 2)).eval().requires_grad_(False)
+    return model, CLIPTokenizer.from_pretrained(folder)

@@ -20,10 +20,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InputImageError
-from .images import to_rgb
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+from ..errors import InputImageError
+from ..images import image_files, load_image
 
 
 class DataError(InputImageError):
@@ -40,17 +38,6 @@ def _check_image(path: Path) -> None:
         raise DataError(f"{path}: not a readable image ({error})") from None
 
 
-def _read(item) -> Image.Image:
-    if isinstance(item, Image.Image):
-        return to_rgb(item)
-    try:
-        with Image.open(item) as image:
-            image.load()
-            return to_rgb(image)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise DataError(f"{item}: not a readable image ({error})") from None
-
-
 class PairDataset(torch.utils.data.Dataset):
     """(input, target) RGB image pairs."""
 
@@ -65,7 +52,7 @@ class PairDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[Image.Image, Image.Image]:
         source, target = self.pairs[index]
-        return _read(source), _read(target)
+        return load_image(source), load_image(target)
 
     @classmethod
     def from_csv(cls, csv_path: Path | str, root: Path | str | None = None) -> "PairDataset":
@@ -101,7 +88,7 @@ class PairDataset(torch.utils.data.Dataset):
             if not sub.is_dir():
                 raise DataError(f"{folder}: needs the sub-folders input/ and target/ (missing {sub.name}/)")
         listing = {
-            sub: {p.stem: p for p in sorted(sub.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES} for sub in (inputs, targets)
+            sub: {p.stem: p for p in image_files(sub)} for sub in (inputs, targets)
         }
         if not listing[inputs] and not listing[targets]:
             raise DataError(f"{folder}: input/ and target/ hold no images")

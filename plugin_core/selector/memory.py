@@ -1,6 +1,6 @@
 """The selector's memory of its training instructions: a retrieval vote beside the learned score.
 
-The learned reader (selector.py) keys on the words its training instructions use; a sentence
+The learned reader (model.py) keys on the words its training instructions use; a sentence
 model's embedding space already places "everything is soft and fuzzy" next to "the photo is
 blurry". The memory keeps every training request (single-task and unrelated ones) as its
 pooled embedding with the candidate it wants. A new instruction is split into clauses ("remove
@@ -11,9 +11,8 @@ clause gives it. The selector's score for a candidate becomes
     learned score + weight * (vote - 1/2)
 
 so a unanimous vote moves it by weight / 2 either way and a split vote leaves it to the reader.
-Tasks the memory has never seen (a plugin added without retraining) get no vote. Measured by
-benchmarks/bench_selector.py: single-task ZTA +1.6 points on average over five folds of the
-training split (its settings were chosen on two of them), +0.2 to +0.3 on the held-out split.
+Tasks the memory has never seen (a plugin added without retraining) get no vote. What it adds
+is measured by `benchmarks/bench_selector.py --ablation` (the README's ablation table).
 """
 
 from __future__ import annotations
@@ -57,12 +56,13 @@ class InstructionMemory(nn.Module):
         return cls(state["embeddings"], state["wanted"], tasks, int(neighbours), temperature, weight)
 
     @torch.no_grad()
-    def votes(self, text_encoder, texts: Sequence[str]) -> torch.Tensor:
-        """[T, C] for each instruction: per candidate, the largest share of any clause's neighbours wanting it."""
+    def votes(self, text_encoder, texts: Sequence[str], normalizer=None) -> torch.Tensor:
+        """[T, C] for each instruction: per candidate, the largest share of any clause's neighbours
+        wanting it. normalizer: the selector's, applied to each clause before encoding."""
         neighbours, temperature, _ = self.settings.tolist()
         pieces = [clauses(text) for text in texts]
         flat = [clause for piece in pieces for clause in piece]
-        queries = F.normalize(text_encoder.encode(flat).to(self.embeddings), dim=-1)
+        queries = F.normalize(text_encoder.encode(flat, normalizer).to(self.embeddings), dim=-1)
         if queries.shape[-1] != self.embeddings.shape[-1]:
             raise ValueError(f"the text encoder gives {queries.shape[-1]}-wide embeddings, the memory holds "
                              f"{self.embeddings.shape[-1]}-wide ones")
@@ -71,11 +71,12 @@ class InstructionMemory(nn.Module):
         per_clause = torch.einsum("qk,qkc->qc", share, self.wanted[top.indices])
         return torch.stack([chunk.amax(0) for chunk in per_clause.split([len(p) for p in pieces])])
 
-    def adjustment(self, text_encoder, texts: Sequence[str], columns: Sequence[int | None] | None = None) -> torch.Tensor:
+    def adjustment(self, text_encoder, texts: Sequence[str], columns: Sequence[int | None] | None = None,
+                   normalizer=None) -> torch.Tensor:
         """[T, C'] what to add to the learned scores. columns: for each scored candidate, its
         memory column (None: a task the memory does not know, left alone); default: all of them."""
         weight = float(self.settings[2])
-        shift = weight * (self.votes(text_encoder, texts) - 0.5)
+        shift = weight * (self.votes(text_encoder, texts, normalizer) - 0.5)
         if columns is None:
             return shift
         out = shift.new_zeros(len(texts), len(columns))

@@ -17,9 +17,11 @@ depend on the order of equal scores.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
-METRICS = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1", "ZTA")
+from .corpus import PAPER_ZTA, Instruction
 
 
 def average_precision(scores: torch.Tensor, wanted: torch.Tensor) -> float:
@@ -71,3 +73,40 @@ def selector_metrics(scores: torch.Tensor, wanted: torch.Tensor, threshold: floa
         "OF1": _f1(op, orr),
         "ZTA": float((predicted == wanted).all(1).double().mean()),
     }
+
+
+@torch.no_grad()
+def evaluate(selector, text_encoder, prompts: torch.Tensor, tasks: Sequence[str],
+             sets: dict[str, list[Instruction]], threshold: float = 0.0, chunk: int = 128) -> dict[str, dict[str, float]]:
+    """Metrics per instruction set, over every (image, instruction) pair. prompts: [images,
+    tasks, width] pooled Fp (`pooled_prompts`)."""
+    index = {task: i for i, task in enumerate(tasks)}
+    results = {}
+    for name, items in sets.items():
+        if not items:
+            continue
+        texts = [item.text for item in items]
+        scores = torch.cat([
+            selector.score(texts[start : start + chunk], prompts, encoder=text_encoder, tasks=tasks)[..., :-1].float()
+            for start in range(0, len(texts), chunk)
+        ])  # [instructions, images, tasks]
+        wanted = torch.zeros(len(items), len(tasks), dtype=torch.bool)
+        for row, item in enumerate(items):
+            for task in item.tasks:
+                wanted[row, index[task]] = True
+        wanted = wanted[:, None].expand(-1, scores.shape[1], -1)
+        results[name] = selector_metrics(scores.reshape(-1, len(tasks)), wanted.reshape(-1, len(tasks)), threshold)
+    return results
+
+
+def format_table(results: dict[str, dict[str, float]]) -> str:
+    """The paper's Table 5 layout: one row per instruction set, the paper's figures beside ours."""
+    columns = ("mAP", "CP", "OP", "OR", "CF1", "OF1", "ZTA")
+    lines = ["| set | | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
+    labels = {"single": "Single", "multi": "Multi", "single+unrelated": "Single + Non", "unrelated": "Non only"}
+    for name, metrics in results.items():
+        cells = ("—" if metrics[c] != metrics[c] else f"{metrics[c]:.3f}" for c in columns)  # NaN: undefined (no positives)
+        lines.append(f"| {labels.get(name, name)} | ours | " + " | ".join(cells) + " |")
+        if name in PAPER_ZTA:
+            lines.append("| | paper | " + " | ".join("—" for _ in columns[:-1]) + f" | {PAPER_ZTA[name]:.3f} |")
+    return "\n".join(lines)

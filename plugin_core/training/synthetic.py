@@ -40,12 +40,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..errors import PluginError
+from ..images import IMAGE_SUFFIXES, image_files, load_image, to_rgb
 from .datasets import DataError
-from .errors import PluginError
-from .images import load_image, to_rgb
 from .seeding import generator, mix_seed
-
-CLEAN_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 # ----------------------------------------------------------------------------- seeding
@@ -361,9 +359,9 @@ def _clean_list(clean: str | Path | Sequence) -> list:
             return [folder]
         if not folder.is_dir():
             raise DataError(f"{folder}: folder of clean images not found")
-        images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in CLEAN_SUFFIXES)
+        images = image_files(folder)
         if not images:
-            raise DataError(f"{folder}: no clean images ({', '.join(CLEAN_SUFFIXES)}) in this folder")
+            raise DataError(f"{folder}: no clean images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
         return images
     items = list(clean)
     if not items:
@@ -400,14 +398,21 @@ class SyntheticPairs(torch.utils.data.Dataset):
             raise DataError(f"{len(missing)} clean image file(s) not found: {shown}")
         self.seed = int(seed)
         self.pairs_per_image = int(pairs_per_image)
+        self.description = f"synthetic {','.join(self.kinds)}"  # recorded in a trained plugin's info
+
+    @classmethod
+    def from_folder(cls, folder: Path | str, kinds: str | Sequence[str], **settings) -> "SyntheticPairs":
+        """Pairs from every image in a folder of clean photos."""
+        dataset = cls(_clean_list(folder), kinds, **settings)
+        dataset.description += f" from {folder}"
+        return dataset
 
     def __len__(self) -> int:
         return len(self.clean_images) * self.pairs_per_image
 
     def clean(self, index: int) -> Image.Image:
         """The clean target of item `index` (RGB)."""
-        item = self.clean_images[self._index(index) // self.pairs_per_image]
-        return to_rgb(item) if isinstance(item, Image.Image) else load_image(item)
+        return load_image(self.clean_images[self._index(index) // self.pairs_per_image])
 
     def _index(self, index: int) -> int:
         length = len(self)
@@ -432,7 +437,7 @@ def write_pairs(
 ) -> Path:
     """Write `SyntheticPairs(clean, ...)` to disk; returns the CSV path.
 
-    `clean`: a folder of images (jpg/jpeg/png/webp/bmp, sorted by name) or a list of paths
+    `clean`: a folder of images (images.IMAGE_SUFFIXES, sorted by name) or a list of paths
     (or PIL images). Writes out_dir/input/<name>.png, out_dir/target/<name>.png and
     out_dir/pairs.csv (`image,conditioning_image` = target, input, relative to out_dir: the
     reference Diff-Plugin format). <name> is the clean file's stem, with `_<k>` for the k-th

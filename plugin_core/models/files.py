@@ -1,11 +1,11 @@
-"""Reading and writing Task-Plugins and the Plugin-Selector.
+"""Reading and writing Task-Plugins.
 
 Two layouts are understood:
 
 * the reference layout: `<task>/tpb.pt` + `<task>/scb/{config.json, diffusion_pytorch_model.bin
-  | .safetensors}` and `plugin_selector/PromptTunner.pt` (Python pickles);
+  | .safetensors}` (Python pickles);
 * the project's own: ONE `.safetensors` file per plugin (`tpb.*` and `scb.*` tensors, the
-  config and task metadata in the safetensors header) and one per selector.
+  config and task metadata in the safetensors header).
 
 Pickles are only ever read through `torch.load(weights_only=True)`: a file that needs
 anything beyond plain tensors is refused and nothing in it runs.
@@ -20,22 +20,22 @@ from pathlib import Path
 
 import torch
 
-from .config import FORMAT_VERSION, PluginConfig, PluginInfo, default_start_mode
-from .errors import PluginFileError
-from .formats import (
+from ..errors import PluginFileError
+from ..formats import (
     PLUGIN_FORMAT,
     SELECTOR_FORMAT,
+    load_state_checked,
     read_safetensors,
     read_torch_pickle,
     safetensors_metadata,
+    unwrap_state_dict,
     write_safetensors,
 )
+from .config import FORMAT_VERSION, PluginConfig, PluginInfo, default_start_mode
 from .plugin import TaskPlugin
-from .selector import PluginSelector
 
 log = logging.getLogger("diffplugin")
 
-REFERENCE_SELECTOR_FILE = Path("plugin_selector") / "PromptTunner.pt"
 SCB_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 # Reference SCB config fields that never change the module (or only with values the
@@ -70,37 +70,6 @@ _REFERENCE_SCB_FIELDS = {
     "upcast_attention": "upcast_attention",
     "resnet_time_scale_shift": "resnet_time_scale_shift",
 }
-
-
-def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    """Accept `{'model': state_dict}` or a bare state dict; drop DataParallel's `module.`."""
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise PluginFileError(f"{path}: does not hold a state dict of tensors")
-    return {key.removeprefix("module."): value for key, value in obj.items()}
-
-
-def load_state_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """load_state_dict with a message naming each missing, unexpected or misshapen key."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    misshapen = [
-        f"'{k}': expected {list(expected[k].shape)}, found {list(state[k].shape)}"
-        for k in expected
-        if k in state and state[k].shape != expected[k].shape
-    ]
-    problems = []
-    if misshapen:
-        problems.append("wrong shapes: " + "; ".join(misshapen[:6]) + (" ..." if len(misshapen) > 6 else ""))
-    if missing:
-        problems.append(f"missing keys: {', '.join(missing[:6])}" + (" ..." if len(missing) > 6 else ""))
-    if unexpected:
-        problems.append(f"unexpected keys: {', '.join(unexpected[:6])}" + (" ..." if len(unexpected) > 6 else ""))
-    if problems:
-        raise PluginFileError(f"{source}: weights do not fit the {type(module).__name__}: " + " | ".join(problems))
-    module.load_state_dict(state)
 
 
 # --------------------------------------------------------------------------- configs
@@ -159,7 +128,7 @@ def load_reference_plugin(folder: Path, task: str | None = None) -> TaskPlugin:
     if missing:
         raise PluginFileError(f"{folder}: not a Diff-Plugin task folder; missing {', '.join(missing)}")
 
-    tpb_state = _unwrap_state_dict(read_torch_pickle(tpb_path), tpb_path)
+    tpb_state = unwrap_state_dict(read_torch_pickle(tpb_path), tpb_path)
     try:
         raw_config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -167,7 +136,7 @@ def load_reference_plugin(folder: Path, task: str | None = None) -> TaskPlugin:
     if weights_path.suffix == ".safetensors":
         scb_state = read_safetensors(weights_path)[0]
     else:
-        scb_state = _unwrap_state_dict(read_torch_pickle(weights_path), weights_path)
+        scb_state = unwrap_state_dict(read_torch_pickle(weights_path), weights_path)
 
     dims = tpb_dims(tpb_state, str(tpb_path))
     scb_values = _scb_config_from_reference(raw_config, str(config_path))
@@ -282,112 +251,30 @@ def find_plugins(directory: Path | str) -> dict[str, Path]:
     return found
 
 
-# --------------------------------------------------------------------------- selector
+def convert_reference_folder(source: Path, output: Path, dtype: torch.dtype | None = None) -> list[Path]:
+    """Every reference task folder directly in `source` (e.g. the release's pre-trained/) ->
+    output/<task>.safetensors; returns the files written."""
+    return [
+        convert_reference_plugin(folder, Path(output) / f"{folder.name}.safetensors", dtype=dtype)
+        for folder in sorted(p for p in Path(source).iterdir() if p.is_dir())
+        if is_reference_task_folder(folder)
+    ]
 
 
-DEFAULT_TEXT_ENCODER = {"kind": "sd-clip-l-pooled", "width": 768}
-
-
-def save_selector(
-    selector,
-    path: Path,
-    tasks: list[str] | None = None,
-    extra: dict | None = None,
-    text_encoder: dict | None = None,
-    lexicon: dict[str, int] | None = None,
-) -> Path:
-    """selector: a PluginSelector or a SelectorEnsemble (saved as members.<i>.<key>); tasks:
-    what it was trained on; text_encoder: which encoder it reads (text.describe()); lexicon:
-    its instruction normalizer's words (text.Normalizer), if it has one. An instruction memory
-    is saved as memory.<key>; its columns are `tasks`."""
-    memory = getattr(selector, "memory", None)
-    if memory is not None and list(tasks or []) != memory.tasks:
-        raise ValueError(f"the selector's instruction memory is for tasks {memory.tasks}, not {list(tasks or [])}")
-    metadata = {
-        "format": SELECTOR_FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "tasks": json.dumps(list(tasks or [])),
-        "text_encoder": json.dumps(text_encoder or DEFAULT_TEXT_ENCODER, sort_keys=True),
-        "info": json.dumps(extra or {}, sort_keys=True),
-    }
-    if lexicon:
-        metadata["lexicon"] = json.dumps(lexicon, sort_keys=True)
-    write_safetensors(Path(path), selector.state_dict(), metadata)
-    return Path(path)
-
-
-def _selector_from_state(state: dict[str, torch.Tensor], source: str):
-    if "q_conv.weight" in state:
-        raise PluginFileError(f"{source}: this is the reference's text-only PromptTunner variant, which the demo never uses")
-    if any(key.startswith("members.") for key in state):  # a SelectorEnsemble: members.<i>.<selector key>
-        from .selector import SelectorEnsemble
-
-        groups: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in state.items():
-            index, _, rest = key.removeprefix("members.").partition(".")
-            if not key.startswith("members.") or not index.isdigit() or not rest:
-                raise PluginFileError(f"{source}: unexpected key {key!r} in a selector ensemble")
-            groups.setdefault(int(index), {})[rest] = value
-        if sorted(groups) != list(range(len(groups))):
-            raise PluginFileError(f"{source}: selector ensemble members {sorted(groups)} are not numbered 0..{len(groups) - 1}")
-        members = [_selector_from_state(groups[i], f"{source} (member {i})") for i in range(len(groups))]
-        try:
-            return SelectorEnsemble(members).eval()
-        except ValueError as error:
-            raise PluginFileError(f"{source}: {error}") from None
-    if "proj_v.weight" not in state or "proj_t.weight" not in state:
-        raise PluginFileError(f"{source}: not a Plugin-Selector (no proj_v / proj_t weights)")
-    embed_width, prompt_width = state["proj_v.weight"].shape
-    selector = PluginSelector(
-        prompt_width=prompt_width, text_width=state["proj_t.weight"].shape[1], embed_width=embed_width,
-        learned_null="null_prompt" in state,
-        reader_width=state["reader.query.weight"].shape[0] if "reader.query.weight" in state else 0,
-    )
-    load_state_checked(selector, state, source)
-    return selector.eval()
-
-
-def _memory_from_state(state: dict[str, torch.Tensor], tasks: list[str], source: str):
-    from .selector_memory import InstructionMemory
-
-    missing = {"embeddings", "wanted", "settings"} - set(state)
-    if missing or len(state) != 3:
-        raise PluginFileError(f"{source}: the instruction memory needs memory.embeddings, memory.wanted and memory.settings, "
-                              f"found {sorted('memory.' + k for k in state)}")
-    try:
-        return InstructionMemory.from_state(state, tasks)
-    except ValueError as error:
-        raise PluginFileError(f"{source}: {error}") from None
-
-
-def load_selector(path: Path | str, device=None, dtype=None) -> tuple[PluginSelector, dict]:
-    """The selector (a PluginSelector, or a SelectorEnsemble of them) and its metadata: the
-    `tasks` it was trained on (if recorded) and the `text_encoder` it reads."""
-    path = Path(path)
-    if path.is_dir() and (path / REFERENCE_SELECTOR_FILE).is_file():
-        path = path / REFERENCE_SELECTOR_FILE
-    if path.suffix == ".safetensors":
-        tensors, metadata = read_safetensors(path)
-        if metadata.get("format") == PLUGIN_FORMAT:
-            raise PluginFileError(f"{path}: this is a Task-Plugin file, not a Plugin-Selector")
-        memory = {key.removeprefix("memory."): tensors.pop(key) for key in [k for k in tensors if k.startswith("memory.")]}
-        selector = _selector_from_state(tensors, str(path))
-        meta = {
-            "tasks": json.loads(metadata.get("tasks", "[]")),
-            "text_encoder": json.loads(metadata.get("text_encoder", json.dumps(DEFAULT_TEXT_ENCODER))),
-            "lexicon": json.loads(metadata.get("lexicon", "{}")),
-            "info": json.loads(metadata.get("info", "{}")),
-        }
-        if memory:
-            selector.memory = _memory_from_state(memory, meta["tasks"], str(path))
-    else:
-        selector = _selector_from_state(_unwrap_state_dict(read_torch_pickle(path), path), str(path))
-        meta = {"tasks": [], "text_encoder": dict(DEFAULT_TEXT_ENCODER), "lexicon": {}, "info": {"source": "reference PromptTunner"}}
-    selector.meta = meta  # what running it needs: its text encoder and normalizer
-    return selector.to(device=device, dtype=dtype), meta
-
-
-def convert_reference_selector(path: Path, output: Path) -> Path:
-    selector, meta = load_selector(path)
-    return save_selector(selector, output, tasks=meta["tasks"], extra=meta["info"], text_encoder=meta["text_encoder"],
-                         lexicon=meta["lexicon"])
+def describe_plugin(plugin: TaskPlugin, path: Path | str) -> str:
+    """What `diffplugin info` prints for a plugin."""
+    tpb = sum(p.numel() for p in plugin.tpb.parameters())
+    scb = sum(p.numel() for p in plugin.scb.parameters())
+    dtype = next(plugin.parameters()).dtype
+    lines = [
+        f"Task-Plugin: {path}",
+        f"  task: {plugin.task}",
+        f"  start: {plugin.start_mode} ({'pure noise' if plugin.start_mode == 'noise' else 'noised input latent'})",
+        f"  base: {plugin.config.describe()}",
+        f"  CLIP vision layer: {plugin.info.clip_layer}",
+        f"  parameters: TPB {tpb:,} + SCB {scb:,} = {tpb + scb:,} ({dtype})",
+        f"  instructions: {'; '.join(plugin.info.instructions) or '-'}",
+    ]
+    if plugin.info.extra:
+        lines.append(f"  info: {json.dumps(plugin.info.extra, sort_keys=True)}")
+    return "\n".join(lines)

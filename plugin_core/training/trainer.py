@@ -20,7 +20,6 @@ import csv
 import dataclasses
 import json
 import logging
-import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -31,12 +30,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .checkpoints import save_plugin
-from .formats import atomic_write, read_torch_pickle
-from .config import PluginConfig, PluginInfo, default_start_mode
+from ..errors import PluginError, PluginFileError
+from ..formats import atomic_write, read_torch_pickle
+from ..models import PluginConfig, PluginInfo, SpatialComplementBranch, TaskPlugin, default_start_mode, save_plugin
 from .datasets import Augment
-from .errors import PluginError, PluginFileError
-from .plugin import TaskPlugin
+from .loss_curve import write_loss_curve
 from .seeding import generator, mix_seed
 
 log = logging.getLogger("diffplugin")
@@ -167,8 +165,8 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # module init follows the run's seed; the caller's RNG is untouched
             torch.manual_seed(mix_seed(config.seed, 1))
             plugin = TaskPlugin(plugin_config, info)
-        if config.init_scb_from_unet:
-            _init_scb_from_unet(plugin, backend.first_level_state())
+            if config.init_scb_from_unet:
+                plugin.scb = SpatialComplementBranch.from_unet(plugin_config, backend.unet_state())
         plugin.scb.zero_output_convs()  # a fresh plugin starts as a no-op on the skips
         return plugin
 
@@ -435,46 +433,3 @@ def _randn(shape, generator, device):
 
 def _checkpoint_step(path: Path) -> int:
     return int(_CHECKPOINT.search(path.name).group(1))
-
-
-def _init_scb_from_unet(plugin: TaskPlugin, unet_state: dict[str, torch.Tensor]) -> list[str]:
-    """Copy every UNet first-level tensor whose name and shape match the SCB's (ControlNet-style)."""
-    own = plugin.scb.state_dict()
-    copied = {k: v for k, v in unet_state.items() if k in own and own[k].shape == v.shape}
-    plugin.scb.load_state_dict(copied, strict=False)
-    log.info("initialised %d of %d SCB tensors from the UNet's first level", len(copied), len(own))
-    return sorted(copied)
-
-
-def write_loss_curve(path: Path, losses: Sequence[tuple[int, float]], size=(640, 360)) -> Image.Image:
-    """A loss curve PNG (raw and smoothed, log scale) drawn with PIL alone."""
-    from PIL import ImageDraw
-
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    left, top, right, bottom = 56, 16, size[0] - 16, size[1] - 36
-    draw.rectangle((left, top, right, bottom), outline=(160, 160, 160))
-    points = [(s, l) for s, l in losses if math.isfinite(l) and l > 0]
-    if len(points) >= 2:
-        steps = [s for s, _ in points]
-        logs = [math.log10(l) for _, l in points]
-        lo, hi = min(logs), max(logs)
-        hi = hi if hi > lo else lo + 1
-        x0, x1 = steps[0], steps[-1] if steps[-1] > steps[0] else steps[0] + 1
-
-        def xy(step, value):
-            return (left + (step - x0) / (x1 - x0) * (right - left), bottom - (value - lo) / (hi - lo) * (bottom - top))
-
-        draw.line([xy(s, v) for s, v in zip(steps, logs)], fill=(170, 200, 235), width=1)
-        smooth, ema = [], logs[0]
-        for value in logs:
-            ema = 0.9 * ema + 0.1 * value
-            smooth.append(ema)
-        draw.line([xy(s, v) for s, v in zip(steps, smooth)], fill=(20, 90, 200), width=2)
-        for value in (lo, hi):
-            draw.text((4, xy(x0, value)[1] - 6), f"{10 ** value:.3g}", fill="black")
-        draw.text((left, bottom + 8), f"step {x0}", fill="black")
-        draw.text((right - 70, bottom + 8), f"step {x1}", fill="black")
-    draw.text((left + 6, top + 4), "training loss (log scale)", fill="black")
-    image.save(path)
-    return image
