@@ -104,6 +104,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 256])
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--no-timing", action="store_true")
     parser.add_argument("--attention", choices=("pytorch", "cpu-default"), default="pytorch",
                         help="'pytorch': SDPA, ComfyUI's default on NVIDIA GPUs; 'cpu-default': ComfyUI's CPU default (sub-quadratic)")
     args = parser.parse_args()
@@ -111,9 +112,10 @@ def main():
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, float32; euler, {args.steps} steps; "
           f"attention: {args.attention}")
-    rows = timings(args.steps, args.repeats, args.sizes, args.attention)
-    print("\n| ComfyUI sampling | plain (s) | with plugin (s) | **ratio** | of which: 256-token context | SCB |"
-          "\n|---|---:|---:|---:|---:|---:|")
+    rows = {} if args.no_timing else timings(args.steps, args.repeats, args.sizes, args.attention)
+    if rows:
+        print("\n| ComfyUI sampling | plain (s) | with plugin (s) | **ratio** | of which: 256-token context | SCB |"
+              "\n|---|---:|---:|---:|---:|---:|")
     for (size, cfg), t in rows.items():
         context = t["plain 256"] / t["plain"]
         print(f"| {size} px, cfg {cfg:g} | {t['plain']:.2f} | {t['plugin']:.2f} | **{t['plugin'] / t['plain']:.3f}** | "

@@ -33,8 +33,11 @@ CLIP_VISION = "clip-vit-large-patch14.safetensors"
 def import_comfy(pytorch_attention: bool = False) -> None:
     """Make `import comfy...` work in this process, on the CPU (optionally with PyTorch
     attention, ComfyUI's default on NVIDIA GPUs, instead of its CPU default)."""
-    if sys.path[:1] != [str(COMFYUI_DIR)]:
-        sys.path.insert(0, str(COMFYUI_DIR))  # ahead of the repository, whose nodes/ would shadow ComfyUI's nodes.py
+    # ComfyUI's nodes.py goes ahead of this repository's nodes/ package while it is imported;
+    # then ComfyUI's folder moves to the end, so that this repository's `tests` package keeps
+    # winning over ComfyUI's own (processes spawned from here inherit sys.path).
+    home = str(COMFYUI_DIR)
+    sys.path[:] = [home] + [p for p in sys.path if p != home]
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True
@@ -42,6 +45,7 @@ def import_comfy(pytorch_attention: bool = False) -> None:
         comfy.cli_args.args.use_pytorch_cross_attention = True
     import nodes
 
+    sys.path[:] = [p for p in sys.path if p != home] + [home]
     assert Path(nodes.__file__).resolve() == COMFYUI_DIR / "nodes.py", f"`nodes` is {nodes.__file__}, not ComfyUI's"
 
 
