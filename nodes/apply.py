@@ -10,6 +10,7 @@ from comfy_api.latest import io
 from . import bridge
 from .patch import DiffPluginPatch
 from .plugin_types import TaskPluginIO
+from .validation import check_inputs
 
 CATEGORY = "Diff-Plugin"
 ADDITIONAL_MODELS_KEY = "diff_plugin"
@@ -118,6 +119,13 @@ class ApplyTaskPlugin(io.ComfyNode):
                 io.Latent.Output(display_name="latent", tooltip="The start latent: the input's latent, or empty for pure-noise tasks (lowlight, highlight)."),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, strength, start_percent, end_percent, resolution):
+        checked = check_inputs(cls, strength=strength, start_percent=start_percent, end_percent=end_percent, resolution=resolution)
+        if checked is True and None not in (start_percent, end_percent) and start_percent > end_percent:
+            return f"start_percent {start_percent} is after end_percent {end_percent}"
+        return checked
 
     @classmethod
     def execute(cls, model, task_plugin, clip_vision, vae, image, strength, start_percent, end_percent, resolution, mask=None) -> io.NodeOutput:

@@ -7,7 +7,8 @@ import os
 
 import folder_paths
 
-from ..plugin_core.formats import PLUGIN_FORMAT, SELECTOR_FORMAT, safetensors_metadata
+from ..plugin_core.errors import PluginFileError
+from ..plugin_core.formats import PLUGIN_FORMAT, SELECTOR_FORMAT, read_safetensors_header
 
 FOLDER = "diff_plugins"
 EXTENSIONS = {".safetensors", ".pt"}
@@ -17,12 +18,19 @@ log = logging.getLogger("diffplugin")
 
 
 def register_folder() -> None:
-    """models/diff_plugins, plus any paths extra_model_paths.yaml gave under `diff_plugins`."""
+    """models/diff_plugins, after any folders extra_model_paths.yaml gave under `diff_plugins`
+    (registered before custom nodes load): the first folder is where new plugins are saved, as
+    for ComfyUI's own model kinds."""
     default = os.path.join(folder_paths.models_dir, FOLDER)
     paths = folder_paths.folder_names_and_paths.get(FOLDER, ([], set()))[0]
     if default not in paths:
-        paths.insert(0, default)
+        paths.append(default)
     folder_paths.folder_names_and_paths[FOLDER] = (paths, EXTENSIONS)
+
+
+def save_folder() -> str:
+    """Where a new plugin or selector goes: the first `diff_plugins` folder."""
+    return folder_paths.get_folder_paths(FOLDER)[0]
 
 
 def _files() -> list[str]:
@@ -32,11 +40,30 @@ def _files() -> list[str]:
         return []
 
 
+_reported: set[tuple[str, float]] = set()  # unreadable files already logged (path, mtime)
+
+
 def _kind(name: str) -> str | None:
+    """The format a .safetensors file declares; None (with one log line per file) if unreadable."""
     path = folder_paths.get_full_path(FOLDER, name)
     if path is None:
         return None
-    return safetensors_metadata(path).get("format")
+    try:
+        return read_safetensors_header(path).get("format")
+    except PluginFileError as error:
+        key = (path, os.path.getmtime(path))
+        if key not in _reported:
+            _reported.add(key)
+            log.warning("Diff-Plugin: %s is left out of the plugin lists: %s", name, str(error).removeprefix(f"{path}: "))
+        return None
+
+
+def task_of(choice: str) -> str:
+    """The task a listed plugin is for, read without loading it (a folder's name, or the file's metadata)."""
+    if choice.endswith("/"):
+        return choice.rstrip("/").rsplit("/", 1)[-1]
+    path = folder_paths.get_full_path(FOLDER, choice)
+    return (read_safetensors_header(path).get("task") if path else None) or os.path.splitext(os.path.basename(choice))[0]
 
 
 def plugin_choices() -> list[str]:

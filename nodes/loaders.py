@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from comfy_api.latest import io
 
 from . import library
 from .dependencies import require
+from .validation import check_inputs
 from .plugin_types import PluginSet, PluginSelectorIO, SelectorHandle, TaskPluginHandle, TaskPluginIO, TaskPluginsIO
 
 CATEGORY = "Diff-Plugin"
+log = logging.getLogger("diffplugin")
 
 _loaded: dict[tuple, object] = {}  # (path, mtime) -> handle: one copy however many nodes load it
 
@@ -61,6 +64,10 @@ class LoadTaskPlugin(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, plugin_name):
+        return check_inputs(cls, plugin_name=plugin_name)
+
+    @classmethod
     def execute(cls, plugin_name) -> io.NodeOutput:
         return io.NodeOutput(load_plugin_handle(plugin_name))
 
@@ -92,20 +99,36 @@ class LoadTaskPluginLibrary(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, selector_name):
+        return check_inputs(cls, selector_name=selector_name)
+
+    @classmethod
     def execute(cls, tasks, selector_name) -> io.NodeOutput:
+        from ..plugin_core.errors import PluginError
+
         wanted = [t.strip() for t in tasks.split(",") if t.strip()]
-        handles = [load_plugin_handle(name) for name in library.plugin_choices()]
-        by_task = {}
-        for handle in handles:
-            by_task.setdefault(handle.task, handle)
-        if wanted:
-            missing = [t for t in wanted if t not in by_task]
-            if missing:
-                raise ValueError(f"no plugin for task(s) {', '.join(missing)} in models/{library.FOLDER}; found: {', '.join(by_task) or 'none'}")
-            chosen = [by_task[t] for t in wanted]
-        else:
-            chosen = list(by_task.values())
+        by_task: dict[str, list[str]] = {}
+        for choice in library.plugin_choices():
+            try:
+                by_task.setdefault(library.task_of(choice), []).append(choice)
+            except PluginError as error:
+                log.warning("Diff-Plugin: %s left out: %s", choice, error)
+        missing = [t for t in wanted if t not in by_task]
+        if missing:
+            raise ValueError(f"no plugin for task(s) {', '.join(missing)} in {library.folder_paths.get_folder_paths(library.FOLDER)}; "
+                             f"found: {', '.join(by_task) or 'none'}")
+        chosen = []
+        for task in wanted or list(by_task):
+            choices = by_task[task]
+            if len(choices) > 1:
+                raise ValueError(f"two plugins for task '{task}': {' and '.join(choices)}; remove or rename one")
+            try:
+                chosen.append(load_plugin_handle(choices[0]))
+            except PluginError as error:
+                if wanted:  # asked for by name: that is the error
+                    raise ValueError(f"the plugin for task '{task}' cannot be used: {error}") from None
+                log.warning("Diff-Plugin: %s left out of the library: %s", choices[0], error)
         if not chosen:
-            raise ValueError(f"no Task-Plugins found in {library.folder_paths.get_folder_paths(library.FOLDER)}")
+            raise ValueError(f"no usable Task-Plugins in {library.folder_paths.get_folder_paths(library.FOLDER)}")
         selector = None if selector_name == library.NONE else load_selector_handle(selector_name)
         return io.NodeOutput(PluginSet(chosen), selector)

@@ -19,6 +19,7 @@ from ..plugin_core.images import at_size
 from . import bridge
 from .apply import apply_plugin
 from .plugin_types import TaskPluginsIO
+from .validation import check_inputs
 
 CATEGORY = "Diff-Plugin"
 
@@ -109,6 +110,11 @@ class RestoreWithTaskPlugins(io.ComfyNode):
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The restored photo(s).")],
         )
+
+    @classmethod
+    def validate_inputs(cls, cfg, sampler_name, scheduler, output_size, steps, later_steps, resolution):
+        return check_inputs(cls, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, output_size=output_size, steps=steps,
+                            later_steps=later_steps, resolution=resolution)
 
     @classmethod
     def execute(cls, model, task_plugins, clip_vision, vae, image, seed, steps, later_steps, cfg, sampler_name,

@@ -6,6 +6,7 @@ from comfy_api.latest import io
 
 from . import bridge
 from .plugin_types import PluginSelectorIO, PluginSet, TaskPluginsIO
+from .validation import check_inputs
 
 CATEGORY = "Diff-Plugin"
 
@@ -29,9 +30,10 @@ def select_plugins(plugins: PluginSet, selector_handle, clip, clip_vision, image
 
     selector = selector_handle.selector
     selections = select(selector, instruction_encoder(selector, clip), instruction, [h.plugin for h in plugins.plugins],
-                        lambda layer: bridge.clip_tokens(clip_vision, images, layer), threshold)
+                        lambda layer: bridge.clip_tokens(clip_vision, images, layer), threshold,
+                        clip_width=bridge.clip_vision_width(clip_vision))
     by_task = {handle.task: handle for handle in plugins.plugins}
-    chosen = [by_task[task] for task in plugins.tasks if any(task in s.selected for s in selections)]
+    chosen = [by_task[task] for task in selections[0].tasks if any(task in s.selected for s in selections)]
     return PluginSet(chosen, selections, group_by_selection(selections, by_task)), selections
 
 
@@ -61,6 +63,10 @@ class PluginSelector(io.ComfyNode):
                 io.String.Output(display_name="scores", tooltip="The scores as text."),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, threshold):
+        return check_inputs(cls, threshold=threshold)
 
     @classmethod
     def execute(cls, image, instruction, task_plugins, selector, clip_vision, threshold, clip=None) -> io.NodeOutput:

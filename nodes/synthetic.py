@@ -11,6 +11,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from . import bridge
+from .validation import check_inputs
 
 CATEGORY = "Diff-Plugin"
 
@@ -53,6 +54,8 @@ class SynthesizeDegradedPairs(io.ComfyNode):
                 io.String.Input("save_to", default="",
                                 tooltip="Optional folder under ComfyUI's input/ to also write the pairs to "
                                         "(input/, target/, pairs.csv): Train Task-Plugin's data_path can read it later."),
+                io.Boolean.Input("overwrite", default=False, optional=True,
+                                 tooltip="Replace pairs already in save_to (without it the node stops and writes nothing)."),
             ],
             outputs=[
                 io.Image.Output(display_name="input_images", tooltip="The degraded photos (training inputs)."),
@@ -61,8 +64,16 @@ class SynthesizeDegradedPairs(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, degradation, second_degradation, intensity_min, intensity_max):
+        checked = check_inputs(cls, degradation=degradation, second_degradation=second_degradation,
+                               intensity_min=intensity_min, intensity_max=intensity_max)
+        if checked is True and None not in (intensity_min, intensity_max) and intensity_min > intensity_max:
+            return f"intensity_min {intensity_min} is above intensity_max {intensity_max}"
+        return checked
+
+    @classmethod
     def execute(cls, clean_images, degradation, second_degradation, intensity_min, intensity_max, pairs_per_image, seed,
-                save_to) -> io.NodeOutput:
+                save_to, overwrite=False) -> io.NodeOutput:
         from ..plugin_core.training.synthetic import SyntheticPairs, write_pairs
 
         if intensity_min > intensity_max:
@@ -72,6 +83,6 @@ class SynthesizeDegradedPairs(io.ComfyNode):
         pairs = SyntheticPairs(clean, kinds, seed=seed, intensity=(intensity_min, intensity_max), pairs_per_image=pairs_per_image)
         if save_to.strip():
             write_pairs(clean, input_subfolder(save_to), kinds, seed=seed, intensity=(intensity_min, intensity_max),
-                        pairs_per_image=pairs_per_image)
+                        pairs_per_image=pairs_per_image, overwrite=overwrite)
         inputs, targets = zip(*(pairs[i] for i in range(len(pairs))))
         return io.NodeOutput(bridge.pil_to_image(list(inputs)), bridge.pil_to_image(list(targets)))

@@ -18,6 +18,7 @@ from .comfy_backend import ComfyBackend
 from .dependencies import require
 from .plugin_types import TaskPluginHandle, TaskPluginIO
 from .synthetic import input_subfolder
+from .validation import check_inputs
 
 CATEGORY = "Diff-Plugin"
 log = logging.getLogger("diffplugin")
@@ -68,6 +69,8 @@ class TrainTaskPlugin(io.ComfyNode):
                                  tooltip="Encode each pair once (VAE latents and CLIP features, centre crop, both flips): much faster on small sets, no random crops."),
                 io.Int.Input("checkpoint_every", default=250, min=0, max=1_000_000, tooltip="Write a resumable checkpoint every N steps (0: only at the end)."),
                 io.Boolean.Input("resume", default=True, tooltip="Continue from this save_name's newest checkpoint if there is one."),
+                io.Boolean.Input("overwrite", default=False,
+                                 tooltip="Start over: replace this save_name's earlier run and plugin file (without it they are kept and the node stops)."),
                 io.Image.Input("input_images", optional=True, tooltip="Degraded images (used when data_path is empty)."),
                 io.Image.Input("target_images", optional=True, tooltip="Matching clean images (used when data_path is empty)."),
             ],
@@ -78,10 +81,17 @@ class TrainTaskPlugin(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, learning_rate, start_mode, steps, batch_size, resolution):
+        return check_inputs(cls, learning_rate=learning_rate, start_mode=start_mode, steps=steps, batch_size=batch_size,
+                            resolution=resolution)
+
+    @classmethod
     def execute(cls, model, vae, clip_vision, data_path, save_name, steps, batch_size, learning_rate, resolution, seed,
-                start_mode, gradient_checkpointing, cache_encodings, checkpoint_every, resume, input_images=None, target_images=None) -> io.NodeOutput:
+                start_mode, gradient_checkpointing, cache_encodings, checkpoint_every, resume, overwrite=False, input_images=None,
+                target_images=None) -> io.NodeOutput:
         require("diffusers", "training a Task-Plugin")
         from ..plugin_core.training import TrainConfig, Trainer, write_loss_curve
+        from ..plugin_core.training.trainer import describe_run
 
         name = Path(save_name).name.removesuffix(".safetensors") or "my_task"
         dataset = _dataset(data_path, input_images, target_images)
@@ -91,7 +101,13 @@ class TrainTaskPlugin(io.ComfyNode):
             checkpoint_every=checkpoint_every, cache=cache_encodings,
         )
         run_dir = Path(folder_paths.get_output_directory()) / "diff-plugin-training" / name
-        plugin_path = Path(folder_paths.get_folder_paths(library.FOLDER)[0]) / f"{name}.safetensors"
+        plugin_path = Path(library.save_folder()) / f"{name}.safetensors"
+        held = describe_run(run_dir, name)
+        if held and not (resume or overwrite):
+            raise ValueError(f"{run_dir} holds a training run of '{name}' ({held}): turn on resume to continue it, "
+                             "overwrite to start over, or choose another save_name")
+        if plugin_path.exists() and not overwrite and not (held and resume):
+            raise ValueError(f"{plugin_path} exists and is not from this run: choose another save_name, or turn on overwrite to replace it")
         backend = ComfyBackend(model, vae, clip_vision)
         bar = comfy.utils.ProgressBar(steps)
         cancelled = []
@@ -110,6 +126,7 @@ class TrainTaskPlugin(io.ComfyNode):
             try:
                 result = trainer.train(
                     resume=resume,
+                    overwrite=overwrite,
                     progress=progress,
                     should_stop=lambda: bool(cancelled) or comfy.model_management.processing_interrupted(),
                     plugin_path=plugin_path,
@@ -121,6 +138,7 @@ class TrainTaskPlugin(io.ComfyNode):
                      name, result.steps, result.checkpoint_path)
             comfy.model_management.throw_exception_if_processing_interrupted()  # clears the flag if still set
             raise comfy.model_management.InterruptProcessingException()
+        log.info("Diff-Plugin: saved the plugin '%s' to %s (run folder %s)", name, plugin_path, run_dir)
         folder_paths.filename_list_cache.pop(library.FOLDER, None)  # the new plugin shows up in the loaders
         curve = write_loss_curve(run_dir / "loss.png", result.losses)
         return io.NodeOutput(TaskPluginHandle(result.plugin.cpu(), source=str(plugin_path)), bridge.pil_to_image([curve]))

@@ -5,6 +5,7 @@ CLIP_VISION, IMAGE batch, progress bar and cancel button."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import comfy.model_management
@@ -17,8 +18,10 @@ from . import bridge, library
 from .dependencies import require
 from ..plugin_core.selector import FINE_TUNE_STEPS, SelectorTrainConfig  # light: torch only
 from .plugin_types import PluginSelectorIO, SelectorHandle, TaskPluginsIO
+from .validation import check_inputs
 
 CATEGORY = "Diff-Plugin"
+log = logging.getLogger("diffplugin")
 ENCODERS = ["clip", "minilm"]
 DEFAULTS = SelectorTrainConfig()
 
@@ -70,6 +73,8 @@ class TrainPluginSelector(io.ComfyNode):
                 io.Clip.Input("clip", optional=True, tooltip="The SD 1.x checkpoint's CLIP (needed for text_encoder 'clip')."),
                 PluginSelectorIO.Input("init_selector", optional=True,
                                        tooltip="Fine-tune this selector instead of starting fresh (its tasks' instructions are rehearsed with the new ones)."),
+                io.Boolean.Input("overwrite", default=False, optional=True,
+                                 tooltip="Replace an existing selector file of this save_name (without it the node stops before training)."),
             ],
             outputs=[
                 PluginSelectorIO.Output(display_name="selector", tooltip="The trained selector, for the Plugin-Selector node."),
@@ -78,13 +83,21 @@ class TrainPluginSelector(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, learning_rate, text_encoder, steps):
+        return check_inputs(cls, learning_rate=learning_rate, text_encoder=text_encoder, steps=steps)
+
+    @classmethod
     def execute(cls, task_plugins, clip_vision, images, text_encoder, steps, learning_rate, seed, save_name,
-                task_instructions, clip=None, init_selector=None) -> io.NodeOutput:
+                task_instructions, clip=None, init_selector=None, overwrite=False) -> io.NodeOutput:
         from ..plugin_core.selector import format_table, load_selector, save_selector, sentence_encoder, train_selector
         from .text_encoder import ComfyClipTextEncoder
 
         if not task_plugins.plugins:
             raise ValueError("no Task-Plugins to train the selector for")
+        name = Path(save_name).name.removesuffix(".safetensors") or "selector"
+        path = Path(library.save_folder()) / f"{name}.safetensors"
+        if path.exists() and not overwrite:
+            raise ValueError(f"{path} exists: choose another save_name, or turn on overwrite to replace it")
         if text_encoder == "clip":
             if clip is None:
                 raise ValueError("text_encoder 'clip' reads the CLIP input: connect the checkpoint's CLIP (or choose 'minilm')")
@@ -121,8 +134,8 @@ class TrainPluginSelector(io.ComfyNode):
         if cancelled or comfy.model_management.processing_interrupted():
             comfy.model_management.throw_exception_if_processing_interrupted()
             raise comfy.model_management.InterruptProcessingException()
-        name = Path(save_name).name.removesuffix(".safetensors") or "selector"
-        path = save_selector(run.selector, Path(folder_paths.get_folder_paths(library.FOLDER)[0]) / f"{name}.safetensors")
+        save_selector(run.selector, path)
+        log.info("Diff-Plugin: saved the Plugin-Selector to %s", path)
         folder_paths.filename_list_cache.pop(library.FOLDER, None)
         report = format_table(run.results)
         selector = load_selector(path)[0]  # exactly what the file holds

@@ -78,11 +78,20 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
     atomic_write(path, lambda temp: save_file(tensors, temp, metadata=metadata))
 
 
-def safetensors_metadata(path: Path) -> dict[str, str]:
+def read_safetensors_header(path: Path) -> dict[str, str]:
+    """The metadata of a .safetensors file, without reading its tensors."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             return handle.metadata() or {}
-    except (SafetensorError, OSError):
+    except (SafetensorError, OSError, ValueError) as error:
+        raise PluginFileError(f"{path}: not a readable .safetensors file (truncated or corrupt?): {error}") from None
+
+
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    """The metadata, or {} for a file that cannot be read (listings that skip such files)."""
+    try:
+        return read_safetensors_header(path)
+    except PluginFileError:
         return {}
 
 

@@ -19,7 +19,7 @@ import einops
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputImageError
 
@@ -40,7 +40,8 @@ def image_files(folder: Path | str) -> list[Path]:
 
 
 def load_image(path: Path | str | Image.Image) -> Image.Image:
-    """An RGB image from a file (or a PIL image, converted the same way)."""
+    """An RGB image from a file (or a PIL image, converted the same way), upright: a camera's
+    EXIF orientation is applied, as every photo viewer (and ComfyUI's LoadImage) does."""
     if isinstance(path, Image.Image):
         return to_rgb(path)
     path = Path(path)
@@ -49,8 +50,8 @@ def load_image(path: Path | str | Image.Image) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()
-            return to_rgb(image)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+            return to_rgb(ImageOps.exif_transpose(image))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise InputImageError(f"{path}: cannot read this image ({error})") from None
 
 
@@ -144,15 +145,6 @@ def to_pil(decoded: torch.Tensor) -> list[Image.Image]:
     pixels = (decoded.float() / 2 + 0.5).clamp(0, 1)
     arrays = (einops.rearrange(pixels, "b c h w -> b h w c").cpu().numpy() * 255).round().astype(np.uint8)
     return [Image.fromarray(array) for array in arrays]
-
-
-def output_paths(inputs: list[Path], output: Path) -> list[Path]:
-    """Where restored images go: `output` itself for one input and an image file name, else
-    output/<stem>.png (inputs with the same stem from different folders get _<index>)."""
-    if len(inputs) == 1 and is_image_file(output):
-        return [output]
-    names = [p.stem for p in inputs]
-    return [output / (f"{stem}.png" if names.count(stem) == 1 else f"{stem}_{i}.png") for i, stem in enumerate(names)]
 
 
 def at_size(image: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -10,6 +10,7 @@ steps each, Fp always from the original image, the generator re-seeded for each.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,9 +49,7 @@ class BaseModels:
         from diffusers import AutoencoderKL, UNet2DConditionModel, UniPCMultistepScheduler
 
         sd_dir = Path(sd_dir)
-        for sub in ("unet", "vae", "scheduler") + (("text_encoder", "tokenizer") if with_text else ()):
-            if not (sd_dir / sub).is_dir():
-                raise PluginError(f"{sd_dir}: not a diffusers Stable Diffusion folder (no {sub}/)")
+        check_base_folders(sd_dir, clip_vision, with_text=with_text)
         # The VAE stays float32 in half-precision runs: SD's VAE overflows in fp16.
         vae_dtype = torch.float32 if dtype == torch.float16 else dtype
         models = cls(
@@ -62,6 +61,32 @@ class BaseModels:
         if with_text:
             models.text_encoder, models.tokenizer = load_clip_text(sd_dir, device, dtype)
         return models
+
+
+CLIP_VISION_TYPES = ("clip_vision_model", "clip")  # transformers' CLIPVisionModel and CLIPModel folders
+
+
+def check_base_folders(sd_dir: Path | str | None, clip_vision: Path | str | None, *, with_text: bool = False) -> None:
+    """Refuse folders that are not what they are given as, before anything loads."""
+    if sd_dir is not None:
+        sd_dir = Path(sd_dir)
+        if not sd_dir.is_dir():
+            raise PluginError(f"--sd {sd_dir}: folder not found (a diffusers Stable Diffusion 1.x folder)")
+        for sub in ("unet", "vae", "scheduler") + (("text_encoder", "tokenizer") if with_text else ()):
+            if not (sd_dir / sub).is_dir():
+                raise PluginError(f"--sd {sd_dir}: not a diffusers Stable Diffusion folder (no {sub}/)")
+    if clip_vision is not None:
+        config = Path(clip_vision) / "config.json"
+        if not config.is_file():
+            raise PluginError(f"--clip-vision {clip_vision}: not a transformers CLIP vision folder (no config.json); "
+                              "give e.g. a download of openai/clip-vit-large-patch14")
+        try:
+            kind = json.loads(config.read_text()).get("model_type")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            kind = None
+        if kind not in CLIP_VISION_TYPES:
+            raise PluginError(f"--clip-vision {clip_vision}: config.json describes a {kind!r} model, not CLIP "
+                              f"({' or '.join(CLIP_VISION_TYPES)}); give e.g. a download of openai/clip-vit-large-patch14")
 
 
 def load_clip_vision(path: Path | str, device="cpu", dtype=torch.float32) -> torch.nn.Module:
@@ -274,6 +299,8 @@ class Restorer:
             if progress:
                 progress(done + step, total)
 
+        tick(0, total)  # the bar shows before the first step
+
         out_images: list[Image.Image | None] = [None] * len(originals)
         out_latents: list[torch.Tensor | None] = [None] * len(originals)
         for indices, plugins in batches:
@@ -317,7 +344,8 @@ class Restorer:
         clip = self.text_encoder if self.models.text_encoder is not None else None
         encoder = text_encoder_for(selector.text_encoder, clip)
         originals = [imaging.to_rgb(image) for image in images]
-        return select(selector, encoder, instruction, plugins, lambda layer: self.clip_tokens(originals, layer), threshold)
+        return select(selector, encoder, instruction, plugins, lambda layer: self.clip_tokens(originals, layer), threshold,
+                      clip_width=self.models.clip_vision.config.hidden_size)
 
     def select(self, image: Image.Image, instruction: str, plugins: Sequence[TaskPlugin], selector: PluginSelector,
                threshold: float = 0.0) -> Selection:

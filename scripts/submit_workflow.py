@@ -37,13 +37,24 @@ def upload_image(server: str, path: Path) -> str:
     return f"{answer['subfolder']}/{answer['name']}" if answer.get("subfolder") else answer["name"]
 
 
+def _refusal(body: str) -> str:
+    """The node errors of a 400 answer, one line each (the whole body when it is not that)."""
+    try:
+        answer = json.loads(body)
+        lines = [f"node {node} ({entry.get('class_type')}): " + "; ".join(e.get("details") or e.get("message", "") for e in entry["errors"])
+                 for node, entry in answer.get("node_errors", {}).items()]
+    except (json.JSONDecodeError, AttributeError, KeyError, TypeError):
+        lines = []
+    return "\n  ".join(lines) if lines else body
+
+
 def run(server: str, prompt: dict, timeout: float = 3600) -> dict:
     """Queue the prompt and wait for it; returns its /history entry (raises if it failed)."""
     payload = json.dumps({"prompt": prompt, "client_id": uuid.uuid4().hex}).encode()
     try:
         answer = json.loads(_request(f"{server}/prompt", payload, {"Content-Type": "application/json"}))
     except urllib.error.HTTPError as error:  # 400: the graph is invalid; the body says which node and why
-        raise SystemExit(f"ComfyUI refused the workflow: {error.read().decode(errors='replace')}") from None
+        raise SystemExit(f"ComfyUI refused the workflow: {_refusal(error.read().decode(errors='replace'))}") from None
     prompt_id = answer["prompt_id"]
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -161,11 +161,15 @@ def model_files(fixtures: Path) -> Path:
     _cached(models / "clip_vision" / CLIP_VISION, clip_vision_state)
     _cached(models / "diffusion_models" / "sd2-like-unet.safetensors", lambda: unet_state(context_dim=1024))
     plugins = models / "diff_plugins"
-    if not (plugins / "dehaze.safetensors").is_file() or not (plugins / "derain.safetensors").is_file():
+    # One plugin per task (two for one task are refused as ambiguous): derain.safetensors as
+    # `diffplugin convert` writes it, dehaze.safetensors (other weights) and a reference-layout
+    # folder, deblur/ (derain's weights under another task name).
+    shutil.rmtree(plugins / "derain", ignore_errors=True)  # left by older versions of this cache
+    if not all((plugins / name).exists() for name in ("dehaze.safetensors", "derain.safetensors", "deblur")):
         sys.path.insert(0, str(REPO))
         from plugin_core import load_plugin, save_plugin
 
-        shutil.copytree(fixtures / "sd15" / "derain", plugins / "derain", dirs_exist_ok=True)
+        shutil.copytree(fixtures / "sd15" / "derain", plugins / "deblur", dirs_exist_ok=True)
         shutil.copytree(fixtures / "sd15" / "plugin_selector", plugins / "plugin_selector", dirs_exist_ok=True)
         dehaze = load_plugin(fixtures / "sd15" / "derain")
         dehaze.info.task = "dehaze"

@@ -6,10 +6,12 @@ model with the reference computation, and the HTTP API with the example workflow
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io as bytes_io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -73,7 +75,7 @@ def photos(degraded_dir, pack):
     return bridge.pil_to_image(images)
 
 
-def apply(pack, base, photos, plugin="derain/", **options):
+def apply(pack, base, photos, plugin="deblur/", **options):
     handle = module(pack, "loaders").load_plugin_handle(plugin)
     values = dict(strength=1.0, start_percent=0.0, end_percent=1.0, resolution=64, mask=None) | options
     result = module(pack, "apply").ApplyTaskPlugin.execute(
@@ -239,7 +241,7 @@ def test_mismatched_base_model_is_refused_before_sampling(pack, models, base, ph
 
 
 def test_a_second_plugin_replaces_the_first(pack, base, photos):
-    first, latent = apply(pack, base, photos, plugin="derain/")
+    first, latent = apply(pack, base, photos, plugin="deblur/")
     handle = module(pack, "loaders").load_plugin_handle("dehaze.safetensors")
     twice = module(pack, "apply").ApplyTaskPlugin.execute(first, handle, base["clip_vision"], base["vae"], photos, 1.0, 0.0, 1.0, 64).args[0]
     once, _ = apply(pack, base, photos, plugin="dehaze.safetensors")
@@ -404,6 +406,98 @@ def test_selection_is_per_image_and_restore_runs_each_images_choice(pack, base, 
     assert torch.allclose(out[0], first[0], atol=1 / 255)
 
 
+def test_a_folder_with_bad_files_still_serves_the_good_plugins(pack, base, photos, models, fixtures_dir, caplog):
+    """A refused pickle, a truncated reference folder, a corrupt file and a plugin for another
+    base in models/diff_plugins: the good plugins still reach Library, Selector and Restore; each
+    bad one is left out with a warning naming it and why; asking for a bad one by name fails, saying so."""
+    import folder_paths
+
+    from plugin_core import load_plugin, save_plugin
+
+    loaders, select, restore, library = (module(pack, name) for name in ("loaders", "select", "restore", "library"))
+    folder = models / "diff_plugins"
+    added = [folder / "evil", folder / "half", folder / "broken.safetensors", folder / "tiny.safetensors"]
+    try:
+        shutil.copytree(fixtures_dir / "sd15" / "derain", folder / "evil")
+        torch.save({"model": {"x": _Payload()}}, folder / "evil" / "tpb.pt")  # would run code if unpickled freely
+        shutil.copytree(fixtures_dir / "sd15" / "derain", folder / "half")
+        data = (folder / "half" / "tpb.pt").read_bytes()
+        (folder / "half" / "tpb.pt").write_bytes(data[: len(data) // 2])
+        (folder / "broken.safetensors").write_bytes(b"\x00" * 64)
+        tiny = load_plugin(fixtures_dir / "tiny" / "derain")
+        tiny.info.task = "tiny"
+        save_plugin(tiny, folder / "tiny.safetensors")  # CLIP vision width 64: not for this CLIP vision
+        folder_paths.filename_list_cache.pop("diff_plugins", None)
+        with caplog.at_level("WARNING", logger="diffplugin"):
+            assert "broken.safetensors" not in library.plugin_choices()
+            plugins, selector = loaders.LoadTaskPluginLibrary.execute("", "plugin_selector/PromptTunner.pt").args
+        assert {"deblur", "dehaze", "derain", "tiny"} == set(plugins.tasks)
+        for name, why in (("evil", "refused"), ("half", "truncated or corrupt"), ("broken.safetensors", "not a readable .safetensors")):
+            assert any(name in r.message and why in r.message for r in caplog.records), (name, caplog.text)
+        with pytest.raises(ValueError, match=r"the plugin for task 'evil' cannot be used: .*refused"):
+            loaders.LoadTaskPluginLibrary.execute("derain, evil", "plugin_selector/PromptTunner.pt")
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="diffplugin"):
+            selected, _ = select.PluginSelector.execute(photos[:1], "remove the rain", plugins, selector, base["clip_vision"], 0.0,
+                                                        clip=base["clip"]).args
+        assert "tiny" not in selected.selections[0].tasks and "'tiny' left out" in caplog.text
+        chosen = type(plugins)([h for h in plugins.plugins if h.task == "derain"])
+        out = restore.RestoreWithTaskPlugins.execute(base["model"], chosen, base["clip_vision"], base["vae"], photos[:1], 42, 1, 1,
+                                                     1.0, "euler", "normal", 64, "original").args[0]
+        assert out.shape == photos[:1].shape
+    finally:
+        for path in added:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        folder_paths.filename_list_cache.pop("diff_plugins", None)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("a pickle ran code",))
+
+
+def test_new_plugins_go_where_folder_paths_says(pack, tmp_path):
+    """An extra_model_paths.yaml entry for diff_plugins (registered before the pack loads) is
+    where new plugins and selectors are saved; models/diff_plugins stays in the list."""
+    import folder_paths
+
+    library = module(pack, "library")
+    saved = folder_paths.folder_names_and_paths.get("diff_plugins")
+    try:
+        folder_paths.folder_names_and_paths.pop("diff_plugins", None)
+        folder_paths.add_model_folder_path("diff_plugins", str(tmp_path / "mine"))  # what the yaml entry does
+        library.register_folder()
+        assert library.save_folder() == str(tmp_path / "mine")
+        assert folder_paths.get_folder_paths("diff_plugins")[-1].endswith("diff_plugins")
+    finally:
+        folder_paths.folder_names_and_paths["diff_plugins"] = saved
+
+
+def test_training_refuses_to_replace_an_earlier_run_or_plugin(pack, base, photos, tmp_path):
+    import folder_paths
+
+    train, library = module(pack, "train"), module(pack, "library")
+    name = "refuse-test"
+    run_dir = Path(folder_paths.get_output_directory()) / "diff-plugin-training" / name
+    plugin = Path(library.save_folder()) / f"{name}.safetensors"
+    args = dict(model=base["model"], vae=base["vae"], clip_vision=base["clip_vision"], data_path="", save_name=name, steps=1,
+                batch_size=1, learning_rate=1e-5, resolution=64, seed=0, start_mode="auto", gradient_checkpointing=False,
+                cache_encodings=False, checkpoint_every=0, input_images=photos, target_images=photos)
+    try:
+        (run_dir / "checkpoints").mkdir(parents=True)
+        (run_dir / "checkpoints" / "step-000007.pt").write_bytes(b"an earlier run")
+        with pytest.raises(ValueError, match="holds a training run .*step 7.*resume.*overwrite"):
+            train.TrainTaskPlugin.execute(**args, resume=False, overwrite=False)
+        shutil.rmtree(run_dir)
+        plugin.write_bytes(b"somebody's plugin")
+        with pytest.raises(ValueError, match="exists and is not from this run"):
+            train.TrainTaskPlugin.execute(**args, resume=True, overwrite=False)
+        assert plugin.read_bytes() == b"somebody's plugin"
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        plugin.unlink(missing_ok=True)
+
+
 def test_sequential_restore_runs_each_plugin(pack, base, photos):
     loaders, restore = module(pack, "loaders"), module(pack, "restore")
     plugins, _ = loaders.LoadTaskPluginLibrary.execute("derain, dehaze", "plugin_selector/PromptTunner.pt").args
@@ -504,7 +598,7 @@ def test_pack_imports_and_every_node_has_tooltips(server):
         for group in ("required", "optional"):
             for input_name, spec in node["input"].get(group, {}).items():
                 assert len(spec) > 1 and spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
-    assert info["LoadTaskPlugin"]["input"]["required"]["plugin_name"][1]["options"] == ["dehaze.safetensors", "derain.safetensors", "derain/"]
+    assert info["LoadTaskPlugin"]["input"]["required"]["plugin_name"][1]["options"] == ["dehaze.safetensors", "derain.safetensors", "deblur/"]
 
 
 def test_templates_and_web_extension_are_served(server):
@@ -546,6 +640,33 @@ def _check_restored_size(server, workflow, prompt) -> dict:
     return history
 
 
+def test_bad_values_are_refused_when_queued(server):
+    """NaN, out-of-range numbers and names that do not exist: HTTP 400 with node_errors naming
+    the input, before anything runs (nothing reaches /history)."""
+    prompt = json.loads((REPO / "example_workflows" / "api" / "diff_plugin_single_task.json").read_text())
+    apply_id = next(k for k, n in prompt.items() if n["class_type"] == "ApplyTaskPlugin")
+    loader_id = next(k for k, n in prompt.items() if n["class_type"] == "LoadTaskPlugin")
+    cases = [
+        (apply_id, "strength", float("nan"), "strength must be a finite number"),
+        (apply_id, "strength", 99.0, "strength must be at most 5.0"),
+        (apply_id, "resolution", 60, "resolution must be at least 64"),
+        (loader_id, "plugin_name", "missing.safetensors", "plugin_name 'missing.safetensors' is not available"),
+    ]
+    for node_id, name, value, message in cases:
+        bad = json.loads(json.dumps(prompt))
+        bad[node_id]["inputs"][name] = value
+        status, answer = server.post("/prompt", {"prompt": bad})
+        assert status == 400, (name, value, answer)
+        errors = answer["node_errors"][node_id]["errors"]
+        assert any(message in (e.get("details", "") + e.get("message", "")) for e in errors), (name, errors)
+
+
+def test_templates_have_thumbnails(server):
+    for workflow in (REPO / "example_workflows").glob("*.json"):
+        body = server.get(f"/api/workflow_templates/diff-plugin/{workflow.stem}.jpg")
+        assert body[:3] == b"\xff\xd8\xff", workflow.stem  # a JPEG, where the template browser asks for it
+
+
 def test_the_submit_script_of_the_readme_runs_a_workflow(server, degraded_dir, tmp_path):
     """scripts/submit_workflow.py (the README's scripted use): upload a photo, change widgets, get the files."""
     import subprocess
@@ -559,7 +680,7 @@ def test_the_submit_script_of_the_readme_runs_a_workflow(server, degraded_dir, t
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     saved = [Path(line) for line in result.stdout.splitlines()]
-    assert len(saved) == 1 and Image.open(saved[0]).size == (80, 64)  # short side raised to 64, sides to multiples of 8
+    assert len(saved) == 1 and Image.open(saved[0]).size == (72, 56)  # run at 80x64, given back at the photo's size
     bad = subprocess.run(command[:3] + ["--server", server.url, "--set", "4.plugin_name=missing.safetensors"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "node 4 (LoadTaskPlugin)" in bad.stderr and "missing.safetensors" in bad.stderr
@@ -647,14 +768,9 @@ def _restored_photo(prompt: dict) -> str:
 
 
 def _expected_size(prompt: dict, size: tuple[int, int]) -> tuple[int, int]:
-    from plugin_core.images import working_size
-
-    restore = [n for n in prompt.values() if n["class_type"] == "RestoreWithTaskPlugins"]
-    if restore and restore[0]["inputs"].get("output_size") == "original":
-        return size
-    resolution = next(n["inputs"]["resolution"] for n in prompt.values()
-                      if n["class_type"] in ("ApplyTaskPlugin", "RestoreWithTaskPlugins"))
-    return working_size(*size, resolution=resolution)
+    """Every shipped workflow gives the photo back at its own size (the plugins run at a working
+    size: short side raised to `resolution`, sides to multiples of 8)."""
+    return size
 
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -706,7 +822,12 @@ def test_selector_scores_are_drawn_on_the_node_in_the_browser(server, tmp_path):
             page.on("pageerror", lambda error: errors.append(f"{error}\n{error.stack}"))
             page.goto(server.url)
             page.wait_for_function("window.app && window.app.graph", timeout=120_000)
+            # The frontend loads its start-up workflow once it is ready: load ours after that one.
+            with contextlib.suppress(sync_api.TimeoutError):
+                page.wait_for_function("window.app.graph.nodes.length > 0", timeout=30_000)
             page.evaluate("graph => window.app.loadGraphData(graph)", graph)
+            page.wait_for_function("id => app.graph.getNodeById(id)?.type === 'RestoreWithTaskPlugins'", arg=restore_id,
+                                   timeout=60_000)
             page.evaluate("""([id]) => { const node = app.graph.getNodeById(id);
                 for (const [name, value] of [["steps", 2], ["later_steps", 1], ["resolution", 64]])
                     node.widgets.find(w => w.name === name).value = value; }""", [restore_id])
@@ -717,8 +838,14 @@ def test_selector_scores_are_drawn_on_the_node_in_the_browser(server, tmp_path):
             saved = page.evaluate("id => app.graph.getNodeById(id).serialize().widgets_values", selector_id)
             sent = page.evaluate("async id => (await app.graphToPrompt()).output[String(id)].inputs", selector_id)
             page.screenshot(path=str(tmp_path / "selector_scores.png"))
+            # A template whose ImageScale takes its width and height from GetImageSize (widget
+            # inputs): the frontend turns those links into the prompt's links.
+            single = json.loads((REPO / "example_workflows" / "diff_plugin_single_task.json").read_text())
+            page.evaluate("graph => window.app.loadGraphData(graph)", single)
+            scale = page.evaluate("async () => (await app.graphToPrompt()).output['14'].inputs")
         finally:
             browser.close()
+    assert scale["width"] == ["13", 0] and scale["height"] == ["13", 1] and scale["image"] == ["8", 0], scale
     # one report per image of the batch (one photo here); every plugin in the folder (plugins
     # trained by earlier tests in this server too)
     assert len(shown) == 1

@@ -319,3 +319,35 @@ def test_ctrl_c_in_the_cli_stops_with_a_checkpoint_and_resume_continues(base, tm
     resumed = subprocess.run(command + ["--steps", str(reached + 1), "--resume"], capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert load_plugin(run / "t.safetensors").info.extra["trained_steps"] == reached + 1
+
+
+def test_a_run_folder_holding_a_run_needs_resume_or_overwrite(backend, pairs, tmp_path):
+    """Training into a folder holding a finished run: refused unless asked; --overwrite replaces
+    that run's files (and nothing else), so a later --resume continues the new run."""
+    Trainer(backend, pairs, config(steps=4, checkpoint_every=2), tmp_path).train()
+    (tmp_path / "notes.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(TrainingError, match=r"holds a training run \(checkpoints up to step 4, loss.csv, darken.safetensors\)"):
+        Trainer(backend, pairs, config(steps=2, checkpoint_every=2), tmp_path).train()
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    again = Trainer(backend, pairs, config(steps=2, checkpoint_every=1, seed=9), tmp_path)
+    assert "replacing" in again.start(overwrite=True)
+    again.train()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000001.pt", "step-000002.pt"]
+    assert [int(r["step"]) for r in csv.DictReader((tmp_path / "loss.csv").open())] == [1, 2]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    resumed = Trainer(backend, pairs, config(steps=3, checkpoint_every=1, seed=9), tmp_path)
+    assert resumed.start(resume=True).endswith("step-000002.pt at step 2")
+
+
+def test_pruning_only_removes_checkpoints_of_this_run(backend, pairs, tmp_path):
+    """A later step's checkpoint can never be an earlier one of this run: keep-2 leaves it alone."""
+    (tmp_path / "checkpoints").mkdir()
+    stale = tmp_path / "checkpoints" / "step-000120.pt"
+    stale.write_bytes(b"another run's")
+    trainer = Trainer(backend, pairs, config(steps=6), tmp_path)
+    for step in (2, 4, 6):
+        trainer.step = step
+        trainer.save_checkpoint()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000004.pt", "step-000006.pt", "step-000120.pt"]
+    assert stale.read_bytes() == b"another run's"

@@ -27,7 +27,7 @@ from ..formats import (
     load_state_checked,
     read_safetensors,
     read_torch_pickle,
-    safetensors_metadata,
+    read_safetensors_header,
     unwrap_state_dict,
     write_safetensors,
 )
@@ -122,11 +122,9 @@ def load_reference_plugin(folder: Path, task: str | None = None) -> TaskPlugin:
     tpb_path, scb_dir = folder / "tpb.pt", folder / "scb"
     config_path = scb_dir / "config.json"
     weights_path = next((scb_dir / name for name in SCB_WEIGHT_FILES if (scb_dir / name).is_file()), None)
-    missing = [str(p) for p in (tpb_path, config_path) if not p.is_file()]
-    if weights_path is None:
-        missing.append(str(scb_dir / "diffusion_pytorch_model.{bin,safetensors}"))
-    if missing:
-        raise PluginFileError(f"{folder}: not a Diff-Plugin task folder; missing {', '.join(missing)}")
+    problem = reference_folder_problem(folder)
+    if problem:
+        raise PluginFileError(f"{folder}: not a Diff-Plugin task folder; {problem}")
 
     tpb_state = unwrap_state_dict(read_torch_pickle(tpb_path), tpb_path)
     try:
@@ -235,30 +233,69 @@ def is_reference_task_folder(folder: Path) -> bool:
     return (folder / "tpb.pt").is_file() and (folder / "scb" / "config.json").is_file()
 
 
-def find_plugins(directory: Path | str) -> dict[str, Path]:
-    """Task name -> plugin path for every plugin file and reference task folder in a directory."""
+def scan_plugins(directory: Path | str) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:
+    """Every plugin in a directory, without loading one: (task -> its files and reference
+    folders, [(entry, why it is not a plugin)] for the entries that look like one but are not).
+    Selector files, and files of other kinds, are not plugins and are not reported."""
     directory = Path(directory)
     if not directory.is_dir():
         raise PluginFileError(f"{directory}: not a folder")
-    found: dict[str, Path] = {}
+    found: dict[str, list[Path]] = {}
+    skipped: list[tuple[Path, str]] = []
     for entry in sorted(directory.iterdir()):
-        if entry.is_dir() and is_reference_task_folder(entry):
-            found.setdefault(entry.name, entry)
+        if entry.is_dir():
+            if is_reference_task_folder(entry):
+                found.setdefault(entry.name, []).append(entry)
+            elif (entry / "tpb.pt").is_file() or (entry / "scb").is_dir():
+                skipped.append((entry, "a partial task folder: " + reference_folder_problem(entry)))
         elif entry.suffix == ".safetensors" and entry.is_file():
-            metadata = safetensors_metadata(entry)
+            try:
+                metadata = read_safetensors_header(entry)
+            except PluginFileError as error:
+                skipped.append((entry, str(error).removeprefix(f"{entry}: ")))
+                continue
             if metadata.get("format") == PLUGIN_FORMAT:
-                found.setdefault(metadata.get("task") or entry.stem, entry)
-    return found
+                found.setdefault(metadata.get("task") or entry.stem, []).append(entry)
+    return found, skipped
 
 
-def convert_reference_folder(source: Path, output: Path, dtype: torch.dtype | None = None) -> list[Path]:
+def find_plugins(directory: Path | str) -> dict[str, Path]:
+    """Task name -> plugin path for every plugin file and reference task folder in a directory.
+    What is left out is logged with the reason; two plugins for one task are refused, naming both."""
+    found, skipped = scan_plugins(directory)
+    for entry, reason in skipped:
+        log.warning("%s: left out (%s)", entry, reason)
+    ambiguous = {task: paths for task, paths in found.items() if len(paths) > 1}
+    if ambiguous:
+        raise PluginFileError("; ".join(f"two plugins for task '{task}': " + " and ".join(str(p) for p in paths)
+                                        for task, paths in ambiguous.items()) + ": remove or rename one")
+    return {task: paths[0] for task, paths in found.items()}
+
+
+def reference_folder_problem(folder: Path) -> str:
+    """What a reference task folder lacks ('' when it is complete)."""
+    scb = folder / "scb"
+    missing = [name for name, ok in (("tpb.pt", (folder / "tpb.pt").is_file()), ("scb/config.json", (scb / "config.json").is_file()),
+                                     ("scb/diffusion_pytorch_model.{bin,safetensors}", any((scb / n).is_file() for n in SCB_WEIGHT_FILES)))
+               if not ok]
+    return f"missing {', '.join(missing)}" if missing else ""
+
+
+def convert_reference_folder(source: Path, output: Path, dtype: torch.dtype | None = None,
+                             overwrite: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Every reference task folder directly in `source` (e.g. the release's pre-trained/) ->
-    output/<task>.safetensors; returns the files written."""
-    return [
-        convert_reference_plugin(folder, Path(output) / f"{folder.name}.safetensors", dtype=dtype)
-        for folder in sorted(p for p in Path(source).iterdir() if p.is_dir())
-        if is_reference_task_folder(folder)
-    ]
+    output/<task>.safetensors: (the files written, [(folder, why it was skipped)]). Existing
+    outputs are refused, before anything is written, unless `overwrite`."""
+    from ..outputs import check_new_files
+
+    folders, skipped = [], []
+    for folder in sorted(p for p in Path(source).iterdir() if p.is_dir()):
+        if is_reference_task_folder(folder):
+            folders.append(folder)
+        elif (folder / "tpb.pt").is_file() or (folder / "scb").is_dir():
+            skipped.append((folder, reference_folder_problem(folder)))
+    targets = check_new_files([Path(output) / f"{f.name}.safetensors" for f in folders], overwrite=overwrite)
+    return [convert_reference_plugin(f, t, dtype=dtype) for f, t in zip(folders, targets)], skipped
 
 
 def describe_plugin(plugin: TaskPlugin, path: Path | str) -> str:

@@ -14,6 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
+from ..errors import PluginError
+
 CONNECTORS = (" and ", ", and ", ". Also ", ", then ", " & ", "; ", " and also ", ", plus ")
 SETS = ("single", "multi", "single+unrelated")
 # Zero-tolerance accuracy the paper reports (method.md); its other Table 5 entries were not available here.
@@ -29,7 +31,16 @@ class Instruction:
 def load_corpus(path: Path | str | None = None) -> dict:
     if path is None:
         return json.loads(resources.files(__package__).joinpath("data/instructions.json").read_text())
-    return json.loads(Path(path).read_text())
+    return _read_json(Path(path))
+
+
+def _read_json(path: Path):
+    if not path.is_file():
+        raise PluginError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise PluginError(f"{path}: not valid JSON ({error})") from None
 
 
 def combine(first: str, second: str, rng: random.Random) -> str:
@@ -99,5 +110,5 @@ def read_task_instructions(path: Path | str) -> dict[str, list[str]]:
     with one training instruction per line."""
     path = Path(path)
     if path.suffix == ".json":
-        return json.loads(path.read_text())
+        return _read_json(path)
     return {"train": [line.strip() for line in path.read_text().splitlines() if line.strip()], "heldout": []}

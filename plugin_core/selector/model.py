@@ -17,6 +17,7 @@ to score: the command line, the nodes, the trainer and the metrics all call it.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -29,6 +30,8 @@ from ..errors import PluginMismatchError
 from .memory import InstructionMemory, memory_columns
 from .normalizer import Normalizer
 from .text import CLIP_TEXT_ENCODER, InstructionFeatures
+
+log = logging.getLogger("diffplugin")
 
 NULL_TASK = "null"
 NULL_TEXT = " "  # the reference's null candidate: the pooled embedding of this text
@@ -154,6 +157,14 @@ class PluginSelector(nn.Module):
         norm = torch.einsum("bncl,blm,bncm->bnc", weights, gram, weights).clamp_min(0).sqrt()
         return scale * dot / norm
 
+    def misfit(self, plugin, clip_width: int | None = None) -> str | None:
+        """Why this plugin cannot be scored by this selector (or with this CLIP vision width), or None."""
+        if plugin.config.context_width != self.prompt_width:
+            return f"its visual prompt is {plugin.config.context_width} wide, this selector reads {self.prompt_width}-wide ones"
+        if clip_width is not None and plugin.config.clip_width != clip_width:
+            return f"it reads CLIP vision width {plugin.config.clip_width}, the CLIP vision model gives {clip_width}"
+        return None
+
     def metadata(self) -> dict:
         """What its file records beside the weights."""
         return {"tasks": list(self.tasks), "text_encoder": dict(self.text_encoder), "lexicon": dict(self.lexicon),
@@ -232,11 +243,21 @@ class Selection:
 
 
 def select(selector: PluginSelector, encoder, instruction: str, plugins: Sequence,
-           clip_tokens: Callable[[int], torch.Tensor], threshold: float = 0.0) -> list[Selection]:
+           clip_tokens: Callable[[int], torch.Tensor], threshold: float = 0.0, clip_width: int | None = None) -> list[Selection]:
     """The selection for each image (whose CLIP tokens `clip_tokens(layer)` gives): the
-    command line's and the node's one policy, per image."""
-    tasks = [p.task for p in plugins]
-    prompts = pooled_prompts(plugins, clip_tokens)
+    command line's and the node's one policy, per image. Plugins the selector (or the CLIP
+    vision model, of `clip_width`) cannot read are left out, each with a warning."""
+    usable = []
+    for plugin in plugins:
+        why = selector.misfit(plugin, clip_width)
+        if why:
+            log.warning("Plugin-Selector: '%s' left out: %s", plugin.task, why)
+        else:
+            usable.append(plugin)
+    if not usable:
+        raise PluginMismatchError(f"none of the plugins fits this Plugin-Selector ({', '.join(p.task for p in plugins) or 'none given'})")
+    tasks = [p.task for p in usable]
+    prompts = pooled_prompts(usable, clip_tokens)
     with torch.no_grad():
         scores = selector.score([instruction], prompts, encoder=encoder, tasks=tasks)[0]
     return [Selection.from_scores(tasks, row, threshold) for row in scores]

@@ -434,8 +434,10 @@ def write_pairs(
     seed: int = 0,
     intensity: float | tuple[float, float] = (0.3, 0.9),
     pairs_per_image: int = 1,
+    overwrite: bool = False,
 ) -> Path:
-    """Write `SyntheticPairs(clean, ...)` to disk; returns the CSV path.
+    """Write `SyntheticPairs(clean, ...)` to disk; returns the CSV path. Files already there are
+    refused, before anything is written, unless `overwrite` (a clean image never is).
 
     `clean`: a folder of images (images.IMAGE_SUFFIXES, sorted by name) or a list of paths
     (or PIL images). Writes out_dir/input/<name>.png, out_dir/target/<name>.png and
@@ -447,8 +449,6 @@ def write_pairs(
     images = _clean_list(clean)
     dataset = SyntheticPairs(images, kinds, seed=seed, intensity=intensity, pairs_per_image=pairs_per_image)
     out_dir = Path(out_dir)
-    (out_dir / "input").mkdir(parents=True, exist_ok=True)
-    (out_dir / "target").mkdir(parents=True, exist_ok=True)
     per_image = dataset.pairs_per_image
     names, used = [], set()
     for index in range(len(dataset)):
@@ -463,6 +463,13 @@ def write_pairs(
             name += "_"
         used.add(name.lower())
         names.append(name)
+    from ..outputs import check_new_files
+
+    clean_files = [Path(item) for item in images if not isinstance(item, Image.Image)]
+    check_new_files([out_dir / "pairs.csv"] + [out_dir / sub / f"{name}.png" for name in names for sub in ("input", "target")],
+                    overwrite=overwrite, inputs=clean_files)
+    (out_dir / "input").mkdir(parents=True, exist_ok=True)
+    (out_dir / "target").mkdir(parents=True, exist_ok=True)
     rows = []
     for index, name in enumerate(names):
         degraded, target = dataset[index]

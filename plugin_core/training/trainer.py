@@ -150,6 +150,8 @@ class Trainer:
         self._cache: dict[tuple[int, bool], tuple] = {}
         self.step = 0
         self.losses: list[tuple[int, float]] = []
+        self._started: str | None = None  # how the run started (start())
+        self.resumed_from: Path | None = None
 
     # ------------------------------------------------------------------ setup
 
@@ -265,10 +267,32 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
+    def start(self, *, resume: bool = False, overwrite: bool = False) -> str:
+        """Make the run folder ready and say how the run starts. A folder that holds a run is
+        continued (`resume`: from its newest checkpoint) or, only when asked (`overwrite`),
+        cleared of that run's files; otherwise this refuses, and nothing is touched."""
+        if self._started is not None:
+            return self._started
+        held = describe_run(self.output_dir, self.config.task)
+        if resume:
+            step = self.resume()
+            self._started = (f"resumed from {self.resumed_from} at step {step}" if self.resumed_from
+                             else f"no checkpoint in {self.checkpoint_dir}: a new run")
+        elif held and not overwrite:
+            raise TrainingError(f"{self.output_dir} holds a training run ({held}): continue it with --resume, or start over "
+                                "with --overwrite (that run's files are replaced), or choose another run folder")
+        else:
+            if held:
+                self._clear_run()
+            self._started = f"a new run in {self.output_dir}" + (f" (replacing {held})" if held else "")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        return self._started
+
     def train(
         self,
         *,
         resume: bool = False,
+        overwrite: bool = False,
         progress: Callable[[int, int, float, float], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         plugin_path: Path | str | None = None,
@@ -276,11 +300,10 @@ class Trainer:
         """Run to `config.steps`, then write the plugin (default: output_dir/<task>.safetensors).
 
         On `should_stop()` a checkpoint is written and the run returns early without a
-        plugin file; `resume=True` continues from the newest checkpoint in output_dir."""
+        plugin file. resume / overwrite: how a run folder that already holds a run is treated
+        (`start`)."""
         config = self.config
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self.resume()
+        self.start(resume=resume, overwrite=overwrite)
         self._log_open()
         stopped = False
         checkpoint = self.latest_checkpoint()
@@ -351,9 +374,20 @@ class Trainer:
         }
         path = atomic_write(self.checkpoint_dir / f"step-{self.step:06d}.pt", lambda temp: torch.save(state, temp))
         if self.config.keep_checkpoints:  # 0 keeps them all
-            for old in self.checkpoints()[: -self.config.keep_checkpoints]:
+            # Only this run's: a later step can never be an earlier checkpoint of it.
+            ours = [c for c in self.checkpoints() if _checkpoint_step(c) <= self.step]
+            for old in ours[: -self.config.keep_checkpoints]:
                 old.unlink(missing_ok=True)
         return path
+
+    def _clear_run(self) -> None:
+        """Remove the files of the run this folder holds (nothing else in it)."""
+        for path in [*self.checkpoints(), self.output_dir / "loss.csv", self.output_dir / "loss.png",
+                     self.output_dir / f"{self.config.task}.safetensors"]:
+            path.unlink(missing_ok=True)
+        validation = self.output_dir / "validation"
+        for image in validation.glob("step-*.png") if validation.is_dir() else ():
+            image.unlink()
 
     def resume(self, path: Path | None = None) -> int:
         """Load the newest readable checkpoint (or `path`); returns the step it holds."""
@@ -380,6 +414,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
             self.step = int(state["step"])
             self.losses = [(int(s), float(l)) for s, l in state["losses"]]
+            self.resumed_from = candidate
             log.info("resumed from %s at step %d", candidate, self.step)
             return self.step
         if path is not None or self.checkpoints():
@@ -425,6 +460,15 @@ class Trainer:
 
     def _log_close(self):
         self._log_handle.close()
+
+
+def describe_run(folder: Path | str, task: str) -> str | None:
+    """What a run folder holds of a training run (checkpoints, loss log, plugin), or None."""
+    folder = Path(folder)
+    steps = sorted(_checkpoint_step(p) for p in (folder / "checkpoints").glob("step-*.pt") if _CHECKPOINT.search(p.name))
+    parts = [f"checkpoints up to step {steps[-1]}"] if steps else []
+    parts += [name for name in ("loss.csv", f"{task}.safetensors") if (folder / name).is_file()]
+    return ", ".join(parts) or None
 
 
 def _randn(shape, generator, device):

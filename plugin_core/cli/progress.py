@@ -1,0 +1,25 @@
+"""A tqdm bar fed by plugin_core's (done, total) progress callbacks."""
+
+from __future__ import annotations
+
+
+class ProgressBar:
+    """Made on the first call, which the library makes before the first step (done = 0)."""
+
+    def __init__(self, description: str, unit: str = "step"):
+        self.description, self.unit = description, unit
+        self.bar = None
+
+    def __call__(self, done: int, total: int, **postfix) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, initial=done, unit=self.unit, desc=self.description)
+        self.bar.total = total
+        if postfix:
+            self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,66 @@
+"""Where results go, decided and checked before any work starts, so that nothing a user has is
+lost: an input is never written over, and an existing file is replaced only when the user says
+so (`overwrite`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .errors import PluginError
+from .images import is_image_file
+
+OVERWRITE_HINT = "pass --overwrite to replace it"
+
+
+class OutputError(PluginError):
+    """An output that would replace an input or an existing file, or cannot be written."""
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_new_files(targets: Iterable[Path], *, overwrite: bool = False, inputs: Sequence[Path] = ()) -> list[Path]:
+    """Each target must not be an input (whatever `overwrite` says) and must not exist unless
+    `overwrite`; its folder must not be a file. Returns the targets."""
+    targets = [Path(t) for t in targets]
+    for target in targets:
+        clash = next((i for i in inputs if _same_file(target, Path(i))), None)
+        if clash is not None:
+            raise OutputError(f"{target}: this is an input ({clash}); results never replace an input: choose another -o")
+        if target.is_dir():
+            raise OutputError(f"{target}: a folder of that name exists; choose a file name")
+        for parent in target.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise OutputError(f"{target}: {parent} is a file, not a folder")
+                break
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        shown = ", ".join(str(p) for p in existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
+        raise OutputError(f"{shown} already exist{'s' if len(existing) == 1 else ''}; {OVERWRITE_HINT}, or choose another -o")
+    return targets
+
+
+def restore_targets(inputs: Sequence[Path], output: Path, *, overwrite: bool = False) -> list[Path]:
+    """The file each restored image goes to: `output` itself for one input and an image file
+    name, else output/<stem>.png (inputs with the same stem from different folders get
+    _<index>); checked by check_new_files."""
+    inputs, output = [Path(p) for p in inputs], Path(output)
+    if is_image_file(output) and not output.is_dir():
+        if len(inputs) != 1:
+            raise OutputError(f"-o {output} names one image file, but {len(inputs)} images are restored; give a folder")
+        targets = [output]
+    else:
+        if output.exists() and not output.is_dir():
+            raise OutputError(f"-o {output} is a file, not a folder; give a folder, or an image file name for one image")
+        names = [p.stem for p in inputs]
+        targets = [output / (f"{stem}.png" if names.count(stem) == 1 else f"{stem}_{i}.png") for i, stem in enumerate(names)]
+    return check_new_files(targets, overwrite=overwrite, inputs=inputs)
