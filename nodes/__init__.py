@@ -8,6 +8,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from . import library
 from .apply import ApplyTaskPlugin
+from .colorfix import DiffPluginColorFix
 from .loaders import LoadTaskPlugin, LoadTaskPluginLibrary
 from .restore import RestoreWithTaskPlugins
 from .select import PluginSelector
@@ -21,6 +22,7 @@ NODES: list[type[io.ComfyNode]] = [
     ApplyTaskPlugin,
     PluginSelector,
     RestoreWithTaskPlugins,
+    DiffPluginColorFix,
     SynthesizeDegradedPairs,
     TrainTaskPlugin,
     TrainPluginSelector,

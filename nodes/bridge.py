@@ -99,14 +99,23 @@ def clip_vision_width(clip_vision) -> int:
     return clip_vision.model.vision_model.embeddings.class_embedding.shape[0]
 
 
+VAE_FACTOR = 8  # SD's VAE: latent pixels per image pixel, per side
+
+
 @torch.no_grad()
-def encode_input(vae, model, images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_input(vae, model, images: list[Image.Image], tiled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(unscaled VAE latent for the LATENT output, scaled latent the SCB reads).
 
     ComfyUI's VAE.encode returns the posterior mode (= mean); the SCB reads it times the
-    model's latent scale, as the reference reads scaling_factor x mean.
+    model's latent scale, as the reference reads scaling_factor x mean. tiled: ComfyUI's own
+    tiled encode (what VAE Encode (Tiled) does), for images too large to encode whole.
     """
-    raw = vae.encode(pil_to_image(images))
+    pixels = pil_to_image(images)
+    if tiled:
+        with torch.inference_mode():  # as nodes run (ComfyUI's tiled encode adds in place)
+            raw = vae.encode_tiled(pixels, tile_x=512, tile_y=512, overlap=64).clone()
+    else:
+        raw = vae.encode(pixels)
     scaled = model.model.latent_format.process_in(raw.clone())
     return raw, scaled.float()
 

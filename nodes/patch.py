@@ -1,20 +1,28 @@
-"""The Diff-Plugin patch on a ComfyUI MODEL: one callable object for both patch points.
+"""The Diff-Plugin patch on a ComfyUI MODEL: one object for the patch points and wrappers.
 
 * attn2 patch: the visual prompt Fp replaces the text context of every cross-attention;
 * output-block patch: the three SCB residuals are added to the skips of the last three
   output blocks (the ones fed by input blocks 2, 1, 0), computed ONCE per UNet call for
-  the current timestep and shared by every cond/uncond chunk of the batch.
+  the current timestep and shared by every cond/uncond chunk of the batch;
+* with tiles (plugin_core.tiling): an apply-model wrapper gives each tile (or batch of tiles)
+  its own UNet call on its crop of x, and blends the predictions with weights that sum to one;
+  the call tells the patch points which tiles it carries, so each reads its tile's Fp and the
+  SCB reads its tile's crop of the input latent;
+* area conditioning: ComfyUI calls the model on a crop of x at a cond's area; a calc-cond-batch
+  wrapper records each cond's area, so the residuals are cropped where the call's crop lies.
 
-Outside the active range (strength 0, a zero mask, outside start/end percent) both
-patch points return their inputs untouched, so the model is exactly the unpatched one.
-The object holds the plugin's weights by reference and survives ModelPatcher.clone()'s
-deepcopy as itself: a clone never copies weights.
+Outside the active range (strength 0, a zero mask, outside start/end percent) the patch points
+return their inputs untouched, so the model is exactly the unpatched one. The object holds the
+plugin's weights by reference and survives ModelPatcher.clone()'s deepcopy as itself.
 """
 
 from __future__ import annotations
 
+import comfy.model_management
 import einops
 import torch
+
+TILES_KEY = "diff_plugin_tiles"  # transformer_options: the tile indices of this UNet call, in row-block order
 
 
 def skip_index(transformer_options, first_patched_block: int) -> int | None:
@@ -40,7 +48,7 @@ class DiffPluginPatch:
     def __init__(
         self,
         plugin,  # plugin_core TaskPlugin in the model's dtype (its weights are managed by a ModelPatcher)
-        visual_prompt: torch.Tensor,  # [N, tokens, context] float32, one per input image
+        visual_prompt: torch.Tensor,  # [N, tokens, context] float32, one per input image; with tiles maybe [tiles, N, tokens, context]
         input_latent: torch.Tensor,  # [N, 4, h, w] float32, scaled posterior mean of each input image
         model_sampling,
         num_output_blocks: int,
@@ -48,6 +56,8 @@ class DiffPluginPatch:
         sigma_start: float = float("inf"),
         sigma_end: float = 0.0,
         mask: torch.Tensor | None = None,  # [N or 1, 1, h, w] in [0, 1] at latent size
+        plan=None,  # plugin_core.tiling.TilePlan over the latent, or None (untiled)
+        tile_batch: int = 1,
     ):
         self.plugin = plugin
         self.visual_prompt = visual_prompt
@@ -57,11 +67,13 @@ class DiffPluginPatch:
         self.strength = float(strength)
         self.sigma_start, self.sigma_end = float(sigma_start), float(sigma_end)
         self.mask = mask
+        self.plan, self.tile_batch = plan, tile_batch
         self.enabled = self.strength != 0 and (mask is None or bool(mask.any()))
         self._on_device: dict = {}
-        # The SCB never reads x_t: its residuals depend only on the timestep, so they are
-        # kept for the last sigma and serve every chunk and every split call at that step.
-        self._residuals: tuple[float, list[torch.Tensor]] | None = None
+        # The SCB never reads x_t: its residuals depend only on the timestep (and the tiles), so
+        # they are kept for the last call and serve every chunk and every split call at that step.
+        self._residuals: tuple[tuple, list[torch.Tensor]] | None = None
+        self._areas: dict = {}  # cond uuid -> (y, x) of its area, during a calc_cond_batch
 
     def __deepcopy__(self, memo):
         return self  # shared by every clone of the MODEL: no weight copies
@@ -95,13 +107,20 @@ class DiffPluginPatch:
             tensor = tensor.expand(per_chunk, *tensor.shape[1:])
         return einops.repeat(tensor, "n ... -> (c n) ...", c=chunks) if chunks > 1 else tensor
 
+    def _prompt(self, tile: int | None, device, dtype) -> torch.Tensor:
+        """Fp of the images [N, tokens, context]: the tile's own, or the one of the whole image."""
+        prompt = self._tensor("visual_prompt", device, dtype)
+        return prompt[tile] if prompt.ndim == 4 else prompt
+
     # ------------------------------------------------------------------ patch points
 
     def attn2(self, n, context, value, extra_options):
         if not self.is_active(extra_options.get("sigmas")):
             return n, context, value
-        prompt = self._tensor("visual_prompt", n.device, n.dtype)
-        prompt = self._per_row(prompt, n.shape[0], len(extra_options.get("cond_or_uncond", [0])))
+        tiles = extra_options.get(TILES_KEY) or [None]
+        chunks = len(extra_options.get("cond_or_uncond", [0]))
+        rows = n.shape[0] // len(tiles)
+        prompt = torch.cat([self._per_row(self._prompt(t, n.device, n.dtype), rows, chunks) for t in tiles])
         return n, prompt, prompt
 
     def output_block(self, h, hsp, transformer_options):
@@ -109,30 +128,87 @@ class DiffPluginPatch:
         if index is None or not self.is_active(transformer_options.get("sigmas")):
             return h, hsp
         sigmas = transformer_options["sigmas"]
-        sigma = float(sigmas.reshape(-1)[0])
-        if self._residuals is None or self._residuals[0] != sigma:
-            self._residuals = (sigma, self._compute_residuals(sigmas, hsp.device))
-        residual = self._residuals[1][index]
-        if residual.shape[-2:] != hsp.shape[-2:] or residual.shape[1] != hsp.shape[1]:
+        tiles = transformer_options.get(TILES_KEY) or [None]
+        key = (float(sigmas.reshape(-1)[0]), tuple(tiles))
+        if self._residuals is None or self._residuals[0] != key:
+            self._residuals = (key, self._compute_residuals(sigmas, tiles, hsp.device))
+        chunks = len(transformer_options.get("cond_or_uncond", [0]))
+        rows = hsp.shape[0] // len(tiles)
+        blocks = []
+        for tile, residual in zip(tiles, self._residuals[1]):
+            residual = residual[index].to(hsp.dtype)
+            if residual.shape[-2:] != hsp.shape[-2:]:
+                blocks.append(self._area_crops(residual, hsp, rows, chunks, transformer_options))
+            else:
+                blocks.append(self._per_row(residual, rows, chunks))
+        return h, hsp + torch.cat(blocks)
+
+    def _area_crops(self, residual, hsp, rows, chunks, transformer_options) -> torch.Tensor:
+        """Residuals for a call on crops of x (area conditioning): each chunk's cond area, cut out."""
+        uuids = transformer_options.get("uuids") or []
+        if len(uuids) != chunks or any(u not in self._areas for u in uuids):
             raise ValueError(
-                f"Diff-Plugin residual {tuple(residual.shape)} does not fit the skip {tuple(hsp.shape)} "
-                "(area conditioning or a latent of another size than the plugin's input image?)"
+                f"Diff-Plugin: the model was called on a {hsp.shape[-1]}x{hsp.shape[-2]} crop of the "
+                f"{residual.shape[-1]}x{residual.shape[-2]} latent of the photo at a position it cannot know (another pack's "
+                "tiled sampler, or a latent of another size than the photo's?); for tiles use Apply Task-Plugin's / Restore "
+                "with Task-Plugins' own tile_size"
             )
-        residual = self._per_row(residual.to(hsp.dtype), hsp.shape[0], len(transformer_options.get("cond_or_uncond", [0])))
-        return h, hsp + residual
+        height, width = hsp.shape[-2:]
+        per_chunk = rows // chunks
+        parts = []
+        for uuid in uuids:
+            y, x = self._areas[uuid]
+            crop = residual[..., y : y + height, x : x + width]
+            parts.append(self._per_row(crop, per_chunk, 1))
+        return torch.cat(parts)
 
     @torch.no_grad()
-    def _compute_residuals(self, sigmas: torch.Tensor, out_device) -> list[torch.Tensor]:
-        """One SCB evaluation per UNet call, on the device its weights are loaded to."""
+    def _compute_residuals(self, sigmas: torch.Tensor, tiles, out_device) -> list[list[torch.Tensor]]:
+        """One SCB evaluation per tile of the call (one for an untiled call), on the device its
+        weights are loaded to: [per tile: the three residuals [N, C, h, w]]."""
         weight = next(self.plugin.parameters())
         device, dtype = weight.device, weight.dtype
         images = self.input_latent.shape[0]
         timesteps = self.model_sampling.timestep(sigmas.reshape(-1).float()).to(device)
         timesteps = timesteps[:images] if timesteps.numel() >= images else timesteps[:1].expand(images)
-        residuals = self.plugin.skip_residuals(
-            self._tensor("input_latent", device, dtype), timesteps, self._tensor("visual_prompt", device, dtype)
-        )
-        scale = self.strength
-        if self.mask is not None:
-            scale = self._tensor("mask", device, dtype) * self.strength
-        return [(r * scale).to(out_device) for r in residuals]
+        latent = self._tensor("input_latent", device, dtype)
+        mask = self._tensor("mask", device, dtype) if self.mask is not None else None
+        out = []
+        for tile in tiles:
+            box = (lambda t: t) if tile is None else self.plan.tiles[tile].crop
+            residuals = self.plugin.skip_residuals(box(latent), timesteps, self._prompt(tile, device, dtype))
+            scale = self.strength if mask is None else box(mask) * self.strength
+            out.append([(r * scale).to(out_device) for r in residuals])
+        return out
+
+    # ------------------------------------------------------------------ wrappers
+
+    def calc_cond_batch(self, executor, model, conds, x_in, timestep, model_options):
+        """Record where each area cond's crop of x lies, for the output-block patch."""
+        self._areas = {}
+        for cond_list in conds:
+            for cond in cond_list or []:
+                area = cond.get("area")
+                if area is not None and len(area) == 4 and "uuid" in cond:
+                    self._areas[cond["uuid"]] = (int(area[2]), int(area[3]))
+        return executor(model, conds, x_in, timestep, model_options)
+
+    def apply_model(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
+        """Tiles: one call per batch of tiles on their crops of x, predictions blended."""
+        plan = self.plan
+        if plan is None or tuple(x.shape[-2:]) != (plan.height, plan.width) or not self.is_active(transformer_options.get("sigmas")):
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        if control is not None:
+            raise ValueError("Diff-Plugin tiles do not combine with a ControlNet yet: set tile_size to 0 (no tiles)")
+        rows = x.shape[0]
+        out = torch.zeros_like(x)
+        for batch in plan.batches(self.tile_batch):
+            comfy.model_management.throw_exception_if_processing_interrupted()  # Cancel stops within a step, at a tile
+            crop = lambda v: torch.cat([plan.tiles[i].crop(v) for i in batch]) if v is not None else None  # noqa: E731
+            repeat = lambda v: torch.cat([v] * len(batch)) if isinstance(v, torch.Tensor) and v.shape[:1] == (rows,) else v  # noqa: E731
+            options = {**transformer_options, TILES_KEY: list(batch)}
+            extra = {k: repeat(v) for k, v in kwargs.items()}
+            prediction = executor(crop(x), repeat(t), crop(c_concat), repeat(c_crossattn), None, options, **extra)
+            for k, i in enumerate(batch):
+                plan.add(out, i, prediction[k * rows : (k + 1) * rows])
+        return out

@@ -15,9 +15,11 @@ import latent_preview
 import torch
 from comfy_api.latest import io
 
+from ..plugin_core.colorfix import fix_colors
 from ..plugin_core.images import at_size
 from . import bridge
 from .apply import apply_plugin
+from .tiles import DEFAULTS, color_fix_input, tile_inputs, tile_settings
 from .plugin_types import TaskPluginsIO
 from .validation import check_inputs
 
@@ -46,17 +48,19 @@ def sample(model, seed, steps, cfg, sampler_name, scheduler, conditioning, laten
 
 
 def restore_sequence(model, handles, clip_vision, vae, originals, *, seed, steps, later_steps, cfg, sampler_name,
-                     scheduler, resolution, strength=1.0):
-    """One chain of plugins on these images (PIL); returns the working-size images."""
-    current = bridge.working_images(originals, resolution)
+                     scheduler, resolution, strength=1.0, tiles=None, color_fix="none"):
+    """One chain of plugins on these images (PIL); returns the working-size images. tiles:
+    plugin_core TileSettings (None: never tile; tiled images are decoded by tiles too)."""
+    working = current = bridge.working_images(originals, resolution)
     conditioning = _empty_conditioning(bridge.model_facts(model)["context_width"])
+    tiled = tiles is not None and tiles.plan(*working[0].size, bridge.VAE_FACTOR) is not None
     for order, handle in enumerate(handles):
         comfy.model_management.throw_exception_if_processing_interrupted()
-        patched, latent, _ = apply_plugin(model, handle, clip_vision, vae, originals, current, strength=strength)
+        patched, latent, _ = apply_plugin(model, handle, clip_vision, vae, originals, current, strength=strength, tiles=tiles)
         samples = sample(patched, seed, steps if order == 0 else later_steps, cfg, sampler_name, scheduler, conditioning, latent)
-        decoded = vae.decode(samples)
+        decoded = vae.decode_tiled(samples, tile_x=64, tile_y=64, overlap=8) if tiled else vae.decode(samples)
         current = bridge.image_to_pil(decoded.reshape(-1, *decoded.shape[-3:]))  # 8-bit, as the reference passes it on
-    return current
+    return fix_colors(current, working, color_fix)
 
 
 def restore_images(model, plugin_set, clip_vision, vae, image, *, output_size="processed", **settings):
@@ -107,22 +111,31 @@ class RestoreWithTaskPlugins(io.ComfyNode):
                              tooltip="The short side is raised to this when smaller; sides rounded to multiples of 8."),
                 io.Combo.Input("output_size", options=["original", "processed"], default="original",
                                tooltip="'original': back to the input's size; 'processed': the working size the plugins ran at."),
+                *tile_inputs(),
+                color_fix_input(),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The restored photo(s).")],
         )
 
     @classmethod
-    def validate_inputs(cls, cfg, sampler_name, scheduler, output_size, steps, later_steps, resolution):
-        return check_inputs(cls, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, output_size=output_size, steps=steps,
-                            later_steps=later_steps, resolution=resolution)
+    def validate_inputs(cls, cfg, sampler_name, scheduler, output_size, steps, later_steps, resolution, tile_size, tile_overlap,
+                        tile_batch, tile_prompt, color_fix):
+        checked = check_inputs(cls, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, output_size=output_size, steps=steps,
+                               later_steps=later_steps, resolution=resolution, tile_size=tile_size, tile_overlap=tile_overlap,
+                               tile_batch=tile_batch, tile_prompt=tile_prompt, color_fix=color_fix)
+        if checked is True and None not in (tile_size, tile_overlap) and tile_size and tile_overlap >= tile_size:
+            return f"tile_overlap {tile_overlap} must be smaller than tile_size {tile_size}"
+        return checked
 
     @classmethod
     def execute(cls, model, task_plugins, clip_vision, vae, image, seed, steps, later_steps, cfg, sampler_name,
-                scheduler, resolution, output_size) -> io.NodeOutput:
+                scheduler, resolution, output_size, tile_size=DEFAULTS.size, tile_overlap=DEFAULTS.overlap,
+                tile_batch=DEFAULTS.batch, tile_prompt=DEFAULTS.prompt, color_fix="none") -> io.NodeOutput:
         if not any(handles for _, handles in task_plugins.groups_for(image.shape[0])):
             return io.NodeOutput(image)
         restored, _ = restore_images(
             model, task_plugins, clip_vision, vae, image, output_size=output_size, seed=seed, steps=steps,
             later_steps=later_steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, resolution=resolution,
+            tiles=tile_settings(tile_size, tile_overlap, tile_batch, tile_prompt), color_fix=color_fix,
         )
         return io.NodeOutput(bridge.pil_to_image(restored))

@@ -10,20 +10,26 @@ steps each, Fp always from the original image, the generator re-seeded for each.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import resource
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
 from . import images as imaging
+from .colorfix import check_color_fix, fix_colors
 from .errors import InputImageError, PluginError, PluginMismatchError
 from .models import TaskPlugin
 from .selector import NULL_TASK, PluginSelector, Selection, select, text_encoder_for
 from .selector.text import ClipTextEncoder
+from .tiling import TilePlan, TileSettings
 
 log = logging.getLogger("diffplugin")
 
@@ -162,12 +168,57 @@ class Restorer:
         return vae_posterior(self.models.vae, pixels.to(self.device))[0]
 
     @torch.no_grad()
+    def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
+        """`encode` of same-size images; under VAE tiling a band of rows at a time (latent rows
+        shared by two bands blended with a linear ramp), so no float copy of a large photo is held."""
+        band = 2 * getattr(self.models.vae, "tile_latent_min_size", 0)
+        f, height = self.vae_factor, images[0].height // self.vae_factor
+        if not getattr(self.models.vae, "use_tiling", False) or height <= band:
+            return self.encode(imaging.vae_pixels(images))
+        overlap, arrays, top, out = max(1, band // 8), [np.asarray(image) for image in images], 0, None
+        while True:
+            bottom = min(top + band, height)
+            latent = self.encode(imaging.vae_pixels([Image.fromarray(a[top * f : bottom * f]) for a in arrays]))
+            if out is None:
+                out = latent.new_empty(*latent.shape[:2], height, latent.shape[-1])
+            else:
+                ramp = ((torch.arange(overlap, dtype=latent.dtype, device=latent.device) + 0.5) / overlap).view(1, 1, -1, 1)
+                latent[:, :, :overlap] = out[:, :, top : top + overlap] * (1 - ramp) + latent[:, :, :overlap] * ramp
+            out[:, :, top:bottom] = latent
+            if bottom == height:
+                return out
+            top = bottom - overlap
+
+    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         vae = self.models.vae
-        vae_dtype = next(vae.parameters()).dtype
         shift = getattr(vae.config, "shift_factor", None) or 0.0
-        decoded = vae.decode((latents / vae.config.scaling_factor + shift).to(vae_dtype)).sample
-        return imaging.to_pil(decoded)
+        latents = (latents / vae.config.scaling_factor + shift).to(next(vae.parameters()).dtype)
+        band = 2 * getattr(vae, "tile_latent_min_size", 0)
+        if not getattr(vae, "use_tiling", False) or latents.shape[-2] <= band:
+            return imaging.to_pil(vae.decode(latents).sample)
+        return [Image.fromarray(array) for array in self._decode_bands(latents, band, max(1, band // 8))]
+
+    def _decode_bands(self, latents: torch.Tensor, band: int, overlap: int) -> np.ndarray:
+        """diffusers' tiled decode one band of latent rows at a time, straight into uint8 (its
+        tiled_decode holds every decoded tile of the image in float, ~45 bytes a pixel); the
+        `overlap` rows shared by two bands are blended with a linear ramp."""
+        f, height = self.vae_factor, latents.shape[-2]
+        out = np.empty((latents.shape[0], height * f, latents.shape[-1] * f, 3), dtype=np.uint8)
+        carry, top = None, 0
+        while True:
+            bottom = min(top + band, height)
+            pixels = self.models.vae.decode(latents[:, :, top:bottom]).sample.float()
+            if carry is not None:
+                n = carry.shape[2]
+                ramp = ((torch.arange(n, dtype=torch.float32, device=pixels.device) + 0.5) / n).view(1, 1, n, 1)
+                pixels[:, :, :n] = carry * (1 - ramp) + pixels[:, :, :n] * ramp
+            if bottom == height:
+                out[:, top * f :] = imaging.to_uint8(pixels)
+                return out
+            keep = overlap * f
+            out[:, top * f : (bottom - overlap) * f] = imaging.to_uint8(pixels[:, :, :-keep])
+            carry, top = pixels[:, :, -keep:].clone(), bottom - overlap
 
     @property
     def text_encoder(self) -> ClipTextEncoder:
@@ -206,8 +257,14 @@ class Restorer:
         threshold: int = 960,
         start_mode: str | None = None,
         progress: ProgressFn | None = None,
+        plan: TilePlan | None = None,
+        tile_batch: int = 1,
     ) -> torch.Tensor:
-        """The reference loop for a batch of same-size latents; returns the final latents (float32)."""
+        """The reference loop for a batch of same-size latents; returns the final latents (float32).
+
+        plan: tiles over the latent (then visual_prompt is one Fp for all, [B, N, C], or one per
+        tile, [tiles, B, N, C]); each step every tile gets its own UNet call, `tile_batch` tiles
+        at a time, and the scheduler steps the blend. progress(done, total) counts UNet calls."""
         start_mode = start_mode or plugin.start_mode
         batch, _, height, width = input_latent.shape
         # The reference draws one (1, 4, h, w) normal from a freshly seeded CPU generator per
@@ -220,10 +277,15 @@ class Restorer:
         timesteps = scheduler.timesteps.long()
         context = visual_prompt.to(self.dtype)
         cond = input_latent.to(self.dtype)
+        calls = 1 if plan is None else len(plan.batches(tile_batch))
         for index, t in enumerate(timesteps):
             if start_mode == "input" and int(t) >= threshold:
                 latents = self.noised(input_latent, noise, int(t))
-            prediction = self.predict(plugin, latents, t, cond, context)
+            if plan is None:
+                prediction = self.predict(plugin, latents, t, cond, context)
+            else:
+                tick = (lambda call: progress(index * calls + call, len(timesteps) * calls)) if progress else None
+                prediction = self.predict_tiles(plugin, latents, t, cond, context, plan, tile_batch, tick)
             latents = scheduler.step(prediction.float(), t, latents, return_dict=False)[0]
             if not torch.isfinite(latents).all():
                 raise PluginError(
@@ -231,7 +293,7 @@ class Restorer:
                     + (" (half-precision overflow? try --dtype float32)" if self.dtype != torch.float32 else "")
                 )
             if progress:
-                progress(index + 1, len(timesteps))
+                progress((index + 1) * calls, len(timesteps) * calls)
         return latents
 
     def unet_with_residuals(self, latents, timestep, visual_prompt, residuals) -> torch.Tensor:
@@ -253,6 +315,24 @@ class Restorer:
         residuals = plugin.skip_residuals(input_latent, timestep, visual_prompt)
         return self.unet_with_residuals(latents.to(self.dtype), timestep, visual_prompt, residuals)
 
+    @torch.no_grad()
+    def predict_tiles(self, plugin: TaskPlugin, latents, timestep, input_latent, visual_prompt, plan: TilePlan,
+                      tile_batch: int = 1, tick: Callable[[int], None] | None = None) -> torch.Tensor:
+        """One denoising step by tiles: each tile's UNet call reads its crop of x_t, SCB residuals
+        from its crop of the input latent and its Fp; the blend of their predictions (float32)."""
+        images = latents.shape[0]
+        per_tile = visual_prompt.ndim == 4
+        out = torch.zeros(latents.shape, dtype=torch.float32, device=latents.device)
+        for call, batch in enumerate(plan.batches(tile_batch), 1):
+            crop = lambda tensor: torch.cat([plan.tiles[i].crop(tensor) for i in batch])  # noqa: E731
+            context = torch.cat([visual_prompt[i] if per_tile else visual_prompt for i in batch])
+            prediction = self.predict(plugin, crop(latents), timestep, crop(input_latent), context).float()
+            for k, i in enumerate(batch):
+                plan.add(out, i, prediction[k * images : (k + 1) * images])
+            if tick:
+                tick(call)
+        return out
+
     # ------------------------------------------------------------------ public
 
     def restore(self, images: Sequence[Image.Image], plugins: Sequence[TaskPlugin], **settings) -> RestoreResult:
@@ -273,62 +353,89 @@ class Restorer:
         threshold: int = 960,
         resolution: int = 512,
         resize_mode: str = "min",
+        tiles: TileSettings | None = None,
+        color_fix: str = "none",
         progress: ProgressFn | None = None,
+        report: Callable[[str], None] | None = None,
     ) -> RestoreResult:
         """Each group's images (indices into `images`) with its own plugins, in order (e.g. what
         the selector chose for them); results in the order of `images`. Same-size images of a
-        group share one batch; progress counts the steps of all of them."""
+        group share one batch. tiles: when and how a large image is tiled (None: never);
+        color_fix: `colorfix.FIXES`. progress(done, total) counts UNet calls (tiles x steps) of all
+        of them, from 0 before the first; report(text): the plan and, after the first calls, the
+        time and memory it will take."""
         if not images:
             raise InputImageError("no images given")
+        check_color_fix(color_fix)
         for _, plugins in groups:
             for plugin in plugins:
                 self.check_plugin(plugin)
         originals = [imaging.to_rgb(image) for image in images]
-        batches = []  # (image indices of one working size, plugins)
+        batches = []  # (image indices of one working size, plugins, tile plan)
         for indices, plugins in groups:
             by_size: dict[tuple[int, int], list[int]] = {}
             for index in indices:
                 size = imaging.working_size(*originals[index].size, resolution=resolution, mode=resize_mode, multiple=self.vae_factor)
                 by_size.setdefault(size, []).append(index)
-            batches += [(batch, list(plugins)) for batch in by_size.values()]
-        chain_steps = lambda plugins: (steps + later_steps * (len(plugins) - 1)) if plugins else 0  # noqa: E731
-        total = sum(chain_steps(plugins) for _, plugins in batches)
-        done = 0
-
-        def tick(step, _):
-            if progress:
-                progress(done + step, total)
-
-        tick(0, total)  # the bar shows before the first step
-
+            for (width, height), batch in by_size.items():
+                plan = tiles.plan(width, height, self.vae_factor) if tiles else None
+                batches.append((batch, list(plugins), plan))
+                if plan is not None and plugins and report:
+                    report(f"{width}x{height}: {plan.describe(self.vae_factor)}, Fp per {tiles.prompt}")
+        calls = lambda plugins, plan: (steps + later_steps * (len(plugins) - 1)) * (len(plan.batches(tiles.batch)) if plan else 1) if plugins else 0  # noqa: E731
+        meter = _Meter(sum(calls(plugins, plan) for _, plugins, plan in batches), progress, report, self.device)
         out_images: list[Image.Image | None] = [None] * len(originals)
         out_latents: list[torch.Tensor | None] = [None] * len(originals)
-        for indices, plugins in batches:
-            group = [originals[i] for i in indices]
-            current = [imaging.resize_for_vae(i, resolution, resize_mode, self.vae_factor) for i in group]
-            latents = self.encode(imaging.vae_pixels(current)) if not plugins else None  # no plugin: the photo as it is
-            tokens: dict[int, torch.Tensor] = {}
-            for order, plugin in enumerate(plugins):
-                layer = plugin.info.clip_layer
-                if layer not in tokens:
-                    tokens[layer] = self.clip_tokens(group, layer)
-                visual_prompt = plugin.visual_prompt(tokens[layer].to(next(plugin.parameters()).dtype))
-                input_latent = self.encode(imaging.vae_pixels(current))
-                latents = self.sample(
-                    plugin,
-                    input_latent,
-                    visual_prompt,
-                    steps=steps if order == 0 else later_steps,
-                    seed=seed,
-                    threshold=threshold,
-                    progress=tick,
-                )
-                done += steps if order == 0 else later_steps
-                current = self.decode(latents)
+        for indices, plugins, plan in batches:
+            working = [imaging.resize_for_vae(originals[i], resolution, resize_mode, self.vae_factor) for i in indices]
+            with self._vae_tiling(plan is not None):
+                current, latents = self._run_chain([originals[i] for i in indices], working, plugins, plan, tiles, meter,
+                                                   steps=steps, later_steps=later_steps, seed=seed, threshold=threshold)
+            current = fix_colors(current, working, color_fix)
             for position, index in enumerate(indices):
                 out_images[index] = current[position]
                 out_latents[index] = latents[position].cpu()
         return RestoreResult(out_images, out_latents, [])
+
+    def _run_chain(self, originals, working, plugins, plan, tiles, meter, *, steps, later_steps, seed, threshold):
+        """One same-size batch through its plugins: (images, final latents)."""
+        current = working
+        latents = self.encode_images(current) if not plugins else None  # no plugin: the photo as it is
+        tokens: dict[int, torch.Tensor] = {}
+        for order, plugin in enumerate(plugins):
+            layer = plugin.info.clip_layer
+            if layer not in tokens:
+                tokens[layer] = self._tokens(originals, working, layer, plan if tiles and tiles.prompt == "tile" else None)
+            visual_prompt = plugin.visual_prompt(tokens[layer].to(next(plugin.parameters()).dtype))
+            input_latent = self.encode_images(current)
+            start = meter.done
+            latents = self.sample(
+                plugin, input_latent, visual_prompt, steps=steps if order == 0 else later_steps, seed=seed,
+                threshold=threshold, progress=lambda done, _, start=start: meter(start + done), plan=plan,
+                tile_batch=tiles.batch if tiles else 1,
+            )
+            current = self.decode(latents)
+        return current, latents
+
+    def _tokens(self, originals, working, layer: int, plan: TilePlan | None) -> torch.Tensor:
+        """CLIP vision tokens of the original images ([B, 1 + N, W]); with a plan, of each tile
+        of the working-size images ([tiles, B, 1 + N, W]): the scale the plugins were trained on."""
+        if plan is None:
+            return self.clip_tokens(originals, layer)
+        return torch.stack([self.clip_tokens(crops, layer) for crops in plan.image_crops(working, self.vae_factor)])
+
+    @contextlib.contextmanager
+    def _vae_tiling(self, enabled: bool):
+        """diffusers' own tiled VAE while `enabled`: no full-resolution activation is held."""
+        vae = self.models.vae
+        switch = enabled and hasattr(vae, "enable_tiling") and not getattr(vae, "use_tiling", False)
+        if switch:
+            vae.enable_tiling()
+        try:
+            yield
+        finally:
+            if switch:
+                vae.disable_tiling()
 
     def select_each(
         self,
@@ -378,6 +485,30 @@ def vae_posterior(vae, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     shift = getattr(vae.config, "shift_factor", None) or 0.0
     scale = vae.config.scaling_factor
     return ((posterior.mean - shift) * scale).float(), (posterior.std * scale).float()
+
+
+class _Meter:
+    """Counts UNet calls for the progress callback, from 0 before the first; after the second call
+    reports how long all of them will take and the memory the first took (tiled runs)."""
+
+    def __init__(self, total: int, progress: ProgressFn | None, report: Callable[[str], None] | None, device):
+        self.total, self.progress, self.report, self.device = total, progress, report, torch.device(device)
+        self.done, self._times = 0, []
+        self(0)
+
+    def __call__(self, done: int) -> None:
+        self.done = done
+        self._times.append(time.perf_counter())
+        if self.progress:
+            self.progress(done, self.total)
+        if self.report and done == 2 and self.total > 2:
+            per_call = self._times[-1] - self._times[-2]
+            if self.device.type == "cuda":
+                peak = f"{torch.cuda.max_memory_allocated(self.device) / 2**30:.1f} GiB of GPU memory"
+            else:
+                peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB of memory"
+            self.report(f"{self.total} UNet calls at {per_call:.2f} s each: about {per_call * self.total / 60:.1f} min; "
+                        f"{peak} so far (it does not grow with the photo)")
 
 
 def _unet_skip_count(unet) -> int:

@@ -32,6 +32,9 @@ NODE_TYPES = {
         [("LATENT", "LATENT")],
     ),
     "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [], [("IMAGE", "IMAGE")]),
+    "VAEDecodeTiled": ([("samples", "LATENT"), ("vae", "VAE")], ["tile_size", "overlap", "temporal_size", "temporal_overlap"],
+                       [("IMAGE", "IMAGE")]),
+    "DiffPluginColorFix": ([("image", "IMAGE"), ("reference", "IMAGE")], ["color_fix"], [("image", "IMAGE")]),
     "SaveImage": ([("images", "IMAGE")], ["filename_prefix"], []),
     "GetImageSize": ([("image", "IMAGE")], [], [("width", "INT"), ("height", "INT"), ("batch_size", "INT")]),
     "ImageScale": ([("image", "IMAGE")], ["upscale_method", "width", "height", "crop"], [("IMAGE", "IMAGE")]),
@@ -42,7 +45,7 @@ NODE_TYPES = {
     "ApplyTaskPlugin": (
         [("model", "MODEL"), ("task_plugin", "TASK_PLUGIN"), ("clip_vision", "CLIP_VISION"), ("vae", "VAE"),
          ("image", "IMAGE"), ("mask", "MASK")],
-        ["strength", "start_percent", "end_percent", "resolution"],
+        ["strength", "start_percent", "end_percent", "resolution", "tile_size", "tile_overlap", "tile_batch", "tile_prompt"],
         [("model", "MODEL"), ("latent", "LATENT")],
     ),
     "PluginSelector": (
@@ -64,7 +67,8 @@ NODE_TYPES = {
     ),
     "RestoreWithTaskPlugins": (
         [("model", "MODEL"), ("task_plugins", "TASK_PLUGINS"), ("clip_vision", "CLIP_VISION"), ("vae", "VAE"), ("image", "IMAGE")],
-        ["seed", "steps", "later_steps", "cfg", "sampler_name", "scheduler", "resolution", "output_size"],
+        ["seed", "steps", "later_steps", "cfg", "sampler_name", "scheduler", "resolution", "output_size", "tile_size",
+         "tile_overlap", "tile_batch", "tile_prompt", "color_fix"],
         [("image", "IMAGE")],
     ),
 }
@@ -162,6 +166,10 @@ def api_format(nodes: list[Node]) -> dict:
     return prompt
 
 
+# The tile widgets of Apply / Restore: the defaults (a photo that fits one 1536 px tile is not tiled).
+TILES = {"tile_size": 1536, "tile_overlap": 256, "tile_batch": 1, "tile_prompt": "tile"}
+
+
 def base_loaders(image: str) -> list[Node]:
     return [
         Node(1, "LoadImage", (40, 60), {"image": image}, title="Degraded photo"),
@@ -189,7 +197,7 @@ def single_task(image="demo_rain.jpg", plugin="derain.safetensors", mask_nodes=(
     return base_loaders(image) + [
         Node(4, "LoadTaskPlugin", (40, 700), {"plugin_name": plugin}),
         Node(5, "ApplyTaskPlugin", (420, 60),
-             {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0, "resolution": 512}, apply_links),
+             {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0, "resolution": 512, **TILES}, apply_links),
         Node(6, "CLIPTextEncode", (420, 400), {"text": ""}, {"clip": (2, 1)}, title="(ignored while the plugin is active)"),
         Node(7, "KSampler", (800, 60),
              {"seed": 42, "steps": 20, "cfg": 1.0, "sampler_name": "uni_pc_bh2", "scheduler": "normal", "denoise": 1.0},
@@ -198,6 +206,20 @@ def single_task(image="demo_rain.jpg", plugin="derain.safetensors", mask_nodes=(
         *at_original_size((8, 0), (1, 0), Node(9, "SaveImage", (1560, 60), {"filename_prefix": "diff-plugin/restored"}), (1180, 200)),
         *mask_nodes,
     ]
+
+
+def large_photo(image="demo_rain.jpg", plugin="derain.safetensors") -> list[Node]:
+    """A photo larger than a tile: sampled in 512 px tiles (the plugins' training scale), decoded by
+    tiles, its colour kept by the colour fix, given back at its size."""
+    nodes = single_task(image, plugin)
+    apply = next(n for n in nodes if n.type == "ApplyTaskPlugin")
+    apply.widgets.update(tile_size=512, tile_overlap=64)
+    apply.title = "Apply Task-Plugin (512 px tiles)"
+    decode = next(n for n in nodes if n.type == "VAEDecode")
+    decode.type, decode.widgets = "VAEDecodeTiled", {"tile_size": 512, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8}
+    scale = next(n for n in nodes if n.type == "ImageScale")
+    scale.links["image"] = (15, 0)
+    return nodes + [Node(15, "DiffPluginColorFix", (1180, 400), {"color_fix": "wavelet"}, {"image": (8, 0), "reference": (1, 0)})]
 
 
 def region_mask() -> list[Node]:
@@ -217,7 +239,7 @@ def text_driven(image="demo_snow_and_haze.jpg", instruction="remove the snow and
              {"image": (1, 0), "task_plugins": (4, 0), "selector": (4, 1), "clip": (2, 1), "clip_vision": (3, 0)}),
         Node(6, "RestoreWithTaskPlugins", (800, 60),
              {"seed": 42, "steps": 20, "later_steps": 3, "cfg": 1.0, "sampler_name": "uni_pc_bh2", "scheduler": "normal",
-              "resolution": 512, "output_size": "original"},
+              "resolution": 512, "output_size": "original", **TILES, "color_fix": "none"},
              {"model": (2, 0), "task_plugins": (5, 0), "clip_vision": (3, 0), "vae": (2, 2), "image": (1, 0)}),
         Node(7, "SaveImage", (1180, 60), {"filename_prefix": "diff-plugin/restored"}, {"images": (6, 0)}),
     ]
@@ -241,7 +263,7 @@ def train_then_apply(clean="example.png", degraded="demo_rain.jpg") -> list[Node
         Node(6, "SaveImage", (1180, 420), {"filename_prefix": "diff-plugin/loss_curve"}, {"images": (5, 1)}),
         Node(7, "LoadImage", (420, 520), {"image": degraded}, title="Degraded photo to restore"),
         Node(8, "ApplyTaskPlugin", (1180, 60),
-             {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0, "resolution": 512},
+             {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0, "resolution": 512, **TILES},
              {"model": (2, 0), "task_plugin": (5, 0), "clip_vision": (3, 0), "vae": (2, 2), "image": (7, 0)}),
         Node(9, "CLIPTextEncode", (800, 700), {"text": ""}, {"clip": (2, 1)}, title="(ignored while the plugin is active)"),
         Node(10, "KSampler", (1560, 60),
@@ -257,6 +279,7 @@ THUMBNAILS = {
     "diff_plugin_single_task": (["rain"], "one plugin: remove the rain", None),
     "diff_plugin_text_driven_multi_task": (["snow", "haze"], '"remove the snow and the haze"', None),
     "diff_plugin_region_mask": (["rain"], "only a region of the photo", (0.0, 0.5)),
+    "diff_plugin_large_photo_tiles": (["rain"], "a large photo, in tiles", None),
     "diff_plugin_train_task_plugin": (["rain"], "train a plugin on synthetic rain", None),
 }
 
@@ -303,6 +326,7 @@ WORKFLOWS = {
     "diff_plugin_single_task": single_task,
     "diff_plugin_text_driven_multi_task": text_driven,
     "diff_plugin_region_mask": region_mask,
+    "diff_plugin_large_photo_tiles": large_photo,
     "diff_plugin_train_task_plugin": train_then_apply,
 }
 

@@ -200,8 +200,13 @@ def _wait_for(process, predicate, what, timeout=240):
         time.sleep(0.05)
 
 
-def test_ctrl_c_in_restore_exits_130_cleanly(base, photo, tmp_path):
-    args = restore_args(base, photo, "-o", tmp_path / "o.png")
+@pytest.mark.parametrize("tiles", [[], ["--tile-size", "32", "--tile-overlap", "8"]], ids=["whole", "tiled"])
+def test_ctrl_c_in_restore_exits_130_cleanly(base, photo, tmp_path, tiles):
+    from plugin_core.tiling import TileSettings
+
+    plan = TileSettings(32, 8).plan(72, 56) if tiles else None
+    calls = 200 * (len(plan.tiles) if plan else 1)  # the bar counts UNet calls: tiles x steps
+    args = restore_args(base, photo, "-o", tmp_path / "o.png", *tiles)
     args.remove("--no-progress")
     args[args.index("--steps") + 1] = "200"
     process = start(*args)
@@ -218,7 +223,7 @@ def test_ctrl_c_in_restore_exits_130_cleanly(base, photo, tmp_path):
     out, err = process.communicate(timeout=120)
     err = "".join(seen) + err
     assert process.returncode == 130, err
-    assert "0/200" in err  # the bar showed before the first step
+    assert f"0/{calls}" in err  # the bar showed before the first step
     assert "interrupted" in err and "Traceback" not in err + out
     assert not (tmp_path / "o.png").exists()
 

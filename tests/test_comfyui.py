@@ -77,15 +77,12 @@ def photos(degraded_dir, pack):
 
 def apply(pack, base, photos, plugin="deblur/", **options):
     handle = module(pack, "loaders").load_plugin_handle(plugin)
-    values = dict(strength=1.0, start_percent=0.0, end_percent=1.0, resolution=64, mask=None) | options
-    result = module(pack, "apply").ApplyTaskPlugin.execute(
-        base["model"], handle, base["clip_vision"], base["vae"], photos, values["strength"], values["start_percent"],
-        values["end_percent"], values["resolution"], values["mask"],
-    )
+    values = dict(strength=1.0, start_percent=0.0, end_percent=1.0, resolution=64) | options
+    result = module(pack, "apply").ApplyTaskPlugin.execute(base["model"], handle, base["clip_vision"], base["vae"], photos, **values)
     return result.args
 
 
-def one_step(model, latent, cfg, steps=1, seed=7):
+def one_step(model, latent, cfg, steps=1, seed=7, cond=None):
     """Run ComfyUI's own sampler for `steps` euler steps; record every UNet batch it evaluates."""
     import comfy.sample
 
@@ -98,7 +95,7 @@ def one_step(model, latent, cfg, steps=1, seed=7):
         return out
 
     model.set_model_unet_function_wrapper(record)
-    cond = [[torch.zeros(1, 77, 768), {}]]
+    cond = cond or [[torch.zeros(1, 77, 768), {}]]
     noise = comfy.sample.prepare_noise(latent["samples"], seed)
     with torch.no_grad():
         comfy.sample.sample(model, noise, steps, cfg, "euler", "normal", cond, cond, latent["samples"], denoise=1.0,
@@ -152,6 +149,78 @@ def test_one_step_equals_reference_computation(pack, base, photos, diffusers_une
         got = eps[2 * chunk : 2 * chunk + 2]
         error = (got - reference).abs().max() / reference.abs().max()
         assert error <= 1e-4, f"chunk {chunk}: relative error {error:.3g}"
+
+
+def _patch_of(model):
+    return next(p.__self__ for p in model.model_options["transformer_options"]["patches"]["output_block_patch"])
+
+
+def test_tiles_equal_to_the_whole_latent_give_the_untiled_step(pack, base, photos):
+    from comfy.patcher_extension import WrappersMP
+
+    from plugin_core.tiling import TilePlan
+
+    patched, latent = apply(pack, base, photos)
+    patch = _patch_of(patched)
+    untiled = one_step(patched, latent, 2.0)
+    height, width = latent["samples"].shape[-2:]
+    tiled = patched.clone()
+    tiled.add_wrapper_with_key(WrappersMP.APPLY_MODEL, "diff_plugin", patch.apply_model)
+    patch.plan = TilePlan(height, width, max(height, width), 0)
+    try:
+        calls = one_step(tiled, latent, 2.0)
+    finally:
+        patch.plan = None
+    a, b = untiled[0]["output"], calls[0]["output"]
+    assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+
+
+def test_a_tiled_step_is_the_blend_of_each_tiles_own_call(pack, base, photos):
+    """Tiled (2 x 2 tiles, per-tile Fp, 2 tiles per call): the wrapper's blend equals each tile's
+    own call on its crop of x (the patch told which tile it is), blended with weights computed
+    independently in the test."""
+    import comfy.sample
+
+    from tests.test_tiling import _weights
+
+    patched, latent = apply(pack, base, photos, tile_size=48, tile_overlap=16, tile_batch=2)
+    patch = _patch_of(patched)
+    height, width = latent["samples"].shape[-2:]  # 64x80 px: 8 x 10 latent, tiles of 6 with overlap 2
+    assert patch.plan is not None and len(patch.plan.tiles) == 4 and patch.visual_prompt.ndim == 4
+    seen = []
+
+    def record(apply_model, args):
+        x, t, c = args["input"], args["timestep"], args["c"]
+        out = apply_model(x, t, **c)
+        expected = torch.zeros_like(x)
+        for index, ((y, x0, h, w), weight) in enumerate(_weights(height, width, 6, 2)):
+            options = {**c["transformer_options"], "diff_plugin_tiles": [index]}
+            own = apply_model(x[..., y : y + h, x0 : x0 + w], t, **{**c, "transformer_options": options})
+            expected[..., y : y + h, x0 : x0 + w] += own * weight
+        seen.append((out, expected))
+        return out
+
+    model = patched.clone()
+    model.set_model_unet_function_wrapper(record)
+    cond = [[torch.zeros(1, 77, 768), {}]]
+    noise = comfy.sample.prepare_noise(latent["samples"], 7)
+    with torch.no_grad():
+        comfy.sample.sample(model, noise, 1, 1.0, "euler", "normal", cond, cond, latent["samples"], denoise=1.0, disable_pbar=True, seed=7)
+    out, expected = seen[0]
+    assert (out - expected).abs().max() <= 1e-4 * expected.abs().max()
+    assert not torch.allclose(patch.visual_prompt[0], patch.visual_prompt[3])  # each tile its own Fp
+
+
+def test_an_area_conditioned_prompt_samples(pack, base, photos):
+    """ConditioningSetArea's crop of x: the residuals follow the area (no more 'does not fit')."""
+    patched, latent = apply(pack, base, photos)
+    patch = _patch_of(patched)
+    context = torch.zeros(1, 77, 768)
+    cond = [[context, {"area": (4, 5, 2, 3), "strength": 1.0, "set_area_to_bounds": False}], [context, {}]]
+    calls = one_step(patched, latent, 1.0, cond=cond)
+    assert calls and all(torch.isfinite(c["output"]).all() for c in calls)
+    assert any(c["input"].shape[-2:] == (4, 5) for c in calls)  # the area's own call ran on its crop
+    assert list(patch._areas.values()) == [(2, 3)]
 
 
 def test_one_scb_evaluation_serves_both_chunks_and_the_tpb_none(pack, base, photos, monkeypatch):
@@ -227,7 +296,7 @@ def test_mask_sets_the_noise_mask_and_scales_residuals(pack, base, photos):
     patched, latent = apply(pack, base, photos, mask=mask)
     assert latent["noise_mask"].shape == (1, 1, 64, 80)
     patch = next(p.__self__ for p in patched.model_options["transformer_options"]["patches"]["output_block_patch"])
-    residuals = patch._compute_residuals(torch.tensor([5.0]), "cpu")
+    residuals = patch._compute_residuals(torch.tensor([5.0]), [None], "cpu")[0]  # the one (untiled) call's
     assert residuals[0][..., 6:].abs().max() == 0 and residuals[0][..., :4].abs().max() > 0
 
 
@@ -617,6 +686,8 @@ def _small(prompt: dict) -> dict:
         for key, value in (("steps", 2), ("later_steps", 1), ("resolution", 64)):
             if key in inputs and not isinstance(inputs[key], list):
                 inputs[key] = value
+        if node["class_type"] == "ApplyTaskPlugin" and inputs.get("tile_size") == 512:  # the tiled example: tiles here too
+            inputs.update(tile_size=64, tile_overlap=16)
     return prompt
 
 

@@ -60,7 +60,9 @@ def _progress(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..colorfix import FIXES
     from ..selector.training import FINE_TUNE_STEPS, SelectorTrainConfig  # light: no diffusers
+    from ..tiling import TILE_PROMPTS, TileSettings
     from ..training.synthetic import DEGRADATIONS
 
     parser = argparse.ArgumentParser(prog="diffplugin", description="Diff-Plugin: task plugins for Stable Diffusion 1.x.",
@@ -83,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="'min': only raise small images (infer.py); 'exact': always scale the short side (demo.py)")
     restore.add_argument("--output-size", choices=("original", "processed"), default="original",
                          help="write at the input's size, or at the working size the reference outputs")
+    tiles = TileSettings()
+    restore.add_argument("--tile-size", type=multiple_of(8, 0), default=tiles.size,
+                         help="tile size in px; an image whose working size fits in one tile is not tiled (0: never tile)")
+    restore.add_argument("--tile-overlap", type=multiple_of(8, 0), default=tiles.overlap, help="overlap of neighbouring tiles in px")
+    restore.add_argument("--tile-batch", type=int_at_least(1), default=tiles.batch, help="tiles per UNet call (more use a GPU better)")
+    restore.add_argument("--tile-prompt", choices=TILE_PROMPTS, default=tiles.prompt,
+                         help="Fp from each tile's pixels ('tile', nearer the plugins' training crops) or the whole image ('global')")
+    restore.add_argument("--color-fix", choices=FIXES, default="none",
+                         help="keep the input's low-frequency colour: 'wavelet' (its low band under the result's detail) or "
+                              "'adain' (its per-channel mean and std); 'none' is the reference")
     restore.add_argument("-o", "--output", type=Path, default=Path("restored"),
                          help="output folder (files <name>.png), or an image file name for a single image")
     restore.add_argument("--save-latent", type=Path, help="also write the final latents to this .safetensors file")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 class ProgressBar:
     """Made on the first call, which the library makes before the first step (done = 0)."""
@@ -19,6 +21,12 @@ class ProgressBar:
         if postfix:
             self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(done - self.bar.n)
+
+    def write(self, text: str) -> None:
+        """A line of text above the bar (or on stderr before it exists)."""
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -4,8 +4,10 @@ checked (in that order, cheapest first) before any model loads."""
 from __future__ import annotations
 
 import json
+import sys
 
 from ..errors import PluginError
+from ..tiling import TileSettings
 from .args import DTYPES
 from .progress import ProgressBar
 
@@ -41,6 +43,10 @@ def restore(args) -> int:
 
     if bool(args.plugin) == bool(args.prompt):
         raise PluginError("give either --plugin PATH (repeatable) or --prompt TEXT with --plugins and --selector")
+    try:
+        tiles = TileSettings(args.tile_size, args.tile_overlap, args.tile_batch, args.tile_prompt)
+    except ValueError as error:
+        raise PluginError(str(error)) from None
     targets = restore_targets(args.images, args.output, overwrite=args.overwrite)
     if args.save_latent:
         check_new_files([args.save_latent], overwrite=args.overwrite, inputs=args.images)
@@ -58,11 +64,12 @@ def restore(args) -> int:
         for path, selection in zip(args.images, selections):
             print(f"{path}:\n{selection.format()}")
         groups = group_by_selection(selections, {p.task: p for p in library})
-    progress = None if args.no_progress else ProgressBar("restoring")
+    progress = None if args.no_progress else ProgressBar("restoring", unit="UNet call")
     try:
         result = restorer.restore_groups(images, groups, steps=args.steps, later_steps=args.later_steps, seed=args.seed,
                                          threshold=args.threshold, resolution=args.resolution, resize_mode=args.resize,
-                                         progress=progress)
+                                         tiles=tiles, color_fix=args.color_fix, progress=progress,
+                                         report=progress.write if progress else (lambda text: print(text, file=sys.stderr)))
     finally:
         if progress:
             progress.close()

@@ -28,7 +28,10 @@ class TaskPlugin(nn.Module):
         return self.info.start_mode
 
     def visual_prompt(self, clip_tokens: torch.Tensor) -> torch.Tensor:
-        """Fp from CLIP vision tokens (class token first). Run once per image."""
+        """Fp from CLIP vision tokens [..., 1 + N, width] (class token first; leading dims such as
+        [tiles, images] are kept). Run once per image (or tile), never per step."""
+        if clip_tokens.ndim > 3:
+            return self.tpb(clip_tokens.flatten(0, -3)).unflatten(0, clip_tokens.shape[:-2])
         return self.tpb(clip_tokens)
 
     def skip_residuals(self, input_latent: torch.Tensor, timestep, visual_prompt: torch.Tensor) -> list[torch.Tensor]:

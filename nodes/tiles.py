@@ -1,0 +1,35 @@
+"""The tile and colour-fix inputs of the restoring nodes, one definition for all of them; the
+tiling itself is plugin_core's (tiling.py), applied through the MODEL patch (patch.py)."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..plugin_core.colorfix import FIXES
+from ..plugin_core.tiling import TILE_PROMPTS, TileSettings
+
+DEFAULTS = TileSettings()
+
+
+def tile_inputs() -> list:
+    return [
+        io.Int.Input("tile_size", default=DEFAULTS.size, min=0, max=16384, step=8,
+                     tooltip="Tile size in px: a photo whose working size fits in one tile is not tiled (the reference "
+                             "result); larger ones are sampled in overlapping tiles, each with its own spatial branch. 0: never tile."),
+        io.Int.Input("tile_overlap", default=DEFAULTS.overlap, min=0, max=8192, step=8,
+                     tooltip="Overlap of neighbouring tiles in px; their predictions are blended across it."),
+        io.Int.Input("tile_batch", default=DEFAULTS.batch, min=1, max=64, tooltip="Tiles per UNet call (more use a GPU better)."),
+        io.Combo.Input("tile_prompt", options=list(TILE_PROMPTS), default=DEFAULTS.prompt,
+                       tooltip="'tile': each tile's visual prompt from its own pixels (nearer the plugins' 512 px training crops); "
+                               "'global': one from the whole photo."),
+    ]
+
+
+def color_fix_input() -> io.Combo.Input:
+    return io.Combo.Input("color_fix", options=list(FIXES), default="none",
+                          tooltip="Keep the photo's low-frequency colour: 'wavelet' (its low band under the result's detail) or "
+                                  "'adain' (its per-channel mean and std). 'none': as restored (the reference).")
+
+
+def tile_settings(tile_size: int, tile_overlap: int, tile_batch: int, tile_prompt: str) -> TileSettings:
+    return TileSettings(size=tile_size, overlap=tile_overlap, batch=tile_batch, prompt=tile_prompt)
