@@ -10,6 +10,7 @@ from . import library
 from .apply import ApplyTaskPlugin
 from .colorfix import DiffPluginColorFix
 from .loaders import LoadTaskPlugin, LoadTaskPluginLibrary
+from .metrics import ImageMetrics
 from .restore import RestoreWithTaskPlugins
 from .select import PluginSelector
 from .synthetic import SynthesizeDegradedPairs
@@ -26,6 +27,7 @@ NODES: list[type[io.ComfyNode]] = [
     SynthesizeDegradedPairs,
     TrainTaskPlugin,
     TrainPluginSelector,
+    ImageMetrics,
 ]
 
 

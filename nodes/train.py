@@ -90,6 +90,7 @@ class TrainTaskPlugin(io.ComfyNode):
                 start_mode, gradient_checkpointing, cache_encodings, checkpoint_every, resume, overwrite=False, input_images=None,
                 target_images=None) -> io.NodeOutput:
         require("diffusers", "training a Task-Plugin")
+        require("accelerate", "training a Task-Plugin")
         from ..plugin_core.training import TrainConfig, Trainer, write_loss_curve
         from ..plugin_core.training.trainer import describe_run
 

@@ -925,3 +925,37 @@ def test_selector_scores_are_drawn_on_the_node_in_the_browser(server, tmp_path):
     assert saved == ["remove the snow and the haze", 0]
     assert "diff_plugin_scores" not in sent and sent["instruction"] == "remove the snow and the haze"
     assert not [e for e in errors if "plugin_scores.js" in e], errors
+
+
+# ---------------------------------------------------------------------- Image Metrics
+
+
+def test_image_metrics_node_over_http_equals_scikit_image(server):
+    """Image Metrics on two loaded photos (a seeded degradation against its clean photo): the
+    numbers the node sends to be drawn equal scikit-image's on the same files, per image, RGB and Y."""
+    import numpy as np
+
+    skimage_metrics = pytest.importorskip("skimage.metrics")
+    from plugin_core.training.synthetic import degrade
+
+    clean_name = "derain_val_sample1.jpg"
+    with Image.open(server.base / "input" / clean_name) as image:
+        clean = image.convert("RGB")
+    degrade(clean, "haze", seed=3).save(server.base / "input" / "metrics_hazy.png")
+    assert any(e.endswith("diff-plugin/metrics_table.js") for e in server.get("/extensions"))
+    for y_channel in (False, True):
+        prompt = {
+            "1": {"class_type": "LoadImage", "inputs": {"image": "metrics_hazy.png"}},
+            "2": {"class_type": "LoadImage", "inputs": {"image": clean_name}},
+            "3": {"class_type": "DiffPluginImageMetrics", "inputs": {"restored": ["1", 0], "reference": ["2", 0], "y_channel": y_channel}},
+        }
+        drawn = server.run_prompt(prompt)["outputs"]["3"]["diff_plugin_metrics"][0]
+        (name, scores), = drawn["rows"]
+        a, b = np.asarray(Image.open(server.base / "input" / "metrics_hazy.png")), np.asarray(clean)
+        if y_channel:  # ITU-R BT.601 studio-range luma
+            a, b = (16 + 219 * (x.astype(np.float64) / 255) @ np.array([0.299, 0.587, 0.114]) for x in (a, b))
+        psnr = skimage_metrics.peak_signal_noise_ratio(b, a, data_range=255)
+        ssim = skimage_metrics.structural_similarity(b, a, channel_axis=None if y_channel else 2, gaussian_weights=True,
+                                                     sigma=1.5, use_sample_covariance=False, data_range=255)
+        assert abs(scores["psnr"] - psnr) < 0.01 and abs(scores["ssim"] - ssim) < 0.005, (y_channel, scores, psnr, ssim)
+        assert drawn["channels"].startswith("Y" if y_channel else "RGB")

@@ -48,10 +48,10 @@ def config(**overrides):
 
 
 class FixedBatch(Trainer):
-    """The same noise, timesteps and crops every step: a fixed batch to overfit."""
+    """The samples of step 0 (their pairs, crops, noise, timesteps) every step: a fixed batch to overfit."""
 
-    def step_generator(self, step):
-        return torch.Generator().manual_seed(11)
+    def micro_batches(self, step):
+        return super().micro_batches(0)
 
 
 def frozen_state(backend):
@@ -61,14 +61,14 @@ def frozen_state(backend):
 
 
 def test_loss_on_a_fixed_batch_falls_and_only_the_plugin_learns(backend, pairs, tmp_path):
-    trainer = FixedBatch(backend, pairs, config(steps=200, learning_rate=1e-3, batch_size=2), tmp_path)
+    trainer = FixedBatch(backend, pairs, config(steps=300, learning_rate=1e-3, batch_size=1), tmp_path)
     before_plugin = copy.deepcopy(trainer.plugin.state_dict())
     before_frozen = frozen_state(backend)
     with torch.no_grad():
-        start = trainer.loss_on([0, 1], trainer.step_generator(0)).item()
+        start = trainer.loss_on([0]).item()
     result = trainer.train()
     with torch.no_grad():
-        end = trainer.loss_on([0, 1], trainer.step_generator(0)).item()
+        end = trainer.loss_on([0]).item()
     assert end < start / 5, (start, end)
     after = trainer.plugin.state_dict()
     changed = [k for k in after if not torch.equal(after[k], before_plugin[k])]
@@ -78,7 +78,7 @@ def test_loss_on_a_fixed_batch_falls_and_only_the_plugin_learns(backend, pairs, 
     assert all(p.grad is None for m in (backend.models.unet, backend.models.vae, backend.models.clip_vision) for p in m.parameters())
     assert result.plugin_path.is_file() and (tmp_path / "loss.png").is_file()
     rows = list(csv.DictReader((tmp_path / "loss.csv").open()))
-    assert [int(r["step"]) for r in rows] == list(range(1, 201))
+    assert [int(r["step"]) for r in rows] == list(range(1, 301))
 
 
 def test_fresh_plugin_is_a_no_op_on_the_skips(backend, pairs, tmp_path):
@@ -96,7 +96,7 @@ def test_recipe_targets_and_learning_rate(backend, tmp_path):
     image = Image.new("RGB", (32, 32), (200, 120, 40))  # the training size: no crop to guess
     data = PairDataset.from_images([image], [image.point(lambda v: v // 2)], "one pair")
     trainer = Trainer(backend, data, config(batch_size=2, gradient_accumulation=3, random_flip=False), tmp_path)
-    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 * 6)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 * 6)  # 1 process
     assert backend.prediction_type == "epsilon"
     seen = {}
     original_predict, original_encode = backend.predict, backend.encode
@@ -113,7 +113,7 @@ def test_recipe_targets_and_learning_rate(backend, tmp_path):
     for prediction_type in ("epsilon", "v_prediction"):
         backend.prediction_type = prediction_type
         with torch.no_grad():
-            loss = trainer.loss_on([0], trainer.step_generator(5))
+            loss = trainer.loss_on([5])
         t = seen["timesteps"]
         a = backend.alphas_cumprod[t].view(-1, 1, 1, 1)
         eps = (seen["noisy"] - a.sqrt() * z0) / (1 - a).sqrt()
@@ -219,7 +219,7 @@ def test_mixed_precision_and_gradient_checkpointing(backend, pairs, tmp_path):
     checkpointed.plugin.load_state_dict(plain.plugin.state_dict())
     for trainer in (plain, checkpointed):
         trainer.optimizer.zero_grad()
-        trainer.loss_on([0], trainer.step_generator(0)).backward()
+        trainer.loss_on([0]).backward()
     for a, b in zip(plain.plugin.parameters(), checkpointed.plugin.parameters()):
         assert torch.allclose(a.grad, b.grad, atol=1e-6, rtol=1e-4)
     backend.models.unet.disable_gradient_checkpointing()
@@ -351,3 +351,34 @@ def test_pruning_only_removes_checkpoints_of_this_run(backend, pairs, tmp_path):
         trainer.save_checkpoint()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000004.pt", "step-000006.pt", "step-000120.pt"]
     assert stale.read_bytes() == b"another run's"
+
+
+def test_trackers_and_validation_metrics(backend, pairs, tmp_path):
+    """--report-to tensorboard: loss, lr, grad norm, samples/s and the validation PSNR / SSIM per
+    step, read back from the event file; the same metrics in loss.csv on validation steps."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = Trainer(backend, pairs, config(steps=4, validate_every=2, validation_steps=1, report_to="tensorboard"),
+                      tmp_path, validation_images=[pairs[0][0]], validation_pairs=pairs)
+    trainer.train()
+    rows = list(csv.DictReader((tmp_path / "loss.csv").open()))
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
+    assert all(float(r["grad_norm"]) > 0 and float(r["samples_per_s"]) > 0 for r in rows)
+    assert [bool(r["val_psnr"]) for r in rows] == [False, True, False, True]
+    psnr = float(rows[1]["val_psnr"])
+    from plugin_core.evaluation import paired_metrics
+    from plugin_core.images import at_size
+
+    # The last validation saw the final plugin: measured again here, at the pairs' own size.
+    expected = sum(paired_metrics(at_size(backend.render(trainer.plugin, [s], 1, 3)[0], s.size), t)["psnr"]
+                   for s, t in (pairs[i] for i in range(len(pairs)))) / len(pairs)
+    assert float(rows[3]["val_psnr"]) == pytest.approx(expected, abs=1e-3) and 0 < psnr < 100
+    events = EventAccumulator(str(next((tmp_path / "diff-plugin").glob("**/events.out.tfevents.*")).parent))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    for tag in ("loss", "lr", "grad_norm", "samples_per_s"):
+        assert [e.step for e in events.Scalars(tag)] == [1, 2, 3, 4], tag
+    assert [e.step for e in events.Scalars("validation/psnr")] == [2, 4] and "validation/ssim" in scalars
+    assert [e.value for e in events.Scalars("loss")] == pytest.approx([float(r["loss"]) for r in rows], rel=1e-5)
+    assert events.Tags()["images"], "the validation images were logged"

@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..colorfix import FIXES
     from ..selector.training import FINE_TUNE_STEPS, SelectorTrainConfig  # light: no diffusers
     from ..tiling import TILE_PROMPTS, TileSettings
+    from ..training.distributed import REPORT_TO
     from ..training.synthetic import DEGRADATIONS
 
     parser = argparse.ArgumentParser(prog="diffplugin", description="Diff-Plugin: task plugins for Stable Diffusion 1.x.",
@@ -71,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     restore = _command(commands, "restore", "restore images with chosen plugins or by instruction")
-    restore.add_argument("images", nargs="+", type=Path, help="the images to restore (never written over)")
+    restore.add_argument("images", nargs="+", type=Path,
+                         help="images and folders of images to restore (never written over); under torchrun / accelerate "
+                              "launch the processes share them")
     restore.add_argument("--plugin", action="append", type=Path, default=[], help="plugin file or task folder; repeat to chain plugins")
     _selection_arguments(restore, required=False)
     _base_arguments(restore)
@@ -99,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="output folder (files <name>.png), or an image file name for a single image")
     restore.add_argument("--save-latent", type=Path, help="also write the final latents to this .safetensors file")
     _overwrite(restore, "output files that exist")
+    restore.add_argument("--skip-existing", action="store_true",
+                         help="leave out images whose output exists (a stopped run over a folder carries on)")
     _progress(restore)
 
     select = _command(commands, "select", "print the Plugin-Selector's scores for an image and instruction")
@@ -126,10 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("-o", "--output", type=Path, default=None,
                        help="run folder: checkpoints/, loss.csv, loss.png, validation/, the plugin (default: runs/<task>)")
     train.add_argument("--steps", type=int_at_least(1), default=1000, help="optimisation steps")
-    train.add_argument("--batch-size", type=int_at_least(1), default=1, help="pairs per micro-batch")
+    train.add_argument("--batch-size", type=int_at_least(1), default=1,
+                       help="pairs per micro-batch and process (global batch: batch x processes x --accumulate)")
     train.add_argument("--accumulate", type=int_at_least(1), default=1, help="gradient accumulation micro-batches per step")
     train.add_argument("--lr", type=finite_float(0.0, 1.0, low_open=True), default=1e-5,
-                       help="per-sample learning rate, scaled by batch x accumulation as the reference")
+                       help="per-sample learning rate, scaled by the global batch as the reference (1e-5 x 64 on 4 GPUs)")
     train.add_argument("--no-scale-lr", action="store_true", help="use --lr as it is")
     train.add_argument("--warmup", type=int_at_least(0), default=0, help="linear warm-up steps")
     train.add_argument("--resolution", type=multiple_of(8, 8), default=512, help="training crop size")
@@ -141,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int_at_least(0), default=500, help="steps between checkpoints (0: only at the end)")
     train.add_argument("--validate-every", type=int_at_least(0), default=0, help="steps between validation images (0: none)")
     train.add_argument("--validation-image", type=Path, action="append", default=[], help="an image to restore at each validation (repeatable)")
+    train.add_argument("--validation-data", type=Path,
+                       help="held-out pairs (CSV or input/ + target/): PSNR / SSIM at each validation, in loss.csv and the trackers")
+    train.add_argument("--workers", type=int_at_least(0), default=2,
+                       help="data loading processes per training process (0: in the training loop); the result is the same")
+    train.add_argument("--report-to", choices=REPORT_TO, default="none",
+                       help="an experiment tracker (Accelerate's): loss, lr, grad norm, samples/s, validation; tensorboard logs under the run folder")
     train.add_argument("--init-scb-from-unet", action="store_true", help="start the SCB from the UNet's first level (ControlNet-style)")
     train.add_argument("--cache", action="store_true", help="encode each pair once (centre crop): faster, less augmentation")
     train.add_argument("--start-mode", choices=("input", "noise"), help="how sampling starts (default: 'noise' for lowlight/highlight, else 'input')")
@@ -196,18 +208,23 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--intensity", type=finite_float(0.0, 1.0), nargs=2, default=(0.3, 0.9), metavar=("LOW", "HIGH"),
                        help="intensity range in [0, 1], drawn per pair")
     _overwrite(synth, "pairs already in the output folder")
+
+    from .evaluate import add_parsers as add_evaluation_parsers  # evaluate, make-stats
+
+    add_evaluation_parsers(commands, _command, _overwrite, _progress)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    from . import files, restore, selector, train
+    from . import evaluate, files, restore, selector, train
 
     handlers = {
         "restore": restore.restore, "select": restore.select, "convert": files.convert, "info": files.info,
         "train": train.train, "synth": files.synth, "train-selector": selector.train_selector,
         "eval-selector": selector.eval_selector,
+        "evaluate": evaluate.evaluate, "make-stats": evaluate.make_stats,
     }
     try:
         if not args.verbose:

@@ -38,6 +38,12 @@ class TaskPlugin(nn.Module):
         """The three SCB residuals for one timestep. Run once per UNet call."""
         return self.scb(input_latent, timestep, visual_prompt)
 
+    def forward(self, clip_tokens: torch.Tensor, input_latent: torch.Tensor, timestep) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One training forward: (Fp, the SCB residuals). What DDP wraps; sampling calls the two
+        branches apart, Fp once per image and the residuals once per step."""
+        visual_prompt = self.visual_prompt(clip_tokens)
+        return visual_prompt, self.skip_residuals(input_latent, timestep, visual_prompt)
+
     def check_base(self, *, context_width: int, channels: int, clip_width: int | None = None, what: str = "model"):
         """Refuse a base model the plugin was not built for, naming both sides."""
         problems = []

@@ -5,13 +5,15 @@ sample of the VAE posterior of the clean image, the SCB reads the posterior mean
 degraded input, Fp comes from CLIP vision of the input (squashed to 224, as the reference
 trains); noise and a timestep uniform in [0, 1000) give x_t, and the loss is the MSE
 between the UNet's prediction and the noise (or the velocity for v-prediction models).
-AdamW (lr 1e-5 x batch x accumulation, weight decay 1e-2), grad-norm clip 1.0 per branch,
-constant lr with optional linear warm-up.
+AdamW (lr 1e-5 x the global batch: batch x processes x accumulation, weight decay 1e-2),
+grad-norm clip 1.0 per branch, constant lr with optional linear warm-up.
 
-Every random choice of step s comes from a generator seeded by (seed, s), and the data
-order from (seed, epoch), so a resumed run repeats exactly what an uninterrupted one does.
-Checkpoints hold the plugin, optimizer, lr schedule and scaler state, and are written to a
-temp file and renamed: a crash mid-write leaves the previous one intact.
+The engine is HF Accelerate (distributed.py): one process or many, DDP on the plugin alone.
+Every random choice about a sample comes from (seed, its sample number) (samples.py), so a
+run gives the same plugin on any number of processes and data workers, and a resumed run
+repeats exactly what an uninterrupted one does. Rank 0 alone writes checkpoints (the plugin,
+optimizer, lr schedule and scaler state, written to a temp file and renamed: a crash
+mid-write leaves the previous one intact), the loss log, validation images and the plugin.
 """
 
 from __future__ import annotations
@@ -20,28 +22,34 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import PluginError, PluginFileError
 from ..formats import atomic_write, read_torch_pickle
+from ..images import at_size
 from ..models import PluginConfig, PluginInfo, SpatialComplementBranch, TaskPlugin, default_start_mode, save_plugin
 from .datasets import Augment
+from .distributed import make_accelerator
 from .loss_curve import write_loss_curve
-from .seeding import generator, mix_seed
+from .samples import Layout, StepBatches, TrainingSamples, sample_noise
+from .seeding import mix_seed
 
 log = logging.getLogger("diffplugin")
 
-MIXED_PRECISION = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+MIXED_PRECISION = ("no", "fp16", "bf16")  # autocast, fp32 master weights
 STATE_FORMAT = "diff-plugin/training-state"
 _CHECKPOINT = re.compile(r"step-(\d+)\.pt$")
+_LOG_COLUMNS = ["step", "loss", "lr", "seconds", "grad_norm", "samples_per_s", "val_psnr", "val_ssim"]
 
 
 class TrainingError(PluginError):
@@ -52,9 +60,9 @@ class TrainingError(PluginError):
 class TrainConfig:
     task: str = "custom"
     steps: int = 1000
-    batch_size: int = 1
+    batch_size: int = 1  # per process and micro-batch
     learning_rate: float = 1e-5
-    scale_lr: bool = True  # the reference multiplies by batch size and accumulation
+    scale_lr: bool = True  # the reference multiplies by the global batch (batch x processes x accumulation)
     weight_decay: float = 1e-2
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_epsilon: float = 1e-8
@@ -73,6 +81,8 @@ class TrainConfig:
     validation_steps: int = 20
     init_scb_from_unet: bool = False
     cache: bool = False  # encode each pair once (centre crop, both flips): faster, less augmentation
+    workers: int = 0  # DataLoader worker processes (0: in the training process)
+    report_to: str = "none"  # an Accelerate tracker: "tensorboard", "wandb"
     clip_layer: int = 24
     start_mode: str | None = None
     instructions: tuple[str, ...] = ()
@@ -83,15 +93,18 @@ class TrainConfig:
         for name in ("steps", "batch_size", "gradient_accumulation", "resolution"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.workers < 0:
+            raise ValueError("workers must be at least 0")
         if self.resolution % 8:
             raise ValueError("resolution must be a multiple of 8")
         self.adam_betas = tuple(self.adam_betas)
         self.instructions = tuple(self.instructions)
 
-    @property
-    def effective_learning_rate(self) -> float:
-        scale = self.batch_size * self.gradient_accumulation if self.scale_lr else 1
-        return self.learning_rate * scale
+    def global_batch(self, processes: int = 1) -> int:
+        return self.batch_size * processes * self.gradient_accumulation
+
+    def learning_rate_for(self, processes: int = 1) -> float:
+        return self.learning_rate * (self.global_batch(processes) if self.scale_lr else 1)
 
 
 @dataclass
@@ -104,8 +117,16 @@ class TrainResult:
     checkpoint_path: Path | None = None
 
 
+@dataclass
+class StepReport:
+    loss: float  # the mean over the global batch
+    grad_norm: float  # of both branches together, before clipping
+    seconds: float
+
+
 class Trainer:
-    """Trains one plugin on a dataset of (input, target) images with a TrainingBackend."""
+    """Trains one plugin on a dataset of (input, target) images with a TrainingBackend, in this
+    process and, under a launcher, in every other process of the run (`accelerator`)."""
 
     def __init__(
         self,
@@ -116,6 +137,8 @@ class Trainer:
         *,
         plugin: TaskPlugin | None = None,
         validation_images: Sequence[Image.Image] = (),
+        validation_pairs=None,
+        accelerator=None,
     ):
         if len(dataset) == 0:
             raise PluginError("the training dataset is empty")
@@ -124,30 +147,39 @@ class Trainer:
         self.config = config
         self.output_dir = Path(output_dir)
         self.validation_images = list(validation_images)
+        self.validation_pairs = validation_pairs  # (input, target) pairs measured at each validation
         self.device = backend.device
+        self.accelerator = accelerator or make_accelerator(
+            device=self.device, mixed_precision=config.mixed_precision, accumulation=config.gradient_accumulation,
+            report_to=config.report_to, project_dir=self.output_dir)
+        self.rank, self.processes = self.accelerator.process_index, self.accelerator.num_processes
+        self.is_main = self.accelerator.is_main_process
+        self.layout = Layout(config.batch_size, config.gradient_accumulation, self.processes)
         self.plugin = (plugin or self._new_plugin()).to(self.device, torch.float32)
         self.plugin.check_base(context_width=backend.context_width, channels=backend.channels, clip_width=backend.clip_width)
-        self.augment = Augment(config.resolution, random_crop=config.random_crop and not config.cache, random_flip=config.random_flip)
-        self.optimizer = torch.optim.AdamW(
+        self.samples = TrainingSamples(dataset, config.resolution, config.seed, random_crop=config.random_crop,
+                                       random_flip=config.random_flip, cached=config.cache)
+        optimizer = torch.optim.AdamW(
             [
                 {"params": list(self.plugin.scb.parameters())},
                 {"params": list(self.plugin.tpb.parameters())},
             ],
-            lr=config.effective_learning_rate,
+            lr=config.learning_rate_for(self.processes),
             betas=config.adam_betas,
             eps=config.adam_epsilon,
             weight_decay=config.weight_decay,
         )
         warmup = config.warmup_steps
+        # Not prepared: Accelerate's scheduler wrapper steps once per process, ours once per step.
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+            optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
         )
-        self.autocast_dtype = MIXED_PRECISION[config.mixed_precision]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
+        # Only the plugin is prepared (DDP in several processes); the frozen base never is.
+        self.model, self.optimizer = self.accelerator.prepare(self.plugin, optimizer)
         if config.gradient_checkpointing:
             backend.enable_gradient_checkpointing()
             self.plugin.scb.enable_gradient_checkpointing()
-        self._cache: dict[tuple[int, bool], tuple] = {}
+        self._cache: dict[tuple[int, bool], tuple] | None = None
         self.step = 0
         self.losses: list[tuple[int, float]] = []
         self._started: str | None = None  # how the run started (start())
@@ -174,49 +206,67 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
 
-    def _sample_indices(self, step: int) -> list[list[int]]:
-        """Dataset indices of each micro-batch of `step`: epochs are seeded permutations."""
-        n, config = len(self.dataset), self.config
-        per_step = config.batch_size * config.gradient_accumulation
-        indices = []
-        for k in range(step * per_step, (step + 1) * per_step):
-            epoch, position = divmod(k, n)
-            order = torch.randperm(n, generator=generator(config.seed, 2, epoch))
-            indices.append(int(order[position]))
-        return [indices[i : i + config.batch_size] for i in range(0, per_step, config.batch_size)]
+    def micro_batches(self, step: int) -> list[list[int]]:
+        """The sample numbers of this process's micro-batches of `step` (samples.Layout)."""
+        return self.layout.micro_batches(step, self.rank)
 
-    def _encoded(self, indices: list[int], generator: torch.Generator):
-        """(input latent mean, target posterior mean and std, CLIP tokens) for a micro-batch."""
+    def batches(self, start: int, stop: int) -> torch.utils.data.DataLoader:
+        """This process's micro-batches of steps start..stop-1, decoded, cropped and degraded in
+        `config.workers` worker processes ahead of the training loop. The order is ours, not
+        Accelerate's sharding: a sample's number decides everything about it."""
+        workers = self.config.workers
+        return torch.utils.data.DataLoader(
+            self.samples, batch_sampler=StepBatches(self.micro_batches, start, stop), num_workers=workers,
+            pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None)
+
+    def collate(self, keys: list[int]) -> dict:
+        """A micro-batch made here, as the DataLoader makes it."""
+        return torch.utils.data.default_collate([self.samples[k] for k in keys])
+
+    def _encoded(self, batch: dict):
+        """(input latent mean, target posterior mean and std, CLIP tokens) of a micro-batch."""
         if self.config.cache:
-            return [self._cached(index, generator) for index in indices]
-        pixels = []
-        for index in indices:
-            pixels += self.augment(*self.dataset[index], generator)
+            self._fill_cache()
+            parts = [self._cache[int(i), bool(f)] for i, f in zip(batch["index"], batch["flip"])]
+            return (torch.stack(p).to(self.device) for p in zip(*parts))
+        source, target = batch["source"].to(self.device), batch["target"].to(self.device)
         # All inputs and targets of the micro-batch through the VAE in one batch.
-        mean, std = self.backend.encode(torch.stack(pixels).to(self.device))
-        tokens = self.backend.clip_tokens(torch.stack(pixels[0::2]).to(self.device), self.plugin.info.clip_layer)
-        return [(mean[2 * i], mean[2 * i + 1], std[2 * i + 1], tokens[i]) for i in range(len(indices))]
+        mean, std = self.backend.encode(torch.cat([source, target]))
+        tokens = self.backend.clip_tokens(source, self.plugin.info.clip_layer)
+        count = source.shape[0]
+        return mean[:count], mean[count:], std[count:], tokens
 
-    def _cached(self, index: int, generator: torch.Generator):
-        flip = self.config.random_flip and bool(torch.rand((), generator=generator) < 0.5)
-        if (index, flip) not in self._cache:
-            source, target = self.dataset[index]
-            pixels = torch.stack(Augment(self.config.resolution, random_crop=False, random_flip=False)(source, target, generator))
+    def _fill_cache(self):
+        """Encode every pair (and its mirror image) once: each process its share, then all of it
+        to every process."""
+        if self._cache is not None:
+            return
+        flips = (False, True) if self.config.random_flip else (False,)
+        items = [(index, flip) for index in range(len(self.dataset)) for flip in flips]
+        centre = Augment(self.config.resolution, random_crop=False, random_flip=False)
+        mine = {}
+        for index, flip in items[self.rank :: self.processes]:
+            pixels = torch.stack(centre(*self.dataset[index], None))
             pixels = (pixels.flip(-1) if flip else pixels).to(self.device)
             mean, std = self.backend.encode(pixels)
             tokens = self.backend.clip_tokens(pixels[:1], self.plugin.info.clip_layer)
-            self._cache[index, flip] = (mean[0], mean[1], std[1], tokens[0])
-        return self._cache[index, flip]
+            mine[index, flip] = tuple(t.cpu() for t in (mean[0], mean[1], std[1], tokens[0]))
+        if self.processes > 1:
+            from accelerate.utils import gather_object
+
+            shares = gather_object([mine])
+            mine = {key: value for share in shares for key, value in share.items()}
+        self._cache = mine
 
     # ------------------------------------------------------------------ one step
 
-    def loss_on(self, indices: list[int], generator: torch.Generator) -> torch.Tensor:
+    def batch_loss(self, batch: dict) -> torch.Tensor:
         """The training loss of one micro-batch; differentiable w.r.t. the plugin only."""
-        cond, target_mean, target_std, tokens = (torch.stack(parts) for parts in zip(*self._encoded(indices, generator)))
-        batch = cond.shape[0]
-        latents = target_mean + target_std * _randn(target_mean.shape, generator, self.device)
-        noise = _randn(latents.shape, generator, self.device)
-        timesteps = torch.randint(0, len(self.backend.alphas_cumprod), (batch,), generator=generator).to(self.device)
+        cond, target_mean, target_std, tokens = self._encoded(batch)
+        steps = len(self.backend.alphas_cumprod)
+        posterior, noise, timesteps = (t.to(self.device) for t in
+                                       sample_noise(batch["key"], target_mean.shape[1:], steps, self.config.seed))
+        latents = target_mean + target_std * posterior
         alpha_bar = self.backend.alphas_cumprod.to(self.device)[timesteps].view(-1, 1, 1, 1)
         noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
         if self.backend.prediction_type == "v_prediction":
@@ -225,45 +275,50 @@ class Trainer:
             target = noise
         else:
             raise TrainingError(f"unsupported prediction type {self.backend.prediction_type!r}")
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            visual_prompt = self.plugin.visual_prompt(tokens)
-            residuals = self.plugin.skip_residuals(cond, timesteps, visual_prompt)
+        with self.accelerator.autocast():
+            visual_prompt, residuals = self.model(tokens, cond, timesteps)
             prediction = self.backend.predict(noisy, timesteps, visual_prompt, residuals)
         return F.mse_loss(prediction.float(), target.float())
 
-    def step_generator(self, step: int) -> torch.Generator:
-        """All randomness of one step (crops, flips, posterior sample, noise, timesteps)."""
-        return generator(self.config.seed, 3, step)
+    def loss_on(self, keys: list[int]) -> torch.Tensor:
+        """The loss of the samples numbered `keys` (as one micro-batch)."""
+        return self.batch_loss(self.collate(keys))
 
-    def train_step(self) -> float:
-        """One optimisation step (all micro-batches); returns the mean loss."""
+    def _any(self, *flags: float) -> list[float]:
+        """Sums of per-process numbers over all processes (one all-reduce; itself alone in one)."""
+        values = torch.tensor(flags, dtype=torch.float64, device=self.accelerator.device)
+        return self.accelerator.reduce(values, "sum").tolist() if self.processes > 1 else values.tolist()
+
+    def train_step(self, micro_batches: list[dict] | None = None) -> StepReport:
+        """One optimisation step over this process's micro-batches (DataLoader batches; by
+        default made here, without workers)."""
         config = self.config
-        generator = self.step_generator(self.step)
-        self.plugin.train()
-        self.optimizer.zero_grad(set_to_none=True)
+        started = time.perf_counter()
+        if micro_batches is None:
+            micro_batches = [self.collate(keys) for keys in self.micro_batches(self.step)]
+        self.model.train()
         total = 0.0
-        micro_batches = self._sample_indices(self.step)
-        for indices in micro_batches:
-            loss = self.loss_on(indices, generator)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"the loss became {loss.item()} at step {self.step + 1}; training stopped "
-                    f"({self._last_good_note()})"
-                )
-            self.scaler.scale(loss / len(micro_batches)).backward()
+        for batch in micro_batches:
+            with self.accelerator.accumulate(self.model):
+                loss = self.batch_loss(batch)
+                self.accelerator.backward(loss)  # divided by the accumulation; all-reduced on the last
             total += loss.item() / len(micro_batches)
-        self.scaler.unscale_(self.optimizer)
-        for branch in (self.plugin.scb, self.plugin.tpb):
-            torch.nn.utils.clip_grad_norm_(branch.parameters(), config.max_grad_norm)
-        if self.autocast_dtype != torch.float16 and not all(
-            torch.isfinite(p.grad).all() for p in self.plugin.parameters() if p.grad is not None
-        ):
+        # Every process learns whether any loss was not finite, so they all stop together.
+        loss_sum, bad = self._any(total, 0.0 if math.isfinite(total) else 1.0)
+        if bad:
+            raise TrainingError(f"the loss became {total if not math.isfinite(total) else 'nan on another process'} "
+                                f"at step {self.step + 1}; training stopped ({self._last_good_note()})")
+        self.accelerator.unscale_gradients()  # once: per-branch clipping below (clip_grad_norm_ unscales per call)
+        norms = [torch.nn.utils.clip_grad_norm_(branch.parameters(), config.max_grad_norm)
+                 for branch in (self.plugin.scb, self.plugin.tpb)]
+        grad_norm = float(torch.stack(norms).norm())
+        if self.accelerator.scaler is None and not math.isfinite(grad_norm):  # fp16's scaler skips such steps itself
             raise TrainingError(f"non-finite gradients at step {self.step + 1}; training stopped ({self._last_good_note()})")
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
         self.lr_schedule.step()
         self.step += 1
-        return total
+        return StepReport(loss_sum / self.processes, grad_norm, time.perf_counter() - started)
 
     # ------------------------------------------------------------------ the loop
 
@@ -273,6 +328,7 @@ class Trainer:
         cleared of that run's files; otherwise this refuses, and nothing is touched."""
         if self._started is not None:
             return self._started
+        self.accelerator.wait_for_everyone()  # every process sees the folder before rank 0 changes it
         held = describe_run(self.output_dir, self.config.task)
         if resume:
             step = self.resume()
@@ -282,10 +338,12 @@ class Trainer:
             raise TrainingError(f"{self.output_dir} holds a training run ({held}): continue it with --resume, or start over "
                                 "with --overwrite (that run's files are replaced), or choose another run folder")
         else:
-            if held:
+            if held and self.is_main:
                 self._clear_run()
             self._started = f"a new run in {self.output_dir}" + (f" (replacing {held})" if held else "")
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.accelerator.wait_for_everyone()
         return self._started
 
     def train(
@@ -299,49 +357,78 @@ class Trainer:
     ) -> TrainResult:
         """Run to `config.steps`, then write the plugin (default: output_dir/<task>.safetensors).
 
-        On `should_stop()` a checkpoint is written and the run returns early without a
-        plugin file. resume / overwrite: how a run folder that already holds a run is treated
-        (`start`)."""
+        On `should_stop()` (in any process) a checkpoint is written and the run returns early
+        without a plugin file. resume / overwrite: how a run folder that already holds a run is
+        treated (`start`)."""
         config = self.config
         self.start(resume=resume, overwrite=overwrite)
         self._log_open()
+        self._trackers_open()
         stopped = False
         checkpoint = self.latest_checkpoint()
-        while self.step < config.steps:
-            if should_stop and should_stop():
-                stopped = True
-                break
-            started = time.perf_counter()
-            loss = self.train_step()
-            lr = self.lr_schedule.get_last_lr()[0]
-            self.losses.append((self.step, loss))
-            self._log_write(self.step, loss, lr, time.perf_counter() - started)
-            if progress:
-                progress(self.step, config.steps, loss, lr)
-            if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < config.steps:
+        data = iter(self.batches(self.step, config.steps))
+        try:
+            while self.step < config.steps:
+                if self._any(bool(should_stop and should_stop()))[0]:
+                    stopped = True
+                    break
+                report = self.train_step([next(data) for _ in range(config.gradient_accumulation)])
+                lr = self.lr_schedule.get_last_lr()[0]
+                self.losses.append((self.step, report.loss))
+                self._record(self.step, report, lr)
+                if progress:
+                    progress(self.step, config.steps, report.loss, lr)
+                if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < config.steps:
+                    checkpoint = self.save_checkpoint()
+                if config.validate_every and self.step % config.validate_every == 0 and (
+                        self.validation_images or self.validation_pairs):
+                    self.validate()
+            if self.step > 0 and (checkpoint is None or _checkpoint_step(checkpoint) != self.step):
                 checkpoint = self.save_checkpoint()
-            if config.validate_every and self.validation_images and self.step % config.validate_every == 0:
-                self.validate()
-        if self.step > 0 and (checkpoint is None or _checkpoint_step(checkpoint) != self.step):
-            checkpoint = self.save_checkpoint()
-        self._log_close()
+        finally:
+            del data  # stops the data workers
+            self._log_close()
+            for tracker in self.accelerator.trackers:  # not end_training(): it ends the process group too
+                tracker.finish()
         if stopped:
             plugin_path = None
         else:
             plugin_path = self.save_plugin(Path(plugin_path or self.output_dir / f"{config.task}.safetensors"))
-        write_loss_curve(self.output_dir / "loss.png", self.losses)
+        if self.is_main:
+            write_loss_curve(self.output_dir / "loss.png", self.losses)
+        self.accelerator.wait_for_everyone()  # the files are there for every process
         return TrainResult(self.plugin, self.step, stopped, list(self.losses), plugin_path, checkpoint)
 
-    def validate(self) -> list[Path]:
-        self.plugin.eval()
-        images = self.backend.render(self.plugin, self.validation_images, self.config.validation_steps, self.config.seed)
-        folder = self.output_dir / "validation"
-        folder.mkdir(exist_ok=True)
-        paths = []
-        for index, image in enumerate(images):
-            paths.append(folder / f"step-{self.step:06d}_{index:02d}.png")
-            image.save(paths[-1])
-        return paths
+    def validate(self) -> dict[str, float]:
+        """Rank 0 restores the validation images (written to validation/) and the validation
+        pairs' inputs, measured against their targets (PSNR / SSIM, in the log and trackers)."""
+        metrics = {}
+        if self.is_main:
+            self.plugin.eval()
+            folder = self.output_dir / "validation"
+            folder.mkdir(exist_ok=True)
+            steps, seed = self.config.validation_steps, self.config.seed
+            images = self.backend.render(self.plugin, self.validation_images, steps, seed) if self.validation_images else []
+            for index, image in enumerate(images):
+                image.save(folder / f"step-{self.step:06d}_{index:02d}.png")
+            if self.validation_pairs is not None:
+                metrics = self._measure(steps)
+            self._log_validation(images, metrics)
+        self.accelerator.wait_for_everyone()
+        return metrics
+
+    def _measure(self, steps: int) -> dict[str, float]:
+        from ..evaluation import paired_metrics
+
+        scores = []
+        for index in range(len(self.validation_pairs)):
+            source, target = self.validation_pairs[index]
+            # Measured at the pair's own size, as `diffplugin evaluate` measures a restored folder.
+            restored = at_size(self.backend.render(self.plugin, [source], steps, self.config.seed)[0], source.size)
+            if target.size != source.size:
+                target = target.resize(source.size, resample=Image.BICUBIC)
+            scores.append(paired_metrics(restored, target))
+        return {name: sum(s[name] for s in scores) / len(scores) for name in ("psnr", "ssim")}
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -360,6 +447,11 @@ class Trainer:
         return found[-1] if found else None
 
     def save_checkpoint(self) -> Path:
+        """Rank 0 writes step-N.pt (every process returns its path)."""
+        path = self.checkpoint_dir / f"step-{self.step:06d}.pt"
+        if not self.is_main:
+            return path
+        scaler = self.accelerator.scaler
         state = {
             "format": STATE_FORMAT,
             "step": self.step,
@@ -368,11 +460,12 @@ class Trainer:
             "plugin_info": {"task": self.plugin.task, "start_mode": self.plugin.start_mode, "clip_layer": self.plugin.info.clip_layer},
             "optimizer": self.optimizer.state_dict(),
             "lr_schedule": self.lr_schedule.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {},
+            "processes": self.processes,
             "train_config": json.dumps(dataclasses.asdict(self.config)),
             "losses": [[s, l] for s, l in self.losses],
         }
-        path = atomic_write(self.checkpoint_dir / f"step-{self.step:06d}.pt", lambda temp: torch.save(state, temp))
+        atomic_write(path, lambda temp: torch.save(state, temp))
         if self.config.keep_checkpoints:  # 0 keeps them all
             # Only this run's: a later step can never be an earlier checkpoint of it.
             ours = [c for c in self.checkpoints() if _checkpoint_step(c) <= self.step]
@@ -391,8 +484,9 @@ class Trainer:
 
     def resume(self, path: Path | None = None) -> int:
         """Load the newest readable checkpoint (or `path`); returns the step it holds."""
-        for leftover in self.checkpoint_dir.glob(".*.tmp") if self.checkpoint_dir.is_dir() else ():
-            leftover.unlink()  # a write that never finished
+        if self.is_main and self.checkpoint_dir.is_dir():
+            for leftover in self.checkpoint_dir.glob(".*.tmp"):
+                leftover.unlink()  # a write that never finished
         candidates = [path] if path else list(reversed(self.checkpoints()))
         for candidate in candidates:
             try:
@@ -411,7 +505,8 @@ class Trainer:
             self.plugin.load_state_dict(state["plugin"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.lr_schedule.load_state_dict(state["lr_schedule"])
-            self.scaler.load_state_dict(state["scaler"])
+            if self.accelerator.scaler is not None and state["scaler"]:
+                self.accelerator.scaler.load_state_dict(state["scaler"])
             self.step = int(state["step"])
             self.losses = [(int(s), float(l)) for s, l in state["losses"]]
             self.resumed_from = candidate
@@ -423,43 +518,81 @@ class Trainer:
         return 0
 
     def save_plugin(self, path: Path) -> Path:
+        """Rank 0 writes the trained plugin (every process returns its path)."""
         config = self.config
         self.plugin.info.extra = {
             "trained_steps": self.step,
             "data": getattr(self.dataset, "description", type(self.dataset).__name__),
             "resolution": config.resolution,
-            "batch_size": config.batch_size * config.gradient_accumulation,
-            "learning_rate": config.effective_learning_rate,
+            "batch_size": config.global_batch(self.processes),
+            "processes": self.processes,
+            "learning_rate": config.learning_rate_for(self.processes),
             "seed": config.seed,
             "prediction_type": self.backend.prediction_type,
             "base": {"context_width": self.backend.context_width, "channels": self.backend.channels, "clip_width": self.backend.clip_width},
         }
-        return save_plugin(self.plugin.eval(), path)
+        self.plugin.eval()
+        return save_plugin(self.plugin, path) if self.is_main else path
 
     def _last_good_note(self) -> str:
         latest = self.latest_checkpoint()
         return f"the last good checkpoint is {latest}" if latest else "no checkpoint was written yet"
 
-    # ------------------------------------------------------------------ loss log
+    # ------------------------------------------------------------------ loss log and trackers (rank 0)
 
     def _log_open(self):
+        self._log_handle = None
+        if not self.is_main:
+            return
         path = self.output_dir / "loss.csv"
         rows = []
         if path.is_file():  # keep the rows up to the resumed step only
             with path.open(newline="") as handle:
                 rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= self.step]
         self._log_handle = path.open("w", newline="")
-        self._log = csv.writer(self._log_handle)
-        self._log.writerow(["step", "loss", "lr", "seconds"])
-        for row in rows:
-            self._log.writerow([row["step"], row["loss"], row["lr"], row["seconds"]])
+        self._log = csv.DictWriter(self._log_handle, _LOG_COLUMNS, restval="", extrasaction="ignore")
+        self._log.writeheader()
+        self._log.writerows(rows)
+        self._pending: dict | None = None
 
-    def _log_write(self, step, loss, lr, seconds):
-        self._log.writerow([step, f"{loss:.6g}", f"{lr:.6g}", f"{seconds:.4f}"])
-        self._log_handle.flush()
+    def _record(self, step: int, report: StepReport, lr: float):
+        values = {"loss": report.loss, "lr": lr, "grad_norm": report.grad_norm,
+                  "samples_per_s": self.config.global_batch(self.processes) / report.seconds}
+        self.accelerator.log(values, step=step)
+        if self._log_handle is not None:
+            self._flush_row()
+            self._pending = {"step": step, "seconds": f"{report.seconds:.4f}", **{k: f"{v:.6g}" for k, v in values.items()}}
+            if not (self.config.validate_every and self.validation_pairs is not None and step % self.config.validate_every == 0):
+                self._flush_row()  # a validation step's row waits for its metrics
+
+    def _flush_row(self):
+        if self._pending is not None:
+            self._log.writerow(self._pending)
+            self._log_handle.flush()
+            self._pending = None
+
+    def _log_validation(self, images: list[Image.Image], metrics: dict[str, float]):
+        if metrics:
+            self.accelerator.log({f"validation/{name}": value for name, value in metrics.items()}, step=self.step)
+            if self._log_handle is not None and self._pending is not None:
+                self._pending.update({f"val_{name}": f"{value:.6g}" for name, value in metrics.items()})
+                self._flush_row()
+        for tracker in self.accelerator.trackers if images else ():
+            if tracker.name == "tensorboard":
+                tracker.log_images({"validation": np.stack([np.asarray(i) for i in images])}, self.step, dataformats="NHWC")
+            elif tracker.name == "wandb":
+                tracker.log_images({"validation": images}, self.step)
+
+    def _trackers_open(self):
+        if self.config.report_to != "none":
+            values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in dataclasses.asdict(self.config).items()}
+            self.accelerator.init_trackers("diff-plugin", config=values | {"processes": self.processes})
 
     def _log_close(self):
-        self._log_handle.close()
+        if self._log_handle is not None:
+            self._flush_row()
+            self._log_handle.close()
+            self._log_handle = None
 
 
 def describe_run(folder: Path | str, task: str) -> str | None:
@@ -469,10 +602,6 @@ def describe_run(folder: Path | str, task: str) -> str | None:
     parts = [f"checkpoints up to step {steps[-1]}"] if steps else []
     parts += [name for name in ("loss.csv", f"{task}.safetensors") if (folder / name).is_file()]
     return ", ".join(parts) or None
-
-
-def _randn(shape, generator, device):
-    return torch.randn(shape, generator=generator).to(device)
 
 
 def _checkpoint_step(path: Path) -> int:
