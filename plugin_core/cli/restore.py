@@ -142,12 +142,13 @@ def restore(args) -> int:
         work = list(zip(files, targets))
     if args.save_latent:
         check_new_files([args.save_latent], overwrite=args.overwrite, inputs=files)
+    processes = _Processes(args.device)
+    args.device = processes.device  # several processes: each its own GPU, for the plugins as for the models
     if args.plugin:
         chain = [load_plugin(p, device=args.device, dtype=DTYPES[args.dtype]) for p in args.plugin]
         library = selector = None
     else:
-        library, selector = _library(args)
-    processes = _Processes(args.device)
+        chain, (library, selector) = None, _library(args)
     say = print if processes.is_main else (lambda *a, **k: None)
     for problem in left_out:
         say(f"left out: {problem}", file=sys.stderr)
@@ -156,10 +157,7 @@ def restore(args) -> int:
     if not work:
         return 0 if not left_out else 1
     mine = processes.share(work)
-    args.device = processes.device
     restorer = _restorer(args, with_text=library is not None)
-    if library is not None:
-        chain = None
     one_bar = len(work) == 1  # one image: the bar counts its UNet calls; several: images, of all processes
     bar = None if args.no_progress or not processes.is_main else ProgressBar("restoring", unit="UNet call" if one_bar else "image")
     if bar and not one_bar:
