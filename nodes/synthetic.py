@@ -28,7 +28,7 @@ def input_subfolder(name: str) -> Path:
 class SynthesizeDegradedPairs(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        from ..plugin_core.training.synthetic import DEGRADATIONS
+        from ..plugin_core.synthetic import DEGRADATIONS
 
         return io.Schema(
             node_id="SynthesizeDegradedPairs",
@@ -74,7 +74,7 @@ class SynthesizeDegradedPairs(io.ComfyNode):
     @classmethod
     def execute(cls, clean_images, degradation, second_degradation, intensity_min, intensity_max, pairs_per_image, seed,
                 save_to, overwrite=False) -> io.NodeOutput:
-        from ..plugin_core.training.synthetic import SyntheticPairs, write_pairs
+        from ..plugin_core.synthetic import SyntheticPairs, write_pairs
 
         if intensity_min > intensity_max:
             raise ValueError(f"intensity_min {intensity_min} is above intensity_max {intensity_max}")

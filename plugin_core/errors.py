@@ -15,3 +15,7 @@ class PluginMismatchError(PluginError):
 
 class InputImageError(PluginError):
     """An input image cannot be processed (unreadable, empty, NaN, ...)."""
+
+
+class DataError(InputImageError):
+    """Training or evaluation data that cannot be used (missing files, unmatched names, ...)."""

@@ -290,7 +290,7 @@ def thumbnail(kinds: list[str], caption: str, region):
     from PIL import Image, ImageDraw
 
     sys.path.insert(0, str(OUT.parent))
-    from plugin_core.training import degrade
+    from plugin_core.synthetic import degrade
 
     width, height = 400, 300
     scene = Image.new("RGB", (width, height))

@@ -797,7 +797,7 @@ def test_training_cancel_keeps_the_checkpoint_and_resume_continues(server):
 
     from plugin_core import load_plugin
     from plugin_core.formats import read_torch_pickle
-    from plugin_core.training import write_pairs
+    from plugin_core.synthetic import write_pairs
 
     write_pairs([server.base / "input" / "example.png"], server.base / "input" / "cancel_pairs", "haze", pairs_per_image=2)
     prompt = json.loads(TRAINING_WORKFLOW.read_text())
@@ -936,7 +936,7 @@ def test_image_metrics_node_over_http_equals_scikit_image(server):
     import numpy as np
 
     skimage_metrics = pytest.importorskip("skimage.metrics")
-    from plugin_core.training.synthetic import degrade
+    from plugin_core.synthetic import degrade
 
     clean_name = "derain_val_sample1.jpg"
     with Image.open(server.base / "input" / clean_name) as image:

@@ -17,7 +17,8 @@ from plugin_core import load_plugin
 from plugin_core.cli import main
 from plugin_core.formats import read_torch_pickle
 from plugin_core.pipeline import BaseModels
-from plugin_core.training import DiffusersBackend, PairDataset, TrainConfig, Trainer, write_pairs
+from plugin_core.synthetic import write_pairs
+from plugin_core.training import DiffusersBackend, PairDataset, TrainConfig, Trainer
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch has no torch.distributed")
 

@@ -22,7 +22,7 @@ skimage_metrics = pytest.importorskip("skimage.metrics")
 from plugin_core.cli import main  # noqa: E402
 from plugin_core.errors import PluginError  # noqa: E402
 from plugin_core.evaluation import paired_metrics  # noqa: E402
-from plugin_core.training.synthetic import DEGRADATIONS, degrade  # noqa: E402
+from plugin_core.synthetic import DEGRADATIONS, degrade  # noqa: E402
 
 DIFFPLUGIN = Path(sys.executable).parent / "diffplugin"
 

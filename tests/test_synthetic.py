@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from plugin_core.training import PairDataset
-from plugin_core.training.synthetic import DEGRADATIONS, SyntheticPairs, degrade, pair_seed, write_pairs
+from plugin_core.seeding import mix_seed
+from plugin_core.synthetic import DEGRADATIONS, SyntheticPairs, degrade, write_pairs
 
 KINDS = sorted(DEGRADATIONS)
 SIZE = (96, 64)  # width, height: a multiple of 8, so JPEG blocks sit on a known grid
@@ -145,9 +146,9 @@ def test_tensor_dtype_kept():
 
 
 def test_pair_seed_is_mixed_not_summed():
-    seeds = {pair_seed(seed, index) for seed in range(20) for index in range(20)}
+    seeds = {mix_seed(seed, index) for seed in range(20) for index in range(20)}
     assert len(seeds) == 400  # seed + index would give 39 distinct values
-    assert pair_seed(0, 1) != pair_seed(1, 0)
+    assert mix_seed(0, 1) != mix_seed(1, 0)
     assert all(0 <= value < 2**63 for value in seeds)
 
 

@@ -298,7 +298,7 @@ def test_ctrl_c_in_the_cli_stops_with_a_checkpoint_and_resume_continues(base, tm
     """`diffplugin train`: the first SIGINT ends the run after the current step with a
     checkpoint of it (exit 130, no plugin file); `--resume` carries on from there."""
     from plugin_core.formats import read_torch_pickle
-    from plugin_core.training import write_pairs
+    from plugin_core.synthetic import write_pairs
 
     write_pairs([degraded_dir / "demo_rain.jpg"], tmp_path / "pairs", "haze", pairs_per_image=2)
     run = tmp_path / "run"

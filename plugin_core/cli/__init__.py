@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..selector.training import FINE_TUNE_STEPS, SelectorTrainConfig  # light: no diffusers
     from ..tiling import TILE_PROMPTS, TileSettings
     from ..training.distributed import REPORT_TO
-    from ..training.synthetic import DEGRADATIONS
+    from ..synthetic import DEGRADATIONS
 
     parser = argparse.ArgumentParser(prog="diffplugin", description="Diff-Plugin: task plugins for Stable Diffusion 1.x.",
                                      formatter_class=_Formatter)

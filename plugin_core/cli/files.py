@@ -54,7 +54,7 @@ def info(args) -> int:
 
 
 def synth(args) -> int:
-    from ..training import write_pairs
+    from ..synthetic import write_pairs
 
     low, high = args.intensity
     if low > high:

@@ -29,7 +29,8 @@ def train(args) -> int:
     from ..images import load_image
     from ..models import load_plugin
     from ..pipeline import BaseModels, check_base_folders
-    from ..training import DiffusersBackend, PairDataset, SyntheticPairs, TrainConfig, Trainer
+    from ..synthetic import SyntheticPairs
+    from ..training import DiffusersBackend, PairDataset, TrainConfig, Trainer
     from ..training.distributed import check_report_to, launched_processes, make_accelerator
     from ..training.trainer import describe_run
 

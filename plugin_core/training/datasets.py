@@ -20,12 +20,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import InputImageError
+from ..errors import DataError
 from ..images import image_files, load_image
-
-
-class DataError(InputImageError):
-    """Training data that cannot be used."""
 
 
 def _check_image(path: Path) -> None:

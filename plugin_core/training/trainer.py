@@ -42,7 +42,7 @@ from .datasets import Augment
 from .distributed import make_accelerator
 from .loss_curve import write_loss_curve
 from .samples import Layout, StepBatches, TrainingSamples, sample_noise
-from .seeding import mix_seed
+from ..seeding import mix_seed
 
 log = logging.getLogger("diffplugin")
 
