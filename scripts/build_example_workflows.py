@@ -1,11 +1,29 @@
 """Writes example_workflows/*.json (ComfyUI's UI format, shown in the template browser) and
 their API-format twins in example_workflows/api/ from one description, so the two never drift;
-with --thumbnails also the template browser's thumbnails (<name>.jpg: a drawn scene with the
+with --thumbnails also the template browser's thumbnails (<title>.jpg: a drawn scene with the
 workflow's degradation, made by plugin_core's synthetic degradations).
 
     python scripts/build_example_workflows.py                # rewrite the files
     python scripts/build_example_workflows.py --thumbnails   # and the thumbnails
-    python scripts/build_example_workflows.py --check        # exit 1 if a file differs or a thumbnail is missing
+    python scripts/build_example_workflows.py --check        # exit 1 if a file differs, is missing or is left over
+
+What the description holds, and why:
+
+* The template browser of ComfyUI's frontend shows a custom node pack's workflow under its file
+  name (title) and the same name with '-' and '_' as spaces (description); it reads no index or
+  metadata for packs (frontend 1.27.10 and its main branch). So a UI file is named by its title,
+  which says what the workflow does; its API twin keeps a short key (api/<key>.json) for scripts.
+* Widget values are written in the order the frontend creates the widgets: the schema's inputs,
+  with a `control_after_generate` widget after every INT that has one. The frontend adds it where
+  the input asks for it, and also, unasked, after every INT named `seed` or `noise_seed` (its
+  legacy rule), so Synthesize Degraded Pairs and Train Task-Plugin get one too. Its value is
+  saved in `widgets_values` (never sent with the prompt); "fixed" keeps the seed as saved.
+* Loader nodes name their files in `properties.models` ({name, url, directory}), as the
+  workflow_templates specification asks: the frontend offers to download a missing file (from
+  huggingface.co, a .safetensors name, into that models folder). The Task-Plugins have no such
+  download; a Note in every workflow says where they come from.
+* The layout is computed: groups are columns read left to right, nodes stacked in them with
+  sizes at least what the frontend computes for them, so nothing overlaps.
 """
 
 from __future__ import annotations
@@ -17,87 +35,199 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "example_workflows"
-CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
-CLIP_VISION = "clip-vit-large-patch14.safetensors"
 
-# Socket signatures of the node types used: (link inputs [(name, type)], widget names, outputs [(name, type)]).
+# The SD 1.5 checkpoint exactly as ComfyUI's own SD 1.5 templates name it (Comfy-Org/workflow_templates,
+# templates/default.json): a user who ran those already has it.
+CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
+CHECKPOINT_URL = ("https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/"
+                  "v1-5-pruned-emaonly-fp16.safetensors?download=true")
+# CLIP ViT-L/14 (openai/clip-vit-large-patch14, the encoder the plugins were trained with): the
+# repository's model.safetensors (both towers; ComfyUI's CLIP vision loader keeps the vision one),
+# saved under a name that says what it is.
+CLIP_VISION = "clip-vit-large-patch14.safetensors"
+CLIP_VISION_URL = "https://huggingface.co/openai/clip-vit-large-patch14/resolve/main/model.safetensors?download=true"
+DIFF_PLUGIN_REPO = "https://github.com/yuhaoliu7456/Diff-Plugin"
+
+# The files the frontend can offer to download: loader type -> its `models` entry (name: the file the
+# loader's widget names; directory: the models folder it is read from).
+DOWNLOADS = {
+    "CheckpointLoaderSimple": {"name": CHECKPOINT, "url": CHECKPOINT_URL, "directory": "checkpoints"},
+    "CLIPVisionLoader": {"name": CLIP_VISION, "url": CLIP_VISION_URL, "directory": "clip_vision"},
+}
+
+# Socket signatures of the node types used: (link inputs [(name, type)], widgets [(name, type)], outputs [(name, type)]),
+# widgets in the order of the node's schema.
 NODE_TYPES = {
-    "LoadImage": ([], ["image", "upload"], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
-    "CheckpointLoaderSimple": ([], ["ckpt_name"], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]),
-    "CLIPVisionLoader": ([], ["clip_name"], [("CLIP_VISION", "CLIP_VISION")]),
-    "CLIPTextEncode": ([("clip", "CLIP")], ["text"], [("CONDITIONING", "CONDITIONING")]),
+    "LoadImage": ([], [("image", "COMBO"), ("upload", "IMAGEUPLOAD")], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "CheckpointLoaderSimple": ([], [("ckpt_name", "COMBO")], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]),
+    "CLIPVisionLoader": ([], [("clip_name", "COMBO")], [("CLIP_VISION", "CLIP_VISION")]),
+    "CLIPTextEncode": ([("clip", "CLIP")], [("text", "STRING")], [("CONDITIONING", "CONDITIONING")]),
     "KSampler": (
         [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent_image", "LATENT")],
-        ["seed", "steps", "cfg", "sampler_name", "scheduler", "denoise"],
+        [("seed", "INT"), ("steps", "INT"), ("cfg", "FLOAT"), ("sampler_name", "COMBO"), ("scheduler", "COMBO"),
+         ("denoise", "FLOAT")],
         [("LATENT", "LATENT")],
     ),
     "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [], [("IMAGE", "IMAGE")]),
-    "VAEDecodeTiled": ([("samples", "LATENT"), ("vae", "VAE")], ["tile_size", "overlap", "temporal_size", "temporal_overlap"],
+    "VAEDecodeTiled": ([("samples", "LATENT"), ("vae", "VAE")],
+                       [("tile_size", "INT"), ("overlap", "INT"), ("temporal_size", "INT"), ("temporal_overlap", "INT")],
                        [("IMAGE", "IMAGE")]),
-    "DiffPluginColorFix": ([("image", "IMAGE"), ("reference", "IMAGE")], ["color_fix"], [("image", "IMAGE")]),
-    "SaveImage": ([("images", "IMAGE")], ["filename_prefix"], []),
+    "DiffPluginColorFix": ([("image", "IMAGE"), ("reference", "IMAGE")], [("color_fix", "COMBO")], [("image", "IMAGE")]),
+    "SaveImage": ([("images", "IMAGE")], [("filename_prefix", "STRING")], []),
     "GetImageSize": ([("image", "IMAGE")], [], [("width", "INT"), ("height", "INT"), ("batch_size", "INT")]),
-    "ImageScale": ([("image", "IMAGE")], ["upscale_method", "width", "height", "crop"], [("IMAGE", "IMAGE")]),
-    "SolidMask": ([], ["value", "width", "height"], [("MASK", "MASK")]),
-    "MaskComposite": ([("destination", "MASK"), ("source", "MASK")], ["x", "y", "operation"], [("MASK", "MASK")]),
-    "LoadTaskPlugin": ([], ["plugin_name"], [("task_plugin", "TASK_PLUGIN")]),
-    "LoadTaskPluginLibrary": ([], ["tasks", "selector_name"], [("task_plugins", "TASK_PLUGINS"), ("selector", "PLUGIN_SELECTOR")]),
+    "ImageScale": ([("image", "IMAGE")], [("upscale_method", "COMBO"), ("width", "INT"), ("height", "INT"), ("crop", "COMBO")],
+                   [("IMAGE", "IMAGE")]),
+    "LoadTaskPlugin": ([], [("plugin_name", "COMBO")], [("task_plugin", "TASK_PLUGIN")]),
+    "LoadTaskPluginLibrary": ([], [("tasks", "STRING"), ("selector_name", "COMBO")],
+                              [("task_plugins", "TASK_PLUGINS"), ("selector", "PLUGIN_SELECTOR")]),
     "ApplyTaskPlugin": (
         [("model", "MODEL"), ("task_plugin", "TASK_PLUGIN"), ("clip_vision", "CLIP_VISION"), ("vae", "VAE"),
          ("image", "IMAGE"), ("mask", "MASK")],
-        ["strength", "start_percent", "end_percent", "resolution", "tile_size", "tile_overlap", "tile_batch", "tile_prompt"],
+        [("strength", "FLOAT"), ("start_percent", "FLOAT"), ("end_percent", "FLOAT"), ("resolution", "INT"),
+         ("tile_size", "INT"), ("tile_overlap", "INT"), ("tile_batch", "INT"), ("tile_prompt", "COMBO")],
         [("model", "MODEL"), ("latent", "LATENT")],
     ),
     "PluginSelector": (
         [("image", "IMAGE"), ("task_plugins", "TASK_PLUGINS"), ("selector", "PLUGIN_SELECTOR"), ("clip", "CLIP"),
          ("clip_vision", "CLIP_VISION")],
-        ["instruction", "threshold"],
+        [("instruction", "STRING"), ("threshold", "FLOAT")],
         [("selected", "TASK_PLUGINS"), ("scores", "STRING")],
     ),
     "SynthesizeDegradedPairs": (
         [("clean_images", "IMAGE")],
-        ["degradation", "second_degradation", "intensity_min", "intensity_max", "pairs_per_image", "seed", "save_to", "overwrite"],
+        [("degradation", "COMBO"), ("second_degradation", "COMBO"), ("intensity_min", "FLOAT"), ("intensity_max", "FLOAT"),
+         ("pairs_per_image", "INT"), ("seed", "INT"), ("save_to", "STRING"), ("overwrite", "BOOLEAN")],
         [("input_images", "IMAGE"), ("target_images", "IMAGE")],
     ),
     "TrainTaskPlugin": (
         [("model", "MODEL"), ("vae", "VAE"), ("clip_vision", "CLIP_VISION"), ("input_images", "IMAGE"), ("target_images", "IMAGE")],
-        ["data_path", "save_name", "steps", "batch_size", "learning_rate", "resolution", "seed", "start_mode",
-         "gradient_checkpointing", "cache_encodings", "checkpoint_every", "resume", "overwrite"],
+        [("data_path", "STRING"), ("save_name", "STRING"), ("steps", "INT"), ("batch_size", "INT"), ("learning_rate", "FLOAT"),
+         ("resolution", "INT"), ("seed", "INT"), ("start_mode", "COMBO"), ("gradient_checkpointing", "BOOLEAN"),
+         ("cache_encodings", "BOOLEAN"), ("checkpoint_every", "INT"), ("resume", "BOOLEAN"), ("overwrite", "BOOLEAN")],
         [("task_plugin", "TASK_PLUGIN"), ("loss_curve", "IMAGE")],
     ),
     "RestoreWithTaskPlugins": (
         [("model", "MODEL"), ("task_plugins", "TASK_PLUGINS"), ("clip_vision", "CLIP_VISION"), ("vae", "VAE"), ("image", "IMAGE")],
-        ["seed", "steps", "later_steps", "cfg", "sampler_name", "scheduler", "resolution", "output_size", "tile_size",
-         "tile_overlap", "tile_batch", "tile_prompt", "color_fix"],
+        [("seed", "INT"), ("steps", "INT"), ("later_steps", "INT"), ("cfg", "FLOAT"), ("sampler_name", "COMBO"),
+         ("scheduler", "COMBO"), ("resolution", "INT"), ("output_size", "COMBO"), ("tile_size", "INT"), ("tile_overlap", "INT"),
+         ("tile_batch", "INT"), ("tile_prompt", "COMBO"), ("color_fix", "COMBO")],
         [("image", "IMAGE")],
     ),
+    # Frontend-only: never in a prompt.
+    "MarkdownNote": ([], [("text", "STRING")], []),
 }
-
-
-# Nodes whose seed has ComfyUI's "control after generate" widget (not the training nodes:
-# a seed that changes on every queue would retrain every time).
-SEED_CONTROL = {"KSampler", "RestoreWithTaskPlugins"}
+VIRTUAL = {"MarkdownNote", "Note"}
 OPTIONAL_LINKS = {"mask", "input_images", "target_images"}  # optional sockets: drawn hollow, left out when unlinked
+# An INT input's explicit control_after_generate flag, where its schema sets one; without a flag the
+# frontend adds the control widget to INTs named seed / noise_seed.
+CONTROL_FLAGS = {("KSampler", "seed"): True, ("RestoreWithTaskPlugins", "seed"): True}
+SEED_CONTROL = "fixed"  # keep every seed as saved: the examples give the same result, a training run resumes
+
+
+def has_control_widget(node_type: str, widget: str, kind: str) -> bool:
+    """Whether ComfyUI's frontend puts a control_after_generate widget after this widget."""
+    return kind == "INT" and CONTROL_FLAGS.get((node_type, widget), widget in ("seed", "noise_seed"))
+
+
+def frontend_widgets(node_type: str) -> list[str]:
+    """The names of the (saved) widgets the frontend creates for a node type, in order."""
+    names = []
+    for name, kind in NODE_TYPES[node_type][1]:
+        names.append(name)
+        if has_control_widget(node_type, name, kind):
+            names.append("control_after_generate")
+    return names
+
+
+# Node sizes: at least what the frontend computes for each (it grows a smaller saved size, and the
+# node then covers its neighbours); LoadImage and SaveImage leave room for the image.
+SIZES = {
+    "LoadImage": (360, 440), "CheckpointLoaderSimple": (360, 110), "CLIPVisionLoader": (360, 70), "LoadTaskPlugin": (360, 70),
+    "LoadTaskPluginLibrary": (360, 110), "CLIPTextEncode": (360, 100), "KSampler": (360, 280), "VAEDecode": (360, 60),
+    "VAEDecodeTiled": (360, 160), "DiffPluginColorFix": (360, 90), "SaveImage": (420, 460), "GetImageSize": (360, 80),
+    "ImageScale": (360, 140), "ApplyTaskPlugin": (380, 350), "PluginSelector": (400, 260), "SynthesizeDegradedPairs": (380, 300),
+    "TrainTaskPlugin": (380, 470), "RestoreWithTaskPlugins": (380, 470), "MarkdownNote": (460, 300),
+}
+NODE_TITLE = 30  # the frontend draws a node's title bar above its pos
+GROUP_TITLE = 40  # a group's title bar (font size 24)
+PAD, GAP, COLUMN_GAP = 20, 40, 80
+GROUP_COLOR = "#3f789e"
 
 
 @dataclass
 class Node:
     id: int
     type: str
-    pos: tuple[int, int]
     widgets: dict = field(default_factory=dict)
     links: dict = field(default_factory=dict)  # input (or widget) name -> (source node id, output index)
     title: str | None = None
+    size: tuple[int, int] | None = None
+    pos: tuple[int, int] = (0, 0)  # set by the layout
+
+    def __post_init__(self):
+        self.size = self.size or SIZES[self.type]
+
+
+@dataclass
+class Group:
+    title: str
+    nodes: list[Node]
+
+
+@dataclass
+class Workflow:
+    key: str  # the API twin's name (api/<key>.json)
+    title: str  # the UI file's name: what the template browser shows
+    notes: list[Node]  # left of the groups, read first
+    groups: list[Group]  # columns, left to right
+
+    @property
+    def nodes(self) -> list[Node]:
+        return self.notes + [n for g in self.groups for n in g.nodes]
+
+
+def layout(workflow: Workflow) -> list[tuple[str, list[int]]]:
+    """Positions every node; returns the groups' (title, bounding)."""
+    x = 0
+    y = 0
+    for note in workflow.notes:  # a column of notes, outside the groups
+        note.pos = (x, y + NODE_TITLE)
+        y += NODE_TITLE + note.size[1] + GAP
+    x += max(n.size[0] for n in workflow.notes) + COLUMN_GAP
+    bounds = []
+    for group in workflow.groups:
+        width = max(n.size[0] for n in group.nodes) + 2 * PAD
+        y = GROUP_TITLE + PAD
+        for node in group.nodes:
+            node.pos = (x + PAD, y + NODE_TITLE)
+            y += NODE_TITLE + node.size[1] + GAP
+        bounds.append((group.title, [x, 0, width, y - GAP + PAD]))
+        x += width + COLUMN_GAP
+    return bounds
 
 
 def ui_inputs(node: Node) -> list[tuple[str, str, bool]]:
     """The node's input sockets in the UI: (name, type, is a widget) - its link inputs, then the
     widgets driven by a link (a widget input, e.g. ImageScale's width from GetImageSize)."""
-    link_inputs, widget_names, _ = NODE_TYPES[node.type]
-    return [(name, kind, False) for name, kind in link_inputs] + [(w, "INT", True) for w in widget_names if w in node.links]
+    link_inputs, widgets, _ = NODE_TYPES[node.type]
+    return [(name, kind, False) for name, kind in link_inputs] + [(w, kind, True) for w, kind in widgets if w in node.links]
 
 
-def ui_format(nodes: list[Node]) -> dict:
+def widgets_values(node: Node) -> list:
+    values = []
+    for name, kind in NODE_TYPES[node.type][1]:
+        if kind == "IMAGEUPLOAD":
+            values.append("image")  # the upload button's value
+            continue
+        values.append(node.widgets.get(name, 0))  # a linked widget keeps a placeholder value
+        if has_control_widget(node.type, name, kind):
+            values.append(SEED_CONTROL)
+    return values
+
+
+def ui_format(workflow: Workflow) -> dict:
+    groups = layout(workflow)
+    nodes = workflow.nodes
     by_id = {n.id: n for n in nodes}
     links, ui_nodes = [], []
     outgoing: dict[tuple[int, int], list[int]] = {}
@@ -109,20 +239,15 @@ def ui_format(nodes: list[Node]) -> dict:
             outgoing.setdefault((source, slot), []).append(link_id)
     incoming = {(link[3], link[4]): link[0] for link in links}
     for order, node in enumerate(nodes):
-        link_inputs, widget_names, outputs = NODE_TYPES[node.type]
-        values = []
-        for name in widget_names:
-            if name == "upload":
-                values.append("image")
-                continue
-            values.append(node.widgets.get(name, 0))  # a linked widget keeps a placeholder value
-            if name == "seed" and node.type in SEED_CONTROL:
-                values.append("fixed")  # the control_after_generate widget
+        _, _, outputs = NODE_TYPES[node.type]
+        properties = {} if node.type in VIRTUAL else {"Node name for S&R": node.type}
+        if node.type in DOWNLOADS:
+            properties["models"] = [dict(DOWNLOADS[node.type])]
         entry = {
             "id": node.id,
             "type": node.type,
             "pos": list(node.pos),
-            "size": [320, 60 + 26 * (len(link_inputs) + len(widget_names))],
+            "size": list(node.size),
             "flags": {},
             "order": order,
             "mode": 0,
@@ -137,141 +262,220 @@ def ui_format(nodes: list[Node]) -> dict:
                 {"name": name, "type": kind, "links": outgoing.get((node.id, slot), []), "slot_index": slot}
                 for slot, (name, kind) in enumerate(outputs)
             ],
-            "properties": {"Node name for S&R": node.type},
-            "widgets_values": values,
+            "properties": properties,
+            "widgets_values": widgets_values(node),
         }
         if node.title:
             entry["title"] = node.title
+        if node.type in VIRTUAL:
+            entry.update(color="#432", bgcolor="#653")
         ui_nodes.append(entry)
+    left = min(n.pos[0] for n in nodes)
     return {
         "last_node_id": max(n.id for n in nodes),
         "last_link_id": len(links),
         "nodes": ui_nodes,
         "links": links,
-        "groups": [],
+        "groups": [{"id": i + 1, "title": title, "bounding": bounding, "color": GROUP_COLOR, "font_size": 24, "flags": {}}
+                   for i, (title, bounding) in enumerate(groups)],
         "config": {},
-        "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
+        # opened at the top left, at a zoom where the frontend still draws the text (above 0.6)
+        "extra": {"ds": {"scale": 0.65, "offset": [40 - left, 60]}},
         "version": 0.4,
     }
 
 
-def api_format(nodes: list[Node]) -> dict:
+def api_format(workflow: Workflow) -> dict:
     prompt = {}
-    for node in nodes:
-        inputs = {k: v for k, v in node.widgets.items()}
+    for node in workflow.nodes:
+        if node.type in VIRTUAL:
+            continue
+        inputs = dict(node.widgets)
         inputs.update({name: [str(source), slot] for name, (source, slot) in node.links.items()})
-        if node.type == "LoadImage":
-            inputs.pop("upload", None)
         prompt[str(node.id)] = {"class_type": node.type, "inputs": inputs, "_meta": {"title": node.title or node.type}}
     return prompt
 
 
+# ---------------------------------------------------------------------- the notes
+
+PLUGINS_NOTE = f"""## Where the models come from
+
+**Task-Plugins** go in `ComfyUI/models/diff_plugins/`. They come from the authors' release: the
+pre-trained weights linked in the README of [Diff-Plugin]({DIFF_PLUGIN_REPO}) (a `pre-trained/` folder;
+CC BY-NC-SA 4.0, non-commercial). Either
+
+* convert them once, one file per task (`derain.safetensors`, `dehaze.safetensors`, ...) and the
+  Plugin-Selector (`selector.safetensors`):
+  `diffplugin convert pre-trained -o ComfyUI/models/diff_plugins`
+  (`diffplugin` comes with this pack: `pip install -e ComfyUI/custom_nodes/diff-plugin`), or
+* drop the reference task folders as they are (e.g. `derain/` with `tpb.pt` and `scb/`, and
+  `plugin_selector/` with `PromptTunner.pt`) into `ComfyUI/models/diff_plugins/`.
+
+**SD 1.5 checkpoint** `{CHECKPOINT}` in `models/checkpoints/` (any SD 1.x checkpoint works) and
+**CLIP ViT-L/14 vision** `{CLIP_VISION}` in `models/clip_vision/`: ComfyUI offers to download
+both when they are missing (the loaders carry their links)."""
+
+
+def note(node_id: int, text: str, title: str, height: int = 300) -> Node:
+    return Node(node_id, "MarkdownNote", {"text": text}, title=title, size=(SIZES["MarkdownNote"][0], height))
+
+
+def plugins_note(node_id: int = 20) -> Node:
+    return note(node_id, PLUGINS_NOTE, "Note: models", height=320)
+
+
+# ---------------------------------------------------------------------- the workflows
+
 # The tile widgets of Apply / Restore: the defaults (a photo that fits one 1536 px tile is not tiled).
 TILES = {"tile_size": 1536, "tile_overlap": 256, "tile_batch": 1, "tile_prompt": "tile"}
+SAMPLER = {"seed": 42, "steps": 20, "cfg": 1.0, "sampler_name": "uni_pc_bh2", "scheduler": "normal", "denoise": 1.0}
+APPLY = {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0, "resolution": 512, **TILES}
 
 
-def base_loaders(image: str) -> list[Node]:
+def checkpoint(node_id: int = 2) -> Node:
+    return Node(node_id, "CheckpointLoaderSimple", {"ckpt_name": CHECKPOINT}, title="Any SD 1.x checkpoint")
+
+
+def clip_vision(node_id: int = 3) -> Node:
+    return Node(node_id, "CLIPVisionLoader", {"clip_name": CLIP_VISION}, title="CLIP ViT-L/14 vision")
+
+
+def back_to_size(decoded: tuple[int, int], photo: tuple[int, int]) -> list[Node]:
+    """The restored image back at the photo's own size (the plugin runs at a working size: short
+    side raised to 512, sides to multiples of 8): node 13 reads the size, node 14 scales."""
     return [
-        Node(1, "LoadImage", (40, 60), {"image": image}, title="Degraded photo"),
-        Node(2, "CheckpointLoaderSimple", (40, 420), {"ckpt_name": CHECKPOINT}, title="Any SD 1.x checkpoint"),
-        Node(3, "CLIPVisionLoader", (40, 580), {"clip_name": CLIP_VISION}, title="CLIP ViT-L/14 vision"),
+        Node(13, "GetImageSize", {}, {"image": photo}, title="The photo's size"),
+        Node(14, "ImageScale", {"upscale_method": "lanczos", "crop": "disabled"},
+             {"image": decoded, "width": (13, 0), "height": (13, 1)}, title="Back to the photo's size"),
     ]
 
 
-def at_original_size(restored: tuple[int, int], original: tuple[int, int], save: Node, pos: tuple[int, int]) -> list[Node]:
-    """The restored image back at the photo's own size (the plugin runs at a working size:
-    short side raised to 512, sides to multiples of 8), for `save` (SaveImage)."""
-    save.links = {"images": (14, 0)}
-    return [
-        Node(13, "GetImageSize", (pos[0], pos[1] + 160), {}, {"image": original}, title="The photo's size"),
-        Node(14, "ImageScale", pos, {"upscale_method": "lanczos", "crop": "disabled"},
-             {"image": restored, "width": (13, 0), "height": (13, 1)}, title="Back to the photo's size"),
-        save,
+def restore_groups(photo: Node, apply_links: dict, extra_loaders=(), apply_title=None, apply_widgets=None) -> tuple[list[Group], dict]:
+    """Photo + models -> Apply Task-Plugin -> KSampler -> VAE Decode -> back to size -> Save."""
+    apply = Node(5, "ApplyTaskPlugin", dict(apply_widgets or APPLY), apply_links, title=apply_title)
+    text = Node(6, "CLIPTextEncode", {"text": ""}, {"clip": (2, 1)}, title="Empty prompt (ignored while the plugin is active)")
+    sampler = Node(7, "KSampler", dict(SAMPLER), {"model": (5, 0), "positive": (6, 0), "negative": (6, 0), "latent_image": (5, 1)})
+    decode = Node(8, "VAEDecode", {}, {"samples": (7, 0), "vae": (2, 2)})
+    save = Node(9, "SaveImage", {"filename_prefix": "diff-plugin/restored"}, {"images": (14, 0)}, title="The restored photo")
+    groups = [
+        Group("1 - The photo and the models", [photo, checkpoint(), clip_vision(), *extra_loaders]),
+        Group("2 - Apply the Task-Plugin", [apply, text]),
+        Group("3 - Sample (cfg 1, UniPC, 20 steps)", [sampler]),
+        Group("4 - Decode, at the photo's size", [decode, *back_to_size((8, 0), (photo.id, 0))]),
+        Group("5 - Result", [save]),
     ]
+    return groups, {n.id: n for g in groups for n in g.nodes}
 
 
-def single_task(image="demo_rain.jpg", plugin="derain.safetensors", mask_nodes=()) -> list[Node]:
-    apply_links = {"model": (2, 0), "task_plugin": (4, 0), "clip_vision": (3, 0), "vae": (2, 2), "image": (1, 0)}
-    if mask_nodes:
-        apply_links["mask"] = (mask_nodes[-1].id, 0)
-    return base_loaders(image) + [
-        Node(4, "LoadTaskPlugin", (40, 700), {"plugin_name": plugin}),
-        Node(5, "ApplyTaskPlugin", (420, 60),
-             {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0, "resolution": 512, **TILES}, apply_links),
-        Node(6, "CLIPTextEncode", (420, 400), {"text": ""}, {"clip": (2, 1)}, title="(ignored while the plugin is active)"),
-        Node(7, "KSampler", (800, 60),
-             {"seed": 42, "steps": 20, "cfg": 1.0, "sampler_name": "uni_pc_bh2", "scheduler": "normal", "denoise": 1.0},
-             {"model": (5, 0), "positive": (6, 0), "negative": (6, 0), "latent_image": (5, 1)}),
-        Node(8, "VAEDecode", (1180, 60), {}, {"samples": (7, 0), "vae": (2, 2)}),
-        *at_original_size((8, 0), (1, 0), Node(9, "SaveImage", (1560, 60), {"filename_prefix": "diff-plugin/restored"}), (1180, 200)),
-        *mask_nodes,
-    ]
+def single_task() -> Workflow:
+    photo = Node(1, "LoadImage", {"image": "demo_rain.jpg"}, title="Degraded photo")
+    plugin = Node(4, "LoadTaskPlugin", {"plugin_name": "derain.safetensors"}, title="Task-Plugin (the task to remove)")
+    links = {"model": (2, 0), "task_plugin": (4, 0), "clip_vision": (3, 0), "vae": (2, 2), "image": (1, 0)}
+    groups, _ = restore_groups(photo, links, [plugin])
+    how = note(21, "## Restore a photo with one Task-Plugin\n\nLoad your photo, choose the Task-Plugin of what spoils it "
+                   "(rain, haze, snow, blur, moire, glare, low light, a damaged face) and run. Apply Task-Plugin patches the "
+                   "model and gives the start latent; KSampler samples it at denoise 1.0; the result comes back at the "
+                   "photo's own size.", "Note: this workflow", height=180)
+    return Workflow("diff_plugin_single_task", "Diff-Plugin - Restore a photo with one Task-Plugin", [plugins_note(), how], groups)
 
 
-def large_photo(image="demo_rain.jpg", plugin="derain.safetensors") -> list[Node]:
+def region_mask() -> Workflow:
+    """The region to restore is the mask painted on the photo (LoadImage's MASK): the rest is kept."""
+    photo = Node(1, "LoadImage", {"image": "demo_rain.jpg"}, title="Degraded photo: paint the region to restore")
+    plugin = Node(4, "LoadTaskPlugin", {"plugin_name": "derain.safetensors"}, title="Task-Plugin (the task to remove)")
+    links = {"model": (2, 0), "task_plugin": (4, 0), "clip_vision": (3, 0), "vae": (2, 2), "image": (1, 0), "mask": (1, 1)}
+    groups, _ = restore_groups(photo, links, [plugin], apply_title="Apply Task-Plugin (in the painted region)")
+    how = note(21, "## Restore only a region\n\nRight-click the photo, **Open in MaskEditor**, paint over the part to "
+                   "restore and **Save**: the photo's MASK output carries the painting. The plugin acts only there and "
+                   "the rest of the photo is kept as it is. Nothing painted: the photo comes back unchanged.",
+               "Note: paint the region", height=180)
+    return Workflow("diff_plugin_region_mask", "Diff-Plugin - Restore only a painted region", [plugins_note(), how], groups)
+
+
+def large_photo() -> Workflow:
     """A photo larger than a tile: sampled in 512 px tiles (the plugins' training scale), decoded by
     tiles, its colour kept by the colour fix, given back at its size."""
-    nodes = single_task(image, plugin)
-    apply = next(n for n in nodes if n.type == "ApplyTaskPlugin")
-    apply.widgets.update(tile_size=512, tile_overlap=64)
-    apply.title = "Apply Task-Plugin (512 px tiles)"
-    decode = next(n for n in nodes if n.type == "VAEDecode")
-    decode.type, decode.widgets = "VAEDecodeTiled", {"tile_size": 512, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8}
-    scale = next(n for n in nodes if n.type == "ImageScale")
-    scale.links["image"] = (15, 0)
-    return nodes + [Node(15, "DiffPluginColorFix", (1180, 400), {"color_fix": "wavelet"}, {"image": (8, 0), "reference": (1, 0)})]
+    photo = Node(1, "LoadImage", {"image": "demo_rain.jpg"}, title="Degraded photo (any size)")
+    plugin = Node(4, "LoadTaskPlugin", {"plugin_name": "derain.safetensors"}, title="Task-Plugin (the task to remove)")
+    links = {"model": (2, 0), "task_plugin": (4, 0), "clip_vision": (3, 0), "vae": (2, 2), "image": (1, 0)}
+    groups, by_id = restore_groups(photo, links, [plugin], apply_title="Apply Task-Plugin (512 px tiles)",
+                                   apply_widgets={**APPLY, "tile_size": 512, "tile_overlap": 64})
+    decode = by_id[8]
+    decode.type, decode.size = "VAEDecodeTiled", SIZES["VAEDecodeTiled"]
+    decode.widgets = {"tile_size": 512, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8}
+    fix = Node(15, "DiffPluginColorFix", {"color_fix": "wavelet"}, {"image": (8, 0), "reference": (1, 0)}, title="Keep the photo's colour")
+    by_id[14].links["image"] = (15, 0)
+    groups[3] = Group("4 - Decode by tiles, keep colour", [decode, fix, by_id[13], by_id[14]])
+    how = note(21, "## A large photo, in tiles\n\nThe photo is sampled in overlapping 512 px tiles, each with its own "
+                   "spatial branch and visual prompt, decoded by tiles (VAE Decode (Tiled)), its colour kept by the wavelet "
+                   "colour fix and given back at its own size: for photos of any size.", "Note: this workflow", height=180)
+    return Workflow("diff_plugin_large_photo_tiles", "Diff-Plugin - Restore a large photo in tiles", [plugins_note(), how], groups)
 
 
-def region_mask() -> list[Node]:
-    # The left half of the 1200x900 demo photo; any MASK works (e.g. painted in the mask editor).
-    mask = [
-        Node(10, "SolidMask", (40, 860), {"value": 0.0, "width": 1200, "height": 900}, title="Whole photo: keep"),
-        Node(11, "SolidMask", (40, 1020), {"value": 1.0, "width": 600, "height": 900}, title="Region to restore"),
-        Node(12, "MaskComposite", (420, 860), {"x": 0, "y": 0, "operation": "add"}, {"destination": (10, 0), "source": (11, 0)}),
+def text_driven() -> Workflow:
+    photo = Node(1, "LoadImage", {"image": "demo_snow_and_haze.jpg"}, title="Degraded photo")
+    library = Node(4, "LoadTaskPluginLibrary", {"tasks": "", "selector_name": "plugin_selector/PromptTunner.pt"},
+                   title="Every Task-Plugin and the Plugin-Selector")
+    selector = Node(5, "PluginSelector", {"instruction": "remove the snow and the haze", "threshold": 0.0},
+                    {"image": (1, 0), "task_plugins": (4, 0), "selector": (4, 1), "clip": (2, 1), "clip_vision": (3, 0)},
+                    title="Plugin-Selector: type what to fix")
+    restore = Node(6, "RestoreWithTaskPlugins",
+                   {"seed": 42, "steps": 20, "later_steps": 3, "cfg": 1.0, "sampler_name": "uni_pc_bh2", "scheduler": "normal",
+                    "resolution": 512, "output_size": "original", **TILES, "color_fix": "none"},
+                   {"model": (2, 0), "task_plugins": (5, 0), "clip_vision": (3, 0), "vae": (2, 2), "image": (1, 0)})
+    save = Node(7, "SaveImage", {"filename_prefix": "diff-plugin/restored"}, {"images": (6, 0)}, title="The restored photo")
+    groups = [
+        Group("1 - The photo and the models", [photo, checkpoint(), clip_vision(), library]),
+        Group("2 - Select by instruction", [selector]),
+        Group("3 - Run the chosen plugins", [restore]),
+        Group("4 - Result", [save]),
     ]
-    return single_task(mask_nodes=mask)
+    how = note(21, "## Restore by instruction\n\nType what to fix (*\"remove the snow and the haze\"*): the Plugin-Selector "
+                   "scores every Task-Plugin against the instruction and the photo, draws the scores on the node and passes "
+                   "the chosen ones on; Restore with Task-Plugins runs them one after another. The selector here is the "
+                   "reference folder (`plugin_selector/PromptTunner.pt`); after `diffplugin convert` choose "
+                   "`selector.safetensors`.", "Note: this workflow", height=200)
+    return Workflow("diff_plugin_text_driven_multi_task", "Diff-Plugin - Restore by instruction (Plugin-Selector)",
+                    [plugins_note(), how], groups)
 
 
-def text_driven(image="demo_snow_and_haze.jpg", instruction="remove the snow and the haze") -> list[Node]:
-    return base_loaders(image) + [
-        Node(4, "LoadTaskPluginLibrary", (40, 700), {"tasks": "", "selector_name": "plugin_selector/PromptTunner.pt"}),
-        Node(5, "PluginSelector", (420, 60), {"instruction": instruction, "threshold": 0.0},
-             {"image": (1, 0), "task_plugins": (4, 0), "selector": (4, 1), "clip": (2, 1), "clip_vision": (3, 0)}),
-        Node(6, "RestoreWithTaskPlugins", (800, 60),
-             {"seed": 42, "steps": 20, "later_steps": 3, "cfg": 1.0, "sampler_name": "uni_pc_bh2", "scheduler": "normal",
-              "resolution": 512, "output_size": "original", **TILES, "color_fix": "none"},
-             {"model": (2, 0), "task_plugins": (5, 0), "clip_vision": (3, 0), "vae": (2, 2), "image": (1, 0)}),
-        Node(7, "SaveImage", (1180, 60), {"filename_prefix": "diff-plugin/restored"}, {"images": (6, 0)}),
-    ]
-
-
-def train_then_apply(clean="example.png", degraded="demo_rain.jpg") -> list[Node]:
+def train_then_apply() -> Workflow:
     """Synthetic rain on a clean photo -> a new derain plugin -> applied to a real rainy photo."""
-    return [
-        Node(1, "LoadImage", (40, 60), {"image": clean}, title="Clean photo (use your own; a batch works too)"),
-        Node(2, "CheckpointLoaderSimple", (40, 420), {"ckpt_name": CHECKPOINT}, title="Any SD 1.x checkpoint"),
-        Node(3, "CLIPVisionLoader", (40, 580), {"clip_name": CLIP_VISION}, title="CLIP ViT-L/14 vision"),
-        Node(4, "SynthesizeDegradedPairs", (420, 60),
-             {"degradation": "rain", "second_degradation": "none", "intensity_min": 0.3, "intensity_max": 0.9,
-              "pairs_per_image": 8, "seed": 0, "save_to": "diff-plugin-synthetic/rain", "overwrite": False},
-             {"clean_images": (1, 0)}),
-        Node(5, "TrainTaskPlugin", (800, 60),
-             {"data_path": "", "save_name": "my_derain", "steps": 1000, "batch_size": 2, "learning_rate": 1e-4,
-              "resolution": 512, "seed": 42, "start_mode": "auto", "gradient_checkpointing": False,
-              "cache_encodings": True, "checkpoint_every": 250, "resume": True, "overwrite": False},
-             {"model": (2, 0), "vae": (2, 2), "clip_vision": (3, 0), "input_images": (4, 0), "target_images": (4, 1)}),
-        Node(6, "SaveImage", (1180, 420), {"filename_prefix": "diff-plugin/loss_curve"}, {"images": (5, 1)}),
-        Node(7, "LoadImage", (420, 520), {"image": degraded}, title="Degraded photo to restore"),
-        Node(8, "ApplyTaskPlugin", (1180, 60),
-             {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0, "resolution": 512, **TILES},
-             {"model": (2, 0), "task_plugin": (5, 0), "clip_vision": (3, 0), "vae": (2, 2), "image": (7, 0)}),
-        Node(9, "CLIPTextEncode", (800, 700), {"text": ""}, {"clip": (2, 1)}, title="(ignored while the plugin is active)"),
-        Node(10, "KSampler", (1560, 60),
-             {"seed": 42, "steps": 20, "cfg": 1.0, "sampler_name": "uni_pc_bh2", "scheduler": "normal", "denoise": 1.0},
-             {"model": (8, 0), "positive": (9, 0), "negative": (9, 0), "latent_image": (8, 1)}),
-        Node(11, "VAEDecode", (1940, 60), {}, {"samples": (10, 0), "vae": (2, 2)}),
-        *at_original_size((11, 0), (7, 0), Node(12, "SaveImage", (2320, 60), {"filename_prefix": "diff-plugin/restored"}), (1940, 200)),
+    clean = Node(1, "LoadImage", {"image": "example.png"}, title="Clean photo (use your own; a batch works too)")
+    pairs = Node(4, "SynthesizeDegradedPairs",
+                 {"degradation": "rain", "second_degradation": "none", "intensity_min": 0.3, "intensity_max": 0.9,
+                  "pairs_per_image": 8, "seed": 0, "save_to": "diff-plugin-synthetic/rain", "overwrite": False},
+                 {"clean_images": (1, 0)}, title="Synthetic rain: (rainy, clean) pairs")
+    train = Node(5, "TrainTaskPlugin",
+                 {"data_path": "", "save_name": "my_derain", "steps": 1000, "batch_size": 2, "learning_rate": 1e-4,
+                  "resolution": 512, "seed": 42, "start_mode": "auto", "gradient_checkpointing": False,
+                  "cache_encodings": True, "checkpoint_every": 250, "resume": True, "overwrite": False},
+                 {"model": (2, 0), "vae": (2, 2), "clip_vision": (3, 0), "input_images": (4, 0), "target_images": (4, 1)})
+    curve = Node(6, "SaveImage", {"filename_prefix": "diff-plugin/loss_curve"}, {"images": (5, 1)}, title="Loss curve")
+    rainy = Node(7, "LoadImage", {"image": "demo_rain.jpg"}, title="A real rainy photo to restore")
+    apply = Node(8, "ApplyTaskPlugin", dict(APPLY),
+                 {"model": (2, 0), "task_plugin": (5, 0), "clip_vision": (3, 0), "vae": (2, 2), "image": (7, 0)},
+                 title="Apply the new Task-Plugin")
+    text = Node(9, "CLIPTextEncode", {"text": ""}, {"clip": (2, 1)}, title="Empty prompt (ignored while the plugin is active)")
+    sampler = Node(10, "KSampler", dict(SAMPLER), {"model": (8, 0), "positive": (9, 0), "negative": (9, 0), "latent_image": (8, 1)})
+    decode = Node(11, "VAEDecode", {}, {"samples": (10, 0), "vae": (2, 2)})
+    save = Node(12, "SaveImage", {"filename_prefix": "diff-plugin/restored"}, {"images": (14, 0)}, title="The restored photo")
+    groups = [
+        Group("1 - A clean photo and the models", [clean, checkpoint(), clip_vision()]),
+        Group("2 - Make training pairs", [pairs]),
+        Group("3 - Train the Task-Plugin", [train, curve]),
+        Group("4 - Apply it to a real photo", [rainy, apply, text]),
+        Group("5 - Sample", [sampler]),
+        Group("6 - Decode, at the photo's size", [decode, *back_to_size((11, 0), (7, 0))]),
+        Group("7 - Result", [save]),
     ]
+    how = note(21, "## Train a Task-Plugin on synthetic rain\n\nSynthesize Degraded Pairs puts seeded synthetic rain on the "
+                   "clean photo(s); Train Task-Plugin trains a new plugin on the pairs (1000 steps; a checkpoint every 250, "
+                   "and `resume` carries a stopped run on) and saves `models/diff_plugins/my_derain.safetensors`; the new "
+                   "plugin then restores a real rainy photo. Both seeds stay fixed, so queuing again resumes the same run "
+                   "instead of starting another.", "Note: this workflow", height=200)
+    return Workflow("diff_plugin_train_task_plugin", "Diff-Plugin - Train a Task-Plugin on synthetic rain",
+                    [plugins_note(), how], groups)
 
 
 # Thumbnail of each workflow: (the degradation it removes, a caption, the region it restores or None).
@@ -322,43 +526,64 @@ def thumbnail(kinds: list[str], caption: str, region):
     return image
 
 
-WORKFLOWS = {
-    "diff_plugin_single_task": single_task,
-    "diff_plugin_text_driven_multi_task": text_driven,
-    "diff_plugin_region_mask": region_mask,
-    "diff_plugin_large_photo_tiles": large_photo,
-    "diff_plugin_train_task_plugin": train_then_apply,
-}
+BUILDERS = [single_task, text_driven, region_mask, large_photo, train_then_apply]
+
+
+def workflows() -> list[Workflow]:
+    return [build() for build in BUILDERS]
+
+
+def ui_path(workflow: Workflow) -> Path:
+    return OUT / f"{workflow.title}.json"
+
+
+def api_path(workflow: Workflow) -> Path:
+    return OUT / "api" / f"{workflow.key}.json"
+
+
+def thumbnail_path(workflow: Workflow) -> Path:
+    return OUT / f"{workflow.title}.jpg"  # where the template browser asks for it
 
 
 def render() -> dict[Path, str]:
     files = {}
-    for name, build in WORKFLOWS.items():
-        nodes = build()
-        files[OUT / f"{name}.json"] = json.dumps(ui_format(nodes), indent=1) + "\n"
-        files[OUT / "api" / f"{name}.json"] = json.dumps(api_format(nodes), indent=1) + "\n"
+    for workflow in workflows():
+        files[ui_path(workflow)] = json.dumps(ui_format(workflow), indent=1) + "\n"
+        files[api_path(workflow)] = json.dumps(api_format(workflow), indent=1) + "\n"
     return files
 
 
+def left_over(expected: set[Path]) -> list[Path]:
+    """Workflow files and thumbnails no workflow writes (an old name would show in the browser)."""
+    found = [*OUT.glob("*.json"), *OUT.glob("*.jpg"), *(OUT / "api").glob("*.json")]
+    return sorted(p for p in found if p not in expected)
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--thumbnails", action="store_true", help="also write the thumbnails")
     args = parser.parse_args(argv)
-    stale = [OUT / f"{name}.jpg" for name in WORKFLOWS if args.check and not (OUT / f"{name}.jpg").is_file()]
-    if args.thumbnails and not args.check:
-        for name, (kinds, caption, region) in THUMBNAILS.items():
-            thumbnail(kinds, caption, region).save(OUT / f"{name}.jpg", quality=85)
-    for path, text in render().items():
-        if args.check:
-            if not path.is_file() or path.read_text() != text:
-                stale.append(path)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-    if stale:
-        print("out of date (run scripts/build_example_workflows.py):", *stale, sep="\n  ")
-        return 1
+    files = render()
+    thumbnails = {thumbnail_path(w): THUMBNAILS[w.key] for w in workflows()}
+    if args.check:
+        stale = [p for p, text in files.items() if not p.is_file() or p.read_text() != text]
+        stale += [p for p in thumbnails if not p.is_file()]
+        stale += [f"{p} (left over)" for p in left_over(set(files) | set(thumbnails))]
+        if stale:
+            print("out of date (run scripts/build_example_workflows.py):", *stale, sep="\n  ")
+            return 1
+        return 0
+    if args.thumbnails:
+        for path, (kinds, caption, region) in thumbnails.items():
+            thumbnail(kinds, caption, region).save(path, quality=85)
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for path in left_over(set(files) | set(thumbnails)):
+        if path.suffix == ".json":  # an old workflow file would still be listed by the template browser
+            path.unlink()
+            print(f"removed {path}")
     return 0
 
 
