@@ -35,7 +35,7 @@ PHOTOS = Path(os.environ.get("DIFFPLUGIN_SHARED", Path(__file__).resolve().paren
 def build(device: str, dtype: torch.dtype):
     from diffusers import UniPCMultistepScheduler
 
-    from plugin_core.pipeline import BaseModels
+    from plugin_core import BaseModels
     from plugin_core.training import DiffusersBackend
     from tests.random_models import sd15_clip_vision, sd15_unet, sd15_vae
 
@@ -93,7 +93,7 @@ def worker(args):
     from accelerate import PartialState
 
     from plugin_core.images import load_image
-    from plugin_core.pipeline import Restorer
+    from plugin_core import Restorer
     from plugin_core.training.distributed import make_accelerator
 
     processes = int(os.environ["WORLD_SIZE"])

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch.nn.functional as F
 from PIL import Image
 
-from plugin_core.pipeline import clip_vision_tokens
+from plugin_core.base import clip_vision_tokens
 from plugin_core.selector import (
     FINE_TUNE_STEPS,
     SETS,

@@ -27,7 +27,7 @@ from benchmarks.common import gib, in_fresh_process, peak_rss, reset_peak
 def _restorer(model: str, folder: str):
     from diffusers import UniPCMultistepScheduler
 
-    from plugin_core.pipeline import BaseModels, Restorer
+    from plugin_core import BaseModels, Restorer
     from tests.random_models import random_task_plugins, sd15_clip_vision, sd15_unet, sd15_vae
 
     if model == "sd15":
@@ -46,7 +46,7 @@ def _restorer(model: str, folder: str):
 def measure(model: str, folder: str, width: int, height: int, tile: int, overlap: int, steps: int) -> dict:
     from PIL import Image
 
-    from plugin_core.tiling import TileSettings
+    from plugin_core import TileSettings
 
     restorer, plugin = _restorer(model, folder)
     generator = torch.Generator().manual_seed(0)

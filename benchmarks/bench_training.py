@@ -33,7 +33,7 @@ SIZE = 256
 def build_backend():
     from diffusers import UniPCMultistepScheduler
 
-    from plugin_core.pipeline import BaseModels
+    from plugin_core import BaseModels
     from plugin_core.training import DiffusersBackend
 
     models = BaseModels(unet=sd15_unet(), vae=sd15_vae(), scheduler=UniPCMultistepScheduler(), clip_vision=sd15_clip_vision())

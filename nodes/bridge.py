@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..plugin_core import images as imaging
-from ..plugin_core.errors import InputImageError, PluginMismatchError
+from ..plugin_core import BaseFacts, InputImageError, clip_pixels, resize_for_vae
 
 log = logging.getLogger("diffplugin")
 
@@ -36,38 +35,36 @@ def pil_to_image(images: list[Image.Image]) -> torch.Tensor:
 
 def working_images(images: list[Image.Image], resolution: int) -> list[Image.Image]:
     """The reference's working size: short side raised to `resolution`, sides to multiples of 8."""
-    return [imaging.resize_for_vae(image, resolution, "min", 8) for image in images]
+    return [resize_for_vae(image, resolution, "min", 8) for image in images]
 
 
 # ---------------------------------------------------------------------- model facts
 
 
-def model_facts(model) -> dict:
-    """What the plugin must fit: cross-attention width, first-level channels, output blocks."""
+def output_blocks(model) -> int:
+    """How many output blocks the MODEL's UNet has (0 for models without skip connections)."""
+    return len(getattr(model.get_model_object("diffusion_model"), "output_blocks", []))
+
+
+def clip_vision_width(clip_vision) -> int:
+    return clip_vision.model.vision_model.embeddings.class_embedding.shape[0]
+
+
+def base_facts(model, clip_vision=None) -> BaseFacts:
+    """What a plugin must fit in this MODEL (and CLIP_VISION): plugin_core's one fit check reads them."""
     base = model.model
     unet_config = getattr(base.model_config, "unet_config", {}) or {}
-    diffusion = model.get_model_object("diffusion_model")
     num_res_blocks = unet_config.get("num_res_blocks", [0])
-    return {
-        "name": type(base.model_config).__name__,
-        "context_width": unet_config.get("context_dim"),
-        "channels": unet_config.get("model_channels"),
-        "first_level_layers": num_res_blocks[0] if isinstance(num_res_blocks, (list, tuple)) else num_res_blocks,
-        "output_blocks": len(getattr(diffusion, "output_blocks", [])),
-    }
-
-
-def check_plugin_fits(plugin, model) -> dict:
-    facts = model_facts(model)
-    if facts["output_blocks"] < 3 or facts["context_width"] is None:
-        raise PluginMismatchError(f"Diff-Plugin patches UNet models with skip connections; this MODEL is {facts['name']}")
-    plugin.check_base(context_width=facts["context_width"], channels=facts["channels"], what=f"MODEL ({facts['name']})")
-    if facts["first_level_layers"] < plugin.config.scb_layers:
-        raise PluginMismatchError(
-            f"Task-Plugin '{plugin.task}' needs {plugin.config.scb_layers} layers in the UNet's first level; "
-            f"this MODEL ({facts['name']}) has {facts['first_level_layers']}"
-        )
-    return facts
+    name = f"MODEL ({type(base.model_config).__name__})" + (" / CLIP_VISION pair" if clip_vision is not None else "")
+    vision = clip_vision.model.vision_model if clip_vision is not None else None
+    return BaseFacts(
+        name=name,
+        context_width=unet_config.get("context_dim") if output_blocks(model) >= 3 else None,
+        channels=unet_config.get("model_channels"),
+        first_level_layers=num_res_blocks[0] if isinstance(num_res_blocks, (list, tuple)) else num_res_blocks,
+        clip_width=clip_vision_width(clip_vision) if vision is not None else None,
+        clip_layers=len(vision.encoder.layers) if vision is not None else None,
+    )
 
 
 # ---------------------------------------------------------------------- encoders
@@ -81,8 +78,6 @@ def clip_hidden_states(clip_vision, pixels: torch.Tensor, layer: int) -> torch.T
 
     model = clip_vision.model
     layers = len(model.vision_model.encoder.layers)
-    if layer > layers:
-        raise PluginMismatchError(f"the plugin reads CLIP vision layer {layer}, this CLIP vision model has {layers}")
     comfy.model_management.load_model_gpu(clip_vision.patcher)
     pixels = pixels.to(clip_vision.load_device)
     if layer == layers:
@@ -92,32 +87,27 @@ def clip_hidden_states(clip_vision, pixels: torch.Tensor, layer: int) -> torch.T
 
 def clip_tokens(clip_vision, images: list[Image.Image], layer: int) -> torch.Tensor:
     """CLIP vision tokens of images with the reference's own preprocessing, on the CPU."""
-    return clip_hidden_states(clip_vision, imaging.clip_pixels(images), layer).cpu()
-
-
-def clip_vision_width(clip_vision) -> int:
-    return clip_vision.model.vision_model.embeddings.class_embedding.shape[0]
+    return clip_hidden_states(clip_vision, clip_pixels(images), layer).cpu()
 
 
 VAE_FACTOR = 8  # SD's VAE: latent pixels per image pixel, per side
 
 
 @torch.no_grad()
-def encode_input(vae, model, images: list[Image.Image], tiled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(unscaled VAE latent for the LATENT output, scaled latent the SCB reads).
-
-    ComfyUI's VAE.encode returns the posterior mode (= mean); the SCB reads it times the
-    model's latent scale, as the reference reads scaling_factor x mean. tiled: ComfyUI's own
-    tiled encode (what VAE Encode (Tiled) does), for images too large to encode whole.
-    """
+def encode(vae, images: list[Image.Image], tiled: bool = False) -> torch.Tensor:
+    """The unscaled VAE latent (ComfyUI's LATENT) of same-size images: ComfyUI's VAE.encode, the
+    posterior mode (= mean); tiled: ComfyUI's own tiled encode (what VAE Encode (Tiled) does)."""
     pixels = pil_to_image(images)
     if tiled:
         with torch.inference_mode():  # as nodes run (ComfyUI's tiled encode adds in place)
-            raw = vae.encode_tiled(pixels, tile_x=512, tile_y=512, overlap=64).clone()
-    else:
-        raw = vae.encode(pixels)
-    scaled = model.model.latent_format.process_in(raw.clone())
-    return raw, scaled.float()
+            return vae.encode_tiled(pixels, tile_x=512, tile_y=512, overlap=64).clone()
+    return vae.encode(pixels)
+
+
+def scaled_latent(model, raw: torch.Tensor) -> torch.Tensor:
+    """The latent the SCB reads: the model's latent scale times the posterior mean, as the
+    reference reads scaling_factor x mean (float32)."""
+    return model.model.latent_format.process_in(raw.clone()).float()
 
 
 def resize_mask(mask: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..plugin_core.colorfix import fix_colors
-from ..plugin_core.images import at_size
+from ..plugin_core import at_size, fix_colors
 from . import bridge
 from .tiles import color_fix_input
 from .validation import check_inputs

@@ -7,10 +7,9 @@ import comfy.model_management
 import comfy.utils
 import torch
 
-from ..plugin_core.images import training_clip_pixels
+from ..plugin_core import training_clip_pixels
 from . import bridge
 from .patch import SkipResiduals
-from .plugin_types import TaskPluginHandle
 
 
 class ComfyBackend:
@@ -21,10 +20,8 @@ class ComfyBackend:
 
         self.model, self.vae, self.clip_vision = model, vae, clip_vision
         self.device = model.load_device
-        facts = bridge.model_facts(model)
-        self.context_width, self.channels = facts["context_width"], facts["channels"]
-        self.first_block = facts["output_blocks"] - 3
-        self.clip_width = bridge.clip_vision_width(clip_vision)
+        self.facts = bridge.base_facts(model, clip_vision)
+        self.first_block = bridge.output_blocks(model) - 3
         sampling = model.get_model_object("model_sampling")
         self.prediction_type = "v_prediction" if isinstance(sampling, comfy.model_sampling.V_PREDICTION) else "epsilon"
         if not isinstance(sampling, (comfy.model_sampling.EPS, comfy.model_sampling.V_PREDICTION)):
@@ -87,11 +84,3 @@ class ComfyBackend:
         mapping = comfy.utils.unet_to_diffusers(self.model.model.model_config.unet_config)  # diffusers name -> ComfyUI name
         state = self.model.model.diffusion_model.state_dict()
         return {name: state[comfy_name].float().cpu() for name, comfy_name in mapping.items() if comfy_name in state}
-
-    def render(self, plugin, images, steps, seed):
-        from .restore import restore_sequence
-
-        return restore_sequence(
-            self.model, [TaskPluginHandle(plugin, source="training")], self.clip_vision, self.vae, list(images[:1]),
-            seed=seed, steps=steps, later_steps=3, cfg=1.0, sampler_name="uni_pc_bh2", scheduler="normal", resolution=512,
-        )

@@ -7,8 +7,7 @@ import os
 
 import folder_paths
 
-from ..plugin_core.errors import PluginFileError
-from ..plugin_core.formats import PLUGIN_FORMAT, SELECTOR_FORMAT, read_safetensors_header
+from ..plugin_core import PLUGIN_FORMAT, SELECTOR_FORMAT, PluginFileError, read_safetensors_header
 
 FOLDER = "diff_plugins"
 EXTENSIONS = {".safetensors", ".pt"}

@@ -104,7 +104,8 @@ class LoadTaskPluginLibrary(io.ComfyNode):
 
     @classmethod
     def execute(cls, tasks, selector_name) -> io.NodeOutput:
-        from ..plugin_core.errors import PluginError
+        from ..plugin_core import PluginError
+        from ..plugin_core.models import one_per_task
 
         wanted = [t.strip() for t in tasks.split(",") if t.strip()]
         by_task: dict[str, list[str]] = {}
@@ -117,17 +118,15 @@ class LoadTaskPluginLibrary(io.ComfyNode):
         if missing:
             raise ValueError(f"no plugin for task(s) {', '.join(missing)} in {library.folder_paths.get_folder_paths(library.FOLDER)}; "
                              f"found: {', '.join(by_task) or 'none'}")
+        found = one_per_task({task: by_task[task] for task in wanted or by_task})
         chosen = []
-        for task in wanted or list(by_task):
-            choices = by_task[task]
-            if len(choices) > 1:
-                raise ValueError(f"two plugins for task '{task}': {' and '.join(choices)}; remove or rename one")
+        for task, choice in found.items():
             try:
-                chosen.append(load_plugin_handle(choices[0]))
+                chosen.append(load_plugin_handle(choice))
             except PluginError as error:
                 if wanted:  # asked for by name: that is the error
                     raise ValueError(f"the plugin for task '{task}' cannot be used: {error}") from None
-                log.warning("Diff-Plugin: %s left out of the library: %s", choices[0], error)
+                log.warning("Diff-Plugin: %s left out of the library: %s", choice, error)
         if not chosen:
             raise ValueError(f"no usable Task-Plugins in {library.folder_paths.get_folder_paths(library.FOLDER)}")
         selector = None if selector_name == library.NONE else load_selector_handle(selector_name)

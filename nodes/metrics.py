@@ -32,8 +32,7 @@ class ImageMetrics(io.ComfyNode):
 
     @classmethod
     def execute(cls, restored, reference, y_channel) -> io.NodeOutput:
-        from ..plugin_core.evaluation import Report, paired_metrics
-        from ..plugin_core.evaluation.folders import means
+        from ..plugin_core.evaluation import Report, means, paired_metrics
 
         images, references = bridge.image_to_pil(restored), bridge.image_to_pil(reference)
         if len(references) not in (1, len(images)):

@@ -13,7 +13,8 @@
 
 Outside the active range (strength 0, a zero mask, outside start/end percent) the patch points
 return their inputs untouched, so the model is exactly the unpatched one. The object holds the
-plugin's weights by reference and survives ModelPatcher.clone()'s deepcopy as itself.
+plugin's weights by reference and survives ModelPatcher.clone()'s deepcopy as itself; its patch
+points are objects of their own types (ContextPatch, SkipPatch), so a later apply finds them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import comfy.model_management
 import einops
 import torch
+from comfy.patcher_extension import WrappersMP
 
 TILES_KEY = "diff_plugin_tiles"  # transformer_options: the tile indices of this UNet call, in row-block order
 
@@ -44,6 +46,47 @@ class SkipResiduals:
         return (h, hsp) if index is None else (h, hsp + self.residuals[index].to(hsp.dtype))
 
 
+class _PatchPoint:
+    """One patch point of a DiffPluginPatch, recognisable by its type in a MODEL's patch lists."""
+
+    def __init__(self, patch: "DiffPluginPatch"):
+        self.patch = patch
+
+    def __deepcopy__(self, memo):
+        return self  # shared by every clone of the MODEL, as its patch
+
+
+class ContextPatch(_PatchPoint):
+    """The attn2 patch: Fp as the cross-attention context."""
+
+    def __call__(self, n, context, value, extra_options):
+        return self.patch.attn2(n, context, value, extra_options)
+
+
+class SkipPatch(_PatchPoint):
+    """The output-block patch: the SCB residuals on the skips."""
+
+    def __call__(self, h, hsp, transformer_options):
+        return self.patch.output_block(h, hsp, transformer_options)
+
+
+def remove_plugin_patches(model, key: str) -> bool:
+    """Take a Diff-Plugin patch (its patch points, wrappers and plugin weights, filed under `key`)
+    off a MODEL clone; whether there was one."""
+    patches = model.model_options.get("transformer_options", {}).get("patches", {})
+    removed = False
+    for name in ("attn2_patch", "output_block_patch"):
+        kept = [p for p in patches.get(name, []) if not isinstance(p, _PatchPoint)]
+        removed |= len(kept) != len(patches.get(name, []))
+        if name in patches:
+            patches[name] = kept
+    for wrapper in (WrappersMP.APPLY_MODEL, WrappersMP.CALC_COND_BATCH):
+        removed |= bool(model.get_wrappers(wrapper, key))
+        model.remove_wrappers_with_key(wrapper, key)
+    model.remove_additional_models(key)
+    return removed
+
+
 class DiffPluginPatch:
     def __init__(
         self,
@@ -56,7 +99,7 @@ class DiffPluginPatch:
         sigma_start: float = float("inf"),
         sigma_end: float = 0.0,
         mask: torch.Tensor | None = None,  # [N or 1, 1, h, w] in [0, 1] at latent size
-        plan=None,  # plugin_core.tiling.TilePlan over the latent, or None (untiled)
+        plan=None,  # plugin_core's TilePlan over the latent, or None (untiled)
         tile_batch: int = 1,
     ):
         self.plugin = plugin
@@ -74,6 +117,7 @@ class DiffPluginPatch:
         # they are kept for the last call and serve every chunk and every split call at that step.
         self._residuals: tuple[tuple, list[torch.Tensor]] | None = None
         self._areas: dict = {}  # cond uuid -> (y, x) of its area, during a calc_cond_batch
+        self.context_patch, self.skip_patch = ContextPatch(self), SkipPatch(self)
 
     def __deepcopy__(self, memo):
         return self  # shared by every clone of the MODEL: no weight copies
@@ -201,14 +245,13 @@ class DiffPluginPatch:
         if control is not None:
             raise ValueError("Diff-Plugin tiles do not combine with a ControlNet yet: set tile_size to 0 (no tiles)")
         rows = x.shape[0]
-        out = torch.zeros_like(x)
-        for batch in plan.batches(self.tile_batch):
+
+        def call(batch: list[int]) -> torch.Tensor:
             comfy.model_management.throw_exception_if_processing_interrupted()  # Cancel stops within a step, at a tile
-            crop = lambda v: torch.cat([plan.tiles[i].crop(v) for i in batch]) if v is not None else None  # noqa: E731
+            crop = lambda v: plan.crop(v, batch) if v is not None else None  # noqa: E731
             repeat = lambda v: torch.cat([v] * len(batch)) if isinstance(v, torch.Tensor) and v.shape[:1] == (rows,) else v  # noqa: E731
             options = {**transformer_options, TILES_KEY: list(batch)}
             extra = {k: repeat(v) for k, v in kwargs.items()}
-            prediction = executor(crop(x), repeat(t), crop(c_concat), repeat(c_crossattn), None, options, **extra)
-            for k, i in enumerate(batch):
-                plan.add(out, i, prediction[k * rows : (k + 1) * rows])
-        return out
+            return executor(crop(x), repeat(t), crop(c_concat), repeat(c_crossattn), None, options, **extra)
+
+        return plan.predict(x, self.tile_batch, call)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from comfy_api.latest import io
 
+from ..plugin_core import PluginGroup
+
 TaskPluginIO = io.Custom("TASK_PLUGIN")
 TaskPluginsIO = io.Custom("TASK_PLUGINS")
 PluginSelectorIO = io.Custom("PLUGIN_SELECTOR")
@@ -16,7 +18,8 @@ PluginSelectorIO = io.Custom("PLUGIN_SELECTOR")
 class TaskPluginHandle:
     """A loaded Task-Plugin: float32 master weights on the CPU, plus one copy per compute
     dtype, each wrapped in a ModelPatcher so ComfyUI's model management loads and offloads
-    it together with the MODEL it patches."""
+    it together with the MODEL it patches. plugin_core's recipe reads it as a plugin (its task,
+    config, info and visual prompt)."""
 
     def __init__(self, plugin, source: str):
         self.plugin = plugin.float().eval().requires_grad_(False)
@@ -26,6 +29,22 @@ class TaskPluginHandle:
     @property
     def task(self) -> str:
         return self.plugin.task
+
+    @property
+    def config(self):
+        return self.plugin.config
+
+    @property
+    def info(self):
+        return self.plugin.info
+
+    @property
+    def start_mode(self) -> str:
+        return self.plugin.start_mode
+
+    def visual_prompt(self, clip_tokens: torch.Tensor) -> torch.Tensor:
+        """Fp from the master weights (the TPB runs once per image, when a node executes)."""
+        return self.plugin.visual_prompt(clip_tokens)
 
     def patcher_for(self, model):
         """The plugin in `model`'s dtype, wrapped for model management (made once per dtype/device)."""
@@ -52,17 +71,17 @@ class PluginSet:
 
     plugins: list[TaskPluginHandle]
     selections: list | None = None  # plugin_core Selection per image
-    groups: list[tuple[list[int], list[TaskPluginHandle]]] | None = None  # None: every image runs `plugins`
+    groups: list[PluginGroup] | None = None  # None: every image runs `plugins`
     tasks: list[str] = field(init=False)
 
     def __post_init__(self):
         self.tasks = [p.task for p in self.plugins]
 
-    def groups_for(self, images: int) -> list[tuple[list[int], list[TaskPluginHandle]]]:
-        """(image indices, plugins to run on them) covering `images` images."""
+    def groups_for(self, images: int) -> list[PluginGroup]:
+        """The images (indices) and the plugins to run on them, covering `images` images."""
         if self.groups is None:
-            return [(list(range(images)), list(self.plugins))]
-        covered = sorted(i for indices, _ in self.groups for i in indices)
+            return [PluginGroup(list(range(images)), list(self.plugins))]
+        covered = sorted(i for group in self.groups for i in group.indices)
         if covered != list(range(images)):
             raise ValueError(f"the plugins were selected for {len(covered)} images, but {images} are given")
         return self.groups

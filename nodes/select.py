@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..plugin_core.selector import SELECT_THRESHOLD
 from . import bridge
 from .plugin_types import PluginSelectorIO, PluginSet, TaskPluginsIO
 from .validation import check_inputs
@@ -14,8 +15,7 @@ CATEGORY = "Diff-Plugin"
 def instruction_encoder(selector, clip):
     """The text encoder the selector was trained with: SD's CLIP-L (the CLIP input, as the
     reference) unless its file names another one (e.g. the offline sentence model)."""
-    from ..plugin_core.selector import text_encoder_for
-    from ..plugin_core.selector.text import CLIP_TEXT_ENCODER
+    from ..plugin_core.selector import CLIP_TEXT_ENCODER, text_encoder_for
     from .text_encoder import ComfyClipTextEncoder
 
     reads_clip = selector.text_encoder.get("kind") == CLIP_TEXT_ENCODER["kind"]
@@ -24,17 +24,18 @@ def instruction_encoder(selector, clip):
     return text_encoder_for(selector.text_encoder, ComfyClipTextEncoder(clip) if reads_clip else None)
 
 
-def select_plugins(plugins: PluginSet, selector_handle, clip, clip_vision, images, instruction: str, threshold: float):
+def select_plugins(plugins: PluginSet, selector_handle, clip, clip_vision, images, instruction: str, select_threshold: float):
     """The selection for each image (plugin_core's one policy) and the plugin set that runs them."""
-    from ..plugin_core.selector import group_by_selection, select
+    from ..plugin_core import groups_by_selection
+    from ..plugin_core.selector import select
 
     selector = selector_handle.selector
     selections = select(selector, instruction_encoder(selector, clip), instruction, [h.plugin for h in plugins.plugins],
-                        lambda layer: bridge.clip_tokens(clip_vision, images, layer), threshold,
+                        lambda layer: bridge.clip_tokens(clip_vision, images, layer), select_threshold,
                         clip_width=bridge.clip_vision_width(clip_vision))
     by_task = {handle.task: handle for handle in plugins.plugins}
     chosen = [by_task[task] for task in selections[0].tasks if any(task in s.selected for s in selections)]
-    return PluginSet(chosen, selections, group_by_selection(selections, by_task)), selections
+    return PluginSet(chosen, selections, groups_by_selection(selections, by_task)), selections
 
 
 class PluginSelector(io.ComfyNode):
@@ -52,7 +53,7 @@ class PluginSelector(io.ComfyNode):
                 TaskPluginsIO.Input("task_plugins", tooltip="The candidates (Load Task-Plugin Library)."),
                 PluginSelectorIO.Input("selector", tooltip="Plugin-Selector weights (Load Task-Plugin Library)."),
                 io.ClipVision.Input("clip_vision", tooltip="CLIP ViT-L/14 vision, as for Apply Task-Plugin."),
-                io.Float.Input("threshold", default=0.0, min=-100.0, max=100.0, step=0.01,
+                io.Float.Input("threshold", default=SELECT_THRESHOLD, min=-100.0, max=100.0, step=0.01,
                                tooltip="θ: plugins scoring above it are selected (the reference uses 0)."),
                 io.Clip.Input("clip", optional=True,
                               tooltip="The SD 1.x checkpoint's CLIP: its pooled text embedding is what the reference selector reads "

@@ -1,5 +1,5 @@
 """SynthesizeDegradedPairs: (degraded, clean) training pairs from clean photos, for
-TrainTaskPlugin. The degradation models are plugin_core.synthetic's; this node only maps
+TrainTaskPlugin. The degradation models are plugin_core's (plugin_core.synthetic); this node only maps
 IMAGE batches in and out and, on request, writes the pairs to ComfyUI's input folder in
 the reference CSV layout (the same files `diffplugin synth` writes)."""
 

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from ..plugin_core.selector.text import CLIP_TEXT_ENCODER, RememberingEncoder, clip_words
+from ..plugin_core.selector import CLIP_TEXT_ENCODER, RememberingEncoder, clip_words
 
 
 class ComfyClipTextEncoder(RememberingEncoder):

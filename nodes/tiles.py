@@ -1,12 +1,12 @@
-"""The tile and colour-fix inputs of the restoring nodes, one definition for all of them; the
-tiling itself is plugin_core's (tiling.py), applied through the MODEL patch (patch.py)."""
+"""The tile and colour-fix inputs of the restoring nodes, one definition for all of them, with
+plugin_core's defaults; the tiling itself is plugin_core's, applied through the MODEL patch
+(patch.py)."""
 
 from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..plugin_core.colorfix import FIXES
-from ..plugin_core.tiling import TILE_PROMPTS, TileSettings
+from ..plugin_core import COLOR_FIXES, TILE_PROMPTS, PluginError, RestoreSettings, TileSettings
 
 DEFAULTS = TileSettings()
 
@@ -26,10 +26,21 @@ def tile_inputs() -> list:
 
 
 def color_fix_input() -> io.Combo.Input:
-    return io.Combo.Input("color_fix", options=list(FIXES), default="none",
+    return io.Combo.Input("color_fix", options=list(COLOR_FIXES), default=RestoreSettings().color_fix,
                           tooltip="Keep the photo's low-frequency colour: 'wavelet' (its low band under the result's detail) or "
                                   "'adain' (its per-channel mean and std). 'none': as restored (the reference).")
 
 
 def tile_settings(tile_size: int, tile_overlap: int, tile_batch: int, tile_prompt: str) -> TileSettings:
     return TileSettings(size=tile_size, overlap=tile_overlap, batch=tile_batch, prompt=tile_prompt)
+
+
+def tile_problem(tile_size, tile_overlap) -> str | None:
+    """plugin_core's rule for a tile size and overlap (None values are links, checked when the node runs)."""
+    if None in (tile_size, tile_overlap):
+        return None
+    try:
+        TileSettings(size=tile_size, overlap=tile_overlap)
+    except PluginError as error:
+        return str(error)
+    return None

@@ -13,6 +13,7 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..plugin_core.training import TrainConfig
 from . import bridge, library
 from .comfy_backend import ComfyBackend
 from .dependencies import require
@@ -22,6 +23,7 @@ from .validation import check_inputs
 
 CATEGORY = "Diff-Plugin"
 log = logging.getLogger("diffplugin")
+DEFAULTS = TrainConfig()
 
 
 def _dataset(data_path: str, input_images, target_images):
@@ -56,18 +58,19 @@ class TrainTaskPlugin(io.ComfyNode):
                 io.ClipVision.Input("clip_vision", tooltip="CLIP vision (ViT-L/14 for SD 1.x plugins)."),
                 io.String.Input("data_path", default="", tooltip="A pairs CSV (image,conditioning_image) or a folder with input/ and target/ of matching names; relative paths are inside ComfyUI's input/ folder. Leave empty to train on the IMAGE inputs."),
                 io.String.Input("save_name", default="my_task", tooltip="Plugin file name (and the task name stored in it)."),
-                io.Int.Input("steps", default=1000, min=1, max=1_000_000, tooltip="Optimisation steps."),
-                io.Int.Input("batch_size", default=1, min=1, max=256, tooltip="Pairs per step."),
-                io.Float.Input("learning_rate", default=1e-5, min=1e-8, max=1e-2, step=1e-6, round=1e-8,
+                io.Int.Input("steps", default=DEFAULTS.steps, min=1, max=1_000_000, tooltip="Optimisation steps."),
+                io.Int.Input("batch_size", default=DEFAULTS.batch_size, min=1, max=256, tooltip="Pairs per step."),
+                io.Float.Input("learning_rate", default=DEFAULTS.learning_rate, min=1e-8, max=1e-2, step=1e-6, round=1e-8,
                                tooltip="Per-sample learning rate; scaled by the batch size as the reference does."),
-                io.Int.Input("resolution", default=512, min=64, max=2048, step=8, tooltip="Training crop size."),
-                io.Int.Input("seed", default=42, min=0, max=2**62, tooltip="Seeds data order, crops, noise and timesteps."),
+                io.Int.Input("resolution", default=DEFAULTS.resolution, min=64, max=2048, step=8, tooltip="Training crop size."),
+                io.Int.Input("seed", default=DEFAULTS.seed, min=0, max=2**62, tooltip="Seeds data order, crops, noise and timesteps."),
                 io.Combo.Input("start_mode", options=["auto", "input", "noise"], default="auto",
                                tooltip="How sampling will start: from the noised input, or pure noise (auto: noise for lowlight/highlight)."),
                 io.Boolean.Input("gradient_checkpointing", default=False, tooltip="Less memory, about a third more time."),
                 io.Boolean.Input("cache_encodings", default=False,
                                  tooltip="Encode each pair once (VAE latents and CLIP features, centre crop, both flips): much faster on small sets, no random crops."),
-                io.Int.Input("checkpoint_every", default=250, min=0, max=1_000_000, tooltip="Write a resumable checkpoint every N steps (0: only at the end)."),
+                io.Int.Input("checkpoint_every", default=DEFAULTS.checkpoint_every, min=0, max=1_000_000,
+                             tooltip="Write a resumable checkpoint every N steps (0: only at the end)."),
                 io.Boolean.Input("resume", default=True, tooltip="Continue from this save_name's newest checkpoint if there is one."),
                 io.Boolean.Input("overwrite", default=False,
                                  tooltip="Start over: replace this save_name's earlier run and plugin file (without it they are kept and the node stops)."),
@@ -91,49 +94,16 @@ class TrainTaskPlugin(io.ComfyNode):
                 target_images=None) -> io.NodeOutput:
         require("diffusers", "training a Task-Plugin")
         require("accelerate", "training a Task-Plugin")
-        from ..plugin_core.training import TrainConfig, Trainer, write_loss_curve
-        from ..plugin_core.training.trainer import describe_run
+        from ..plugin_core.training import TrainConfig, write_loss_curve
 
         name = Path(save_name).name.removesuffix(".safetensors") or "my_task"
         dataset = _dataset(data_path, input_images, target_images)
-        config = TrainConfig(
-            task=name, steps=steps, batch_size=batch_size, learning_rate=learning_rate, resolution=resolution, seed=seed,
-            start_mode=None if start_mode == "auto" else start_mode, gradient_checkpointing=gradient_checkpointing,
-            checkpoint_every=checkpoint_every, cache=cache_encodings,
-        )
-        run_dir = Path(folder_paths.get_output_directory()) / "diff-plugin-training" / name
-        plugin_path = Path(library.save_folder()) / f"{name}.safetensors"
-        held = describe_run(run_dir, name)
-        if held and not (resume or overwrite):
-            raise ValueError(f"{run_dir} holds a training run of '{name}' ({held}): turn on resume to continue it, "
-                             "overwrite to start over, or choose another save_name")
-        if plugin_path.exists() and not overwrite and not (held and resume):
-            raise ValueError(f"{plugin_path} exists and is not from this run: choose another save_name, or turn on overwrite to replace it")
-        backend = ComfyBackend(model, vae, clip_vision)
-        bar = comfy.utils.ProgressBar(steps)
-        cancelled = []
-
-        def progress(step, total, loss, lr):
-            # In the server the progress hook raises on cancel (and clears the flag): turn that
-            # into a clean stop, so the trainer writes a checkpoint at this step first.
-            try:
-                bar.update_absolute(step, total)
-            except comfy.model_management.InterruptProcessingException:
-                cancelled.append(step)
-
-        with torch.inference_mode(False), torch.enable_grad():
-            backend.load()
-            trainer = Trainer(backend, dataset, config, run_dir)
-            try:
-                result = trainer.train(
-                    resume=resume,
-                    overwrite=overwrite,
-                    progress=progress,
-                    should_stop=lambda: bool(cancelled) or comfy.model_management.processing_interrupted(),
-                    plugin_path=plugin_path,
-                )
-            finally:
-                backend.disable_gradient_checkpointing()
+        # The node inputs by TrainConfig's names; no data-loading processes inside ComfyUI's server.
+        config = TrainConfig(task=name, steps=steps, batch_size=batch_size, learning_rate=learning_rate, resolution=resolution,
+                             seed=seed, start_mode=None if start_mode == "auto" else start_mode, cache=cache_encodings,
+                             gradient_checkpointing=gradient_checkpointing, checkpoint_every=checkpoint_every, workers=0)
+        run_dir, plugin_path = _places(name, resume, overwrite)
+        result = _train(ComfyBackend(model, vae, clip_vision), dataset, config, run_dir, plugin_path, resume, overwrite)
         if result.stopped:
             log.info("Diff-Plugin training of '%s' cancelled at step %d; checkpoint %s (run again with resume to continue)",
                      name, result.steps, result.checkpoint_path)
@@ -143,3 +113,41 @@ class TrainTaskPlugin(io.ComfyNode):
         folder_paths.filename_list_cache.pop(library.FOLDER, None)  # the new plugin shows up in the loaders
         curve = write_loss_curve(run_dir / "loss.png", result.losses)
         return io.NodeOutput(TaskPluginHandle(result.plugin.cpu(), source=str(plugin_path)), bridge.pil_to_image([curve]))
+
+
+def _places(name: str, resume: bool, overwrite: bool) -> tuple[Path, Path]:
+    """(the run folder, the plugin file), refused when they hold a run or a plugin not asked for."""
+    from ..plugin_core.training import RunFolder
+
+    run_dir = Path(folder_paths.get_output_directory()) / "diff-plugin-training" / name
+    plugin_path = Path(library.save_folder()) / f"{name}.safetensors"
+    held = RunFolder(run_dir, name).check(resume=resume, overwrite=overwrite, switches=("resume", "overwrite"),
+                                          elsewhere="choose another save_name")
+    if plugin_path.exists() and not overwrite and not (held and resume):
+        raise ValueError(f"{plugin_path} exists and is not from this run: choose another save_name, or turn on overwrite to replace it")
+    return run_dir, plugin_path
+
+
+def _train(backend, dataset, config, run_dir: Path, plugin_path: Path, resume: bool, overwrite: bool):
+    """plugin_core's Trainer on ComfyUI's models, with ComfyUI's progress bar and cancel button."""
+    from ..plugin_core.training import Trainer
+
+    bar = comfy.utils.ProgressBar(config.steps)
+    cancelled = []
+
+    def progress(step, total, loss, lr):
+        # In the server the progress hook raises on cancel (and clears the flag): turn that
+        # into a clean stop, so the trainer writes a checkpoint at this step first.
+        try:
+            bar.update_absolute(step, total)
+        except comfy.model_management.InterruptProcessingException:
+            cancelled.append(step)
+
+    with torch.inference_mode(False), torch.enable_grad():
+        backend.load()
+        trainer = Trainer(backend, dataset, config, run_dir)
+        try:
+            return trainer.train(resume=resume, overwrite=overwrite, progress=progress, plugin_path=plugin_path,
+                                 should_stop=lambda: bool(cancelled) or comfy.model_management.processing_interrupted())
+        finally:
+            backend.disable_gradient_checkpointing()

@@ -1,14 +1,18 @@
 """plugin_core: Diff-Plugin Task-Plugins, Plugin-Selector, headless restoration and training.
 
-Standalone: never imports ComfyUI (the ComfyUI nodes in `nodes/` adapt it).
+Standalone: never imports ComfyUI (the ComfyUI nodes in `nodes/` adapt it, through the names
+exported here and by the packages' `__init__`).
 
-* `models/` — the Task-Plugin (config, TPB, SCB, plugin files);
+* `models/` — the Task-Plugin (config, TPB, SCB, whether it fits a base, plugin files);
+* `base/` — the frozen SD 1.x base on diffusers / transformers (loading, the calls made on it);
+* `restore/` — the one restore engine (settings, the recipe, its diffusers backend, folders);
 * `selector/` — the Plugin-Selector (scoring, text encoders, memory, training, metrics, files);
-* `training/` — training a Task-Plugin (trainer, backends, data, synthetic degradations);
-* `pipeline` (restoration), `images`, `formats`, `errors`, and `cli` (parses and dispatches).
+* `training/` — training a Task-Plugin (config, run folder, log, the step loop, backends, data);
+* `synthetic/` — synthetic degradations and pairs; `evaluation/` — PSNR/SSIM/LPIPS/FID/KID;
+* `tiling`, `colorfix`, `images`, `formats`, `outputs`, `options`, `errors`, and `cli`.
 
 Names are imported lazily (lazy.py), so what does not need diffusers (images, formats, the
-selector) loads without it.
+selector, the settings) loads without it.
 """
 
 from .lazy import lazy_exports
@@ -16,27 +20,50 @@ from .lazy import lazy_exports
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "DataError": "errors",
+    "InputImageError": "errors",
     "PluginError": "errors",
     "PluginFileError": "errors",
     "PluginMismatchError": "errors",
-    "InputImageError": "errors",
+    "PLUGIN_FORMAT": "formats",
+    "SELECTOR_FORMAT": "formats",
+    "read_safetensors_header": "formats",
+    "at_size": "images",
+    "clip_pixels": "images",
+    "resize_for_vae": "images",
+    "training_clip_pixels": "images",
+    "fix_colors": "colorfix",
+    "TilePlan": "tiling",
+    "BaseFacts": "models",
     "PluginConfig": "models",
     "PluginInfo": "models",
     "TaskPlugin": "models",
-    "load_plugin": "models",
-    "save_plugin": "models",
-    "load_reference_plugin": "models",
-    "find_plugins": "models",
+    "check_fits": "models",
     "convert_reference_plugin": "models",
+    "find_plugins": "models",
+    "load_plugin": "models",
+    "load_reference_plugin": "models",
+    "save_plugin": "models",
+    "BaseModels": "base",
+    "COLOR_FIXES": "restore",
+    "PluginGroup": "restore",
+    "RestoreResult": "restore",
+    "RestoreSettings": "restore",
+    "Restorer": "restore",
+    "TILE_PROMPTS": "restore",
+    "TileSettings": "restore",
+    "groups_by_selection": "restore",
+    "prompt_tokens": "restore",
+    "restore_files": "restore",
+    "restore_groups": "restore",
     "PluginSelector": "selector",
     "Selection": "selector",
     "load_selector": "selector",
     "save_selector": "selector",
-    "BaseModels": "pipeline",
-    "Restorer": "pipeline",
-    "RestoreResult": "pipeline",
     "TrainConfig": "training",
     "Trainer": "training",
+    "DEGRADATIONS": "synthetic",
+    "degrade": "synthetic",
 }
 
 __all__ = sorted(_EXPORTS)

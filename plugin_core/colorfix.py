@@ -19,13 +19,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-FIXES = ("none", "wavelet", "adain")
+from .restore.settings import COLOR_FIXES
+
 _LEVELS = 5
 
 
 def check_color_fix(name: str) -> None:
-    if name not in FIXES:
-        raise ValueError(f"colour fix must be one of {', '.join(FIXES)}, got {name!r}")
+    if name not in COLOR_FIXES:
+        raise ValueError(f"colour fix must be one of {', '.join(COLOR_FIXES)}, got {name!r}")
 
 
 def _blur(image: torch.Tensor, dilation: int) -> torch.Tensor:

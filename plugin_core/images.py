@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import einops
@@ -22,11 +23,11 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputImageError
+from .restore.settings import RESIZE_MODES
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_SIZE = 224
-RESIZE_MODES = ("min", "exact")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
@@ -39,20 +40,34 @@ def image_files(folder: Path | str) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_image_file(p))
 
 
+@contextlib.contextmanager
+def _opened(path: Path | str, error: type[InputImageError] = InputImageError):
+    """The image file opened, any failure to read it turned into `error` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: image not found")
+    try:
+        with Image.open(path) as image:
+            yield image
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as problem:
+        raise error(f"{path}: cannot read this image ({problem})") from None
+
+
+def check_image_file(path: Path | str, decode: bool = False, error: type[InputImageError] = InputImageError) -> None:
+    """Refuse a file that is not a readable image with an `error` naming it: its structure only
+    (cheap on a large folder), or with `decode` every pixel (a truncated JPEG is found too)."""
+    with _opened(path, error) as image:
+        image.load() if decode else image.verify()
+
+
 def load_image(path: Path | str | Image.Image) -> Image.Image:
     """An RGB image from a file (or a PIL image, converted the same way), upright: a camera's
     EXIF orientation is applied, as every photo viewer (and ComfyUI's LoadImage) does."""
     if isinstance(path, Image.Image):
         return to_rgb(path)
-    path = Path(path)
-    if not path.is_file():
-        raise InputImageError(f"{path}: image not found")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return to_rgb(ImageOps.exif_transpose(image))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise InputImageError(f"{path}: cannot read this image ({error})") from None
+    with _opened(path) as image:
+        image.load()
+        return to_rgb(ImageOps.exif_transpose(image))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

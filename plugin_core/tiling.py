@@ -11,6 +11,7 @@ the tiles' weights add up to one and a blend of their predictions is a weighted 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -80,6 +81,26 @@ class TilePlan:
         """Add tile `index`'s weighted prediction [..., h, w] to the blend `out` [..., H, W]."""
         self.tiles[index].crop(out).add_(prediction * self.weights[index].to(prediction))
 
+    def crop(self, tensor: torch.Tensor, batch: list[int]) -> torch.Tensor:
+        """The crops of `tensor` [rows, ..., H, W] by the tiles of `batch`, stacked tile-major."""
+        return torch.cat([self.tiles[i].crop(tensor) for i in batch])
+
+    def predict(self, like: torch.Tensor, tile_batch: int, call: Callable[[list[int]], torch.Tensor], *,
+                dtype: torch.dtype | None = None, tick: Callable[[int], None] | None = None) -> torch.Tensor:
+        """One prediction over the whole latent by tiles: `call(batch)` predicts the tiles of `batch`
+        (`tile_batch` at a time, their rows stacked tile-major, as `crop` gives them), and the
+        predictions are blended with the weights into a tensor shaped as `like` (of `dtype`, else
+        like's). tick(calls done) after each call."""
+        rows = like.shape[0]
+        out = torch.zeros(like.shape, dtype=dtype or like.dtype, device=like.device)
+        for number, batch in enumerate(self.batches(tile_batch), 1):
+            prediction = call(batch)
+            for k, i in enumerate(batch):
+                self.add(out, i, prediction[k * rows : (k + 1) * rows])
+            if tick:
+                tick(number)
+        return out
+
     def image_crops(self, images, factor: int = 8) -> list[list]:
         """Each tile's crop of each (working-size) PIL image: [tiles][images]."""
         boxes = [t.scaled(factor) for t in self.tiles]
@@ -88,39 +109,3 @@ class TilePlan:
     def describe(self, factor: int = 8) -> str:
         return (f"{len(self.tiles)} tiles of {self.tiles[0].w * factor}x{self.tiles[0].h * factor} px "
                 f"(overlap {self.overlap * factor} px)")
-
-
-TILE_PROMPTS = ("tile", "global")
-
-
-@dataclass(frozen=True)
-class TileSettings:
-    """When and how an image is tiled, in pixels. An image whose working size fits in one tile is
-    not tiled (exactly the untiled, reference result); size 0 never tiles.
-
-    Defaults: images up to 1536 px a side (2.4 MP, more than the ~1 MP photos the reference ran
-    whole) stay whole; larger ones go in 1536 px tiles overlapping by 256 px, the fewest tiles for
-    a phone photo (9 for 12 MP) while a tile's working memory stays bounded. prompt: Fp per tile
-    ("tile", from the tile's own pixels, nearer the 512 px crops the plugins were trained on) or
-    one Fp from the whole image ("global")."""
-
-    size: int = 1536
-    overlap: int = 256
-    batch: int = 1  # tiles per UNet call
-    prompt: str = "tile"
-
-    def __post_init__(self):
-        if self.size < 0 or self.size % 8 or self.overlap < 0 or self.overlap % 8:
-            raise ValueError(f"tile size and overlap must be multiples of 8 px, got {self.size} and {self.overlap}")
-        if self.size and self.overlap >= self.size:
-            raise ValueError(f"the tile overlap ({self.overlap} px) must be smaller than the tile ({self.size} px)")
-        if self.batch < 1:
-            raise ValueError(f"tiles per UNet call must be at least 1, got {self.batch}")
-        if self.prompt not in TILE_PROMPTS:
-            raise ValueError(f"tile prompt must be one of {TILE_PROMPTS}, got {self.prompt!r}")
-
-    def plan(self, width: int, height: int, factor: int = 8) -> TilePlan | None:
-        """The tiles of a working size (pixels), or None when the image fits in one tile."""
-        if not self.size or (width <= self.size and height <= self.size):
-            return None
-        return TilePlan(height // factor, width // factor, self.size // factor, self.overlap // factor)

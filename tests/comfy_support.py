@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 COMFYUI_DIR = Path(os.environ["COMFYUI_DIR"]).resolve() if os.environ.get("COMFYUI_DIR") else None
 CACHE = Path(os.environ.get("DIFFPLUGIN_TEST_CACHE", Path.home() / ".cache" / "diff-plugin-tests")) / "v1"
 
-CHECKPOINT = "v1-5-pruned-emaonly.safetensors"  # the names the example workflows use
+CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"  # the names the example workflows use (ComfyUI's SD 1.5 template's)
 CLIP_VISION = "clip-vit-large-patch14.safetensors"
 
 

@@ -202,7 +202,7 @@ def _wait_for(process, predicate, what, timeout=240):
 
 @pytest.mark.parametrize("tiles", [[], ["--tile-size", "32", "--tile-overlap", "8"]], ids=["whole", "tiled"])
 def test_ctrl_c_in_restore_exits_130_cleanly(base, photo, tmp_path, tiles):
-    from plugin_core.tiling import TileSettings
+    from plugin_core import TileSettings
 
     plan = TileSettings(32, 8).plan(72, 56) if tiles else None
     calls = 200 * (len(plan.tiles) if plan else 1)  # the bar counts UNet calls: tiles x steps

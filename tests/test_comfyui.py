@@ -6,12 +6,15 @@ model with the reference computation, and the HTTP API with the example workflow
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import copy
+import importlib
 import io as bytes_io
 import json
 import os
 import shutil
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -127,7 +130,7 @@ def diffusers_unet(models, base):
 def test_one_step_equals_reference_computation(pack, base, photos, diffusers_unet, cfg):
     """Each chunk of the batch: diffusers UNet + SCB residuals as down_block_additional_residuals + Fp as context."""
     patched, latent = apply(pack, base, photos)
-    patch = next(p.__self__ for p in patched.model_options["transformer_options"]["patches"]["output_block_patch"])
+    patch = next(p.patch for p in patched.model_options["transformer_options"]["patches"]["output_block_patch"])
     calls = one_step(patched, latent, cfg)
     assert len(calls) == 1
     call = calls[0]
@@ -152,7 +155,7 @@ def test_one_step_equals_reference_computation(pack, base, photos, diffusers_une
 
 
 def _patch_of(model):
-    return next(p.__self__ for p in model.model_options["transformer_options"]["patches"]["output_block_patch"])
+    return next(p.patch for p in model.model_options["transformer_options"]["patches"]["output_block_patch"])
 
 
 def test_tiles_equal_to_the_whole_latent_give_the_untiled_step(pack, base, photos):
@@ -227,7 +230,7 @@ def test_one_scb_evaluation_serves_both_chunks_and_the_tpb_none(pack, base, phot
     """Per UNet call at cfg 2: the SCB runs once for the cond and uncond chunks; the TPB never
     runs while sampling (its Fp was computed when the node executed)."""
     patched, latent = apply(pack, base, photos)
-    patch = next(p.__self__ for p in patched.model_options["transformer_options"]["patches"]["output_block_patch"])
+    patch = next(p.patch for p in patched.model_options["transformer_options"]["patches"]["output_block_patch"])
     counts = {"scb": 0, "tpb": 0}
     scb, tpb = patch.plugin.skip_residuals, patch.plugin.visual_prompt
 
@@ -259,7 +262,7 @@ def test_clones_share_the_plugin_weights(pack, base, photos):
     patched, _ = apply(pack, base, photos)
     clone = patched.clone()
     ours = [p for p in clone.model_options["transformer_options"]["patches"]["attn2_patch"]]
-    assert ours[0].__self__ is patched.model_options["transformer_options"]["patches"]["attn2_patch"][0].__self__
+    assert ours[0].patch is patched.model_options["transformer_options"]["patches"]["attn2_patch"][0].patch
     assert clone.additional_models["diff_plugin"][0].model is patched.additional_models["diff_plugin"][0].model
 
 
@@ -295,7 +298,7 @@ def test_mask_sets_the_noise_mask_and_scales_residuals(pack, base, photos):
     mask[:, :, :40] = 1
     patched, latent = apply(pack, base, photos, mask=mask)
     assert latent["noise_mask"].shape == (1, 1, 64, 80)
-    patch = next(p.__self__ for p in patched.model_options["transformer_options"]["patches"]["output_block_patch"])
+    patch = next(p.patch for p in patched.model_options["transformer_options"]["patches"]["output_block_patch"])
     residuals = patch._compute_residuals(torch.tensor([5.0]), [None], "cpu")[0]  # the one (untiled) call's
     assert residuals[0][..., 6:].abs().max() == 0 and residuals[0][..., :4].abs().max() > 0
 
@@ -464,7 +467,8 @@ def test_selection_is_per_image_and_restore_runs_each_images_choice(pack, base, 
         assert batch[index]["selected"] == alone["selected"]
     # Restore follows a per-image choice: the first photo with derain, the second with nothing.
     derain = next(h for h in plugins.plugins if h.task == "derain")
-    chosen = types.PluginSet([derain], groups=[([0], [derain]), ([1], [])])
+    group = importlib.import_module(f"{pack.__name__}.plugin_core").PluginGroup
+    chosen = types.PluginSet([derain], groups=[group([0], [derain]), group([1], [])])
     settings = dict(seed=42, steps=2, later_steps=1, cfg=1.0, sampler_name="euler", scheduler="normal", resolution=64,
                     output_size="original")
     out = restore.RestoreWithTaskPlugins.execute(base["model"], chosen, base["clip_vision"], base["vae"], photos, **settings).args[0]
@@ -608,7 +612,7 @@ def test_training_backend_matches_the_reference_unet_and_trains_only_the_plugin(
     assert all(p.grad is None for p in base["model"].model.diffusion_model.parameters())
     schedule = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).alphas_cumprod
     assert torch.allclose(backend.alphas_cumprod, schedule, rtol=1e-4)
-    assert backend.prediction_type == "epsilon" and backend.context_width == 768 and backend.channels == 320
+    assert backend.prediction_type == "epsilon" and backend.facts.context_width == 768 and backend.facts.channels == 320
 
 
 def test_without_diffusers_every_node_loads_and_the_ones_needing_it_say_so(models):
@@ -636,7 +640,7 @@ def test_without_diffusers_every_node_loads_and_the_ones_needing_it_say_so(model
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert "NODES" in result.stdout, result.stdout + result.stderr
-    assert OUR_NODES <= set(eval(result.stdout.split("NODES", 1)[1].splitlines()[0]))
+    assert OUR_NODES <= set(ast.literal_eval(result.stdout.split("NODES", 1)[1].splitlines()[0]))
     assert "'diffusers'" in result.stdout and "pip install -r custom_nodes/diff-plugin/requirements.txt" in result.stdout
 
 
@@ -734,7 +738,7 @@ def test_bad_values_are_refused_when_queued(server):
 
 def test_templates_have_thumbnails(server):
     for workflow in (REPO / "example_workflows").glob("*.json"):
-        body = server.get(f"/api/workflow_templates/diff-plugin/{workflow.stem}.jpg")
+        body = server.get(f"/api/workflow_templates/diff-plugin/{urllib.parse.quote(workflow.stem)}.jpg")
         assert body[:3] == b"\xff\xd8\xff", workflow.stem  # a JPEG, where the template browser asks for it
 
 
@@ -853,6 +857,8 @@ def test_ui_workflows_match_the_node_definitions(server, workflow):
     info = server.get("/object_info")
     graph = json.loads(workflow.read_text())
     for node in graph["nodes"]:
+        if node["type"] in ("Note", "MarkdownNote"):  # the frontend's own, not the server's
+            continue
         spec = info[node["type"]]["input"]
         declared = {**spec.get("required", {}), **spec.get("optional", {})}
         widgets = 0
@@ -860,7 +866,9 @@ def test_ui_workflows_match_the_node_definitions(server, workflow):
             kind = entry[0]
             if isinstance(kind, list) or kind in WIDGET_TYPES:
                 options = entry[1] if len(entry) > 1 else {}
-                widgets += 1 + bool(options.get("control_after_generate")) + bool(options.get("image_upload"))
+                # The frontend adds a control_after_generate widget after an INT named seed unless the input says not.
+                control = options.get("control_after_generate", kind == "INT" and name in ("seed", "noise_seed"))
+                widgets += 1 + bool(control) + bool(options.get("image_upload"))
         assert len(node.get("widgets_values", [])) == widgets, f"{workflow.name}: {node['type']} widget values"
         for socket in node["inputs"]:
             assert socket["name"] in declared, f"{workflow.name}: {node['type']} has no input {socket['name']}"
@@ -880,7 +888,7 @@ def test_selector_scores_are_drawn_on_the_node_in_the_browser(server, tmp_path):
     chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         pytest.skip("the browser test needs Chromium (apt install chromium, or CHROMIUM=/path/to/it)")
-    graph = json.loads((REPO / "example_workflows" / "diff_plugin_text_driven_multi_task.json").read_text())
+    graph = json.loads((REPO / "example_workflows" / "Diff-Plugin - Restore by instruction (Plugin-Selector).json").read_text())
     selector_id = next(n["id"] for n in graph["nodes"] if n["type"] == "PluginSelector")
     restore_id = next(n["id"] for n in graph["nodes"] if n["type"] == "RestoreWithTaskPlugins")
     errors = []
@@ -911,7 +919,7 @@ def test_selector_scores_are_drawn_on_the_node_in_the_browser(server, tmp_path):
             page.screenshot(path=str(tmp_path / "selector_scores.png"))
             # A template whose ImageScale takes its width and height from GetImageSize (widget
             # inputs): the frontend turns those links into the prompt's links.
-            single = json.loads((REPO / "example_workflows" / "diff_plugin_single_task.json").read_text())
+            single = json.loads((REPO / "example_workflows" / "Diff-Plugin - Restore a photo with one Task-Plugin.json").read_text())
             page.evaluate("graph => window.app.loadGraphData(graph)", single)
             scale = page.evaluate("async () => (await app.graphToPrompt()).output['14'].inputs")
         finally:

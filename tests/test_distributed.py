@@ -16,7 +16,7 @@ from tests.random_models import write_tiny_clip_vision, write_tiny_sd
 from plugin_core import load_plugin
 from plugin_core.cli import main
 from plugin_core.formats import read_torch_pickle
-from plugin_core.pipeline import BaseModels
+from plugin_core import BaseModels
 from plugin_core.synthetic import write_pairs
 from plugin_core.training import DiffusersBackend, PairDataset, TrainConfig, Trainer
 
@@ -66,7 +66,7 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
 def one_process(setup, tmp_path, steps: int, **settings) -> Trainer:
     """The same run (train_args' settings) in this process, on the Trainer itself."""
     backend = DiffusersBackend(BaseModels.from_pretrained(setup / "sd", setup / "clip_vision"))
-    config = TrainConfig(task="t", steps=steps, resolution=32, seed=5, learning_rate=1e-3, scale_lr=False, **settings)
+    config = TrainConfig(task="t", steps=steps, resolution=32, seed=5, learning_rate=1e-3, scale_lr=False, **({"workers": 0} | settings))
     return Trainer(backend, PairDataset.from_path(setup / "pairs"), config, tmp_path)
 
 

@@ -261,7 +261,7 @@ def test_instructions_are_joined_at_the_token_level():
 def clip_tokens(tmp_path_factory, degraded_dir):
     from transformers import CLIPVisionModel
 
-    from plugin_core.pipeline import clip_vision_tokens
+    from plugin_core.base import clip_vision_tokens
 
     folder = write_tiny_clip_vision(tmp_path_factory.mktemp("clip") / "clip_vision")
     model = CLIPVisionModel.from_pretrained(folder).eval()

@@ -10,10 +10,9 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel, UniPCM
 from PIL import Image
 from transformers import CLIPVisionModel
 
-from plugin_core import load_plugin
+from plugin_core import BaseModels, Restorer, TileSettings, load_plugin
 from plugin_core.images import clip_pixels
-from plugin_core.pipeline import BaseModels, Restorer
-from plugin_core.tiling import TilePlan, TileSettings
+from plugin_core.tiling import TilePlan
 from tests.random_models import write_tiny_clip_vision, write_tiny_sd
 
 
@@ -78,13 +77,12 @@ def test_an_image_that_fits_one_tile_is_restored_exactly_as_untiled(tiny, restor
 
 
 def _weights(height, width, tile, overlap):
-    """The documented blend weights, computed independently: 1 inside, (i + 1) / (overlap + 1)
+    """The documented blend weights, computed independently: tiles `tile - overlap` apart, as few as
+    cover the side, the last one moved in to end at the edge; 1 inside, (i + 1) / (overlap + 1)
     towards a side shared with another tile, divided by their sum."""
     def starts(size):
-        if size <= tile:
-            return [0]
-        s = list(range(0, size - tile + 1, tile - overlap))
-        return s + ([size - tile] if s[-1] + tile < size else [])
+        count = 1 if size <= tile else 1 + -(-(size - tile) // (tile - overlap))  # ceil: tiles that cover the side
+        return sorted({min(k * (tile - overlap), max(size - tile, 0)) for k in range(count)})
 
     boxes, raw = [], []
     for y in starts(height):

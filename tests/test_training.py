@@ -18,7 +18,7 @@ from tests.random_models import write_tiny_clip_vision, write_tiny_sd
 from plugin_core import load_plugin
 from plugin_core.cli import main
 from plugin_core.images import training_clip_pixels
-from plugin_core.pipeline import BaseModels, Restorer
+from plugin_core import BaseModels, Restorer
 from plugin_core.training import DataError, DiffusersBackend, PairDataset, TrainConfig, Trainer, TrainingError
 
 
@@ -43,7 +43,7 @@ def pairs(degraded_dir):
 
 
 def config(**overrides):
-    values = dict(task="darken", steps=4, resolution=32, learning_rate=1e-4, checkpoint_every=0, seed=3)
+    values = dict(task="darken", steps=4, resolution=32, learning_rate=1e-4, checkpoint_every=0, seed=3, workers=0)
     return TrainConfig(**(values | overrides))
 
 
@@ -123,14 +123,33 @@ def test_recipe_targets_and_learning_rate(backend, tmp_path):
         assert 0 <= int(t) < 1000 and float(eps.std()) == pytest.approx(1.0, rel=0.5)  # x_t did carry unit noise
 
 
+def _bilinear(array: np.ndarray, size: int) -> np.ndarray:
+    """[H, W] resized to size x size by bilinear interpolation with half-pixel centres (the
+    convention of PyTorch's align_corners=False), written out independently here."""
+    def weights(length):  # [size, length] matrix: row i mixes the two source samples around output sample i
+        source = np.clip((np.arange(size) + 0.5) * length / size - 0.5, 0, length - 1)
+        low = np.floor(source).astype(int)
+        high = np.minimum(low + 1, length - 1)
+        matrix = np.zeros((size, length))
+        matrix[np.arange(size), low] += 1 - (source - low)
+        matrix[np.arange(size), high] += source - low
+        return matrix
+
+    return weights(array.shape[0]) @ array @ weights(array.shape[1]).T
+
+
 def test_training_clip_input_is_the_reference_squash():
-    pixels = torch.rand(1, 3, 40, 64) * 2 - 1
+    """The reference training's CLIP input: the [-1, 1] crop mapped to [0, 1], squashed (not
+    cropped) to 224 x 224 bilinearly, normalised with OpenAI CLIP's statistics (transformers' own)."""
+    from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    pixels = torch.rand(1, 3, 40, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
     out = training_clip_pixels(pixels)
     assert out.shape == (1, 3, 224, 224)
-    direct = torch.nn.functional.interpolate((pixels + 1) / 2, size=(224, 224), mode="bilinear", align_corners=False)
-    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
-    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
-    assert torch.allclose(out, (direct - mean) / std)
+    for channel in range(3):
+        squashed = _bilinear((pixels[0, channel].double().numpy() + 1) / 2, 224)
+        expected = (squashed - OPENAI_CLIP_MEAN[channel]) / OPENAI_CLIP_STD[channel]
+        assert np.abs(out[0, channel].double().numpy() - expected).max() < 1e-4  # float32 against float64; another convention is off by 1e-2
 
 
 def test_resume_continues_exactly(backend, pairs, tmp_path):
@@ -153,7 +172,7 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(base, pairs, tm
         import os, sys, time, torch
         sys.path.insert(0, {str(base.parent)!r})
         from PIL import Image
-        from plugin_core.pipeline import BaseModels
+        from plugin_core import BaseModels
         from plugin_core.training import DiffusersBackend, PairDataset, TrainConfig, Trainer
         import plugin_core.training.trainer as trainer_module
         real_save = torch.save
@@ -166,7 +185,7 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(base, pairs, tm
         image = Image.open({str(degraded_dir / "demo_rain.jpg")!r}).convert("RGB").resize((40, 40))
         data = PairDataset.from_images([image], [image.point(lambda v: v // 2)])
         backend = DiffusersBackend(BaseModels.from_pretrained({str(base / "sd")!r}, {str(base / "clip_vision")!r}))
-        Trainer(backend, data, TrainConfig(task="t", steps=6, resolution=32, checkpoint_every=2), {str(tmp_path)!r}).train()
+        Trainer(backend, data, TrainConfig(task="t", steps=6, resolution=32, checkpoint_every=2, workers=0), {str(tmp_path)!r}).train()
     """)
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
     deadline = time.time() + 240
@@ -183,7 +202,7 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(base, pairs, tm
     assert list(checkpoints.glob(".*.tmp")), "the interrupted write left its temp file, not a checkpoint"
     data = PairDataset.from_images([Image.new("RGB", (40, 40))], [Image.new("RGB", (40, 40))])
     backend = DiffusersBackend(BaseModels.from_pretrained(base / "sd", base / "clip_vision"))
-    trainer = Trainer(backend, data, TrainConfig(task="t", steps=6, resolution=32, checkpoint_every=2), tmp_path)
+    trainer = Trainer(backend, data, TrainConfig(task="t", steps=6, resolution=32, checkpoint_every=2, workers=0), tmp_path)
     assert trainer.resume() == 2
     assert not list(checkpoints.glob(".*.tmp"))
 
@@ -265,7 +284,7 @@ def test_bad_data_is_named(tmp_path, problem):
     elif problem == "unreadable":
         (folder / "input" / "a.png").write_bytes(b"not an image")
         Image.new("RGB", (8, 8)).save(folder / "target" / "a.png")
-        with pytest.raises(DataError, match=r"input/a.png: not a readable image"):
+        with pytest.raises(DataError, match=r"input/a.png: cannot read this image"):
             PairDataset.from_path(folder)
     else:
         Image.new("RGB", (8, 8)).save(folder / "target" / "a.png")
@@ -360,7 +379,7 @@ def test_trackers_and_validation_metrics(backend, pairs, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     trainer = Trainer(backend, pairs, config(steps=4, validate_every=2, validation_steps=1, report_to="tensorboard"),
-                      tmp_path, validation_images=[pairs[0][0]], validation_pairs=pairs)
+                      tmp_path, validation_images=[pairs[0][0]], validation_pairs=pairs, render=Restorer(backend.models).render)
     trainer.train()
     rows = list(csv.DictReader((tmp_path / "loss.csv").open()))
     assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
@@ -371,7 +390,7 @@ def test_trackers_and_validation_metrics(backend, pairs, tmp_path):
     from plugin_core.images import at_size
 
     # The last validation saw the final plugin: measured again here, at the pairs' own size.
-    expected = sum(paired_metrics(at_size(backend.render(trainer.plugin, [s], 1, 3)[0], s.size), t)["psnr"]
+    expected = sum(paired_metrics(at_size(Restorer(backend.models).render(trainer.plugin, [s], 1, 3)[0], s.size), t)["psnr"]
                    for s, t in (pairs[i] for i in range(len(pairs)))) / len(pairs)
     assert float(rows[3]["val_psnr"]) == pytest.approx(expected, abs=1e-3) and 0 < psnr < 100
     events = EventAccumulator(str(next((tmp_path / "diff-plugin").glob("**/events.out.tfevents.*")).parent))

@@ -1,84 +1,162 @@
-"""Argument types that refuse bad values while the command line is parsed, before anything
-loads: argparse then prints one message and exits with 2."""
+"""The command line's arguments: every command's mistakes are collected and reported together, in
+one message (argparse alone stops at the first), and nothing here imports torch, so help and
+argument errors answer at once.
+
+* a value is checked while it is read (plugin_core.options.Option.parse gives an `Invalid`
+  message instead of raising);
+* required arguments are marked with `required()` and checked with everything else;
+* a command adds its own cross-argument rules as `check(args) -> [problems]` (set_defaults).
+"""
 
 from __future__ import annotations
 
 import argparse
-import math
+from pathlib import Path
 
-import torch
+from ..options import Invalid, Option
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def int_at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {low}"
-    return parse
+DTYPES = ("float32", "float16", "bfloat16")
+INTERRUPTED = 130  # the exit status after Ctrl+C
 
 
-def int_between(low: int, high: int):
-    def parse(text: str) -> int:
-        value = int_at_least(low)(text)
-        if value > high:
-            raise argparse.ArgumentTypeError(f"must be at most {high}, got {value}")
-        return value
+class Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, and keeps help texts on one line each."""
 
-    parse.__name__ = f"integer in [{low}, {high}]"
-    return parse
-
-
-def multiple_of(step: int, low: int):
-    def parse(text: str) -> int:
-        value = int_at_least(low)(text)
-        if value % step:
-            raise argparse.ArgumentTypeError(f"must be a multiple of {step} (the VAE's factor), got {value}; e.g. {value - value % step or step}")
-        return value
-
-    parse.__name__ = f"multiple of {step}"
-    return parse
+    def _get_help_string(self, action):
+        text = action.help or ""
+        empty = action.default is None or action.default is False or action.default == [] or action.default is argparse.SUPPRESS
+        if empty or "%(default)" in text or "default" in text:
+            return text
+        return text + " (default: %(default)s)"
 
 
-def finite_float(low: float = -math.inf, high: float = math.inf, low_open: bool = False):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-        if value < low or (low_open and value == low) or value > high:
-            raise argparse.ArgumentTypeError(f"must lie in {'(' if low_open else '['}{low}, {high}], got {value}")
-        return value
-
-    parse.__name__ = "number"
-    return parse
+def command(commands, name: str, description: str, run, check=None) -> argparse.ArgumentParser:
+    """A subcommand: `run(args)` does it, `check(args)` lists its cross-argument mistakes."""
+    parser = commands.add_parser(name, help=description, description=description, formatter_class=Formatter)
+    parser.set_defaults(run=run, check=check, parser=parser, required=[])
+    return parser
 
 
-def default_device() -> str:
+def required(parser: argparse.ArgumentParser, *actions: argparse.Action) -> None:
+    """Mark arguments as required; missing ones are reported with every other mistake."""
+    parser.set_defaults(required=parser.get_default("required") + [(a.option_strings[0] if a.option_strings else a.metavar or a.dest, a.dest) for a in actions])
+
+
+def problems(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """Every mistake of a parsed command line: bad values, missing and unknown arguments, and the
+    command's own rules (checked only when the values themselves are right)."""
+    found = [value for value in vars(args).values() if isinstance(value, Invalid)]
+    found += [item for value in vars(args).values() if isinstance(value, list) for item in value if isinstance(item, Invalid)]
+    missing = [flag for flag, dest in args.required if getattr(args, dest, None) in (None, [])]
+    if missing:
+        found.append(f"missing {', '.join(missing)}")
+    if extra:
+        found.append(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "device", None) and (problem := device_problem(args.device)):  # imports torch only when asked
+        found.append(problem)
+    if not found and args.check:
+        found += args.check(args)
+    return found
+
+
+def number(flag: str, kind: type = int, **limits):
+    """A converter for a number option that is not a setting of its own (Option's rules)."""
+    return Option(flag, "", kind=kind, **limits).parse
+
+
+def choice(flag: str, options) -> callable:
+    return Option(flag, "", kind=str, choices=tuple(options)).parse
+
+
+def renamed(parser: argparse.ArgumentParser, old: str, new: str, dest: str, type) -> None:
+    """An option's old name: it works as the new one, and a note says the new name."""
+
+    class Renamed(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            setattr(namespace, self.dest, values)
+            namespace.notes = [*getattr(namespace, "notes", []), f"note: {old} is now called {new}"]
+
+    parser.add_argument(old, dest=dest, type=type, action=Renamed, help=argparse.SUPPRESS)
+
+
+def base_arguments(parser: argparse.ArgumentParser, *, dtype: bool = True, need: bool = True) -> None:
+    """--sd (--sd-config), --clip-vision, --device (and --dtype): the frozen base and where it runs."""
+    sd = parser.add_argument("--sd", type=Path, help="Stable Diffusion 1.x: a checkpoint file as ComfyUI's models/checkpoints "
+                                                     "holds it (.safetensors or .ckpt), or a diffusers folder")
+    parser.add_argument("--sd-config", type=Path, help="for a checkpoint file of other shapes than SD 1.5: a diffusers folder "
+                                                       "of its configs (default: the SD 1.5 configs shipped with the package)")
+    clip = parser.add_argument("--clip-vision", type=Path, help="CLIP ViT-L/14 vision: a .safetensors file as ComfyUI's "
+                                                                "models/clip_vision holds it, or a transformers folder")
+    if need:
+        required(parser, sd, clip)
+    device_argument(parser)
+    if dtype:
+        parser.add_argument("--dtype", type=choice("--dtype", DTYPES), default="float32", metavar="{" + ",".join(DTYPES) + "}",
+                            help="compute precision (the VAE stays float32)")
+
+
+def device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", help="where the models run: cpu, cuda, cuda:1, mps (default: cuda when there is "
+                                         "one, else cpu)")
+
+
+def overwrite_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace {what} (without it, existing ones are kept and the command stops before any work)")
+
+
+def progress_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return getattr(torch, name)
+
+
+def device_of(text: str | None) -> str:
+    """The device to run on: the one asked for (checked by `device_problem`) or the default."""
+    if text is not None:
+        return text
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def device(text: str) -> str:
-    """A torch device this machine has."""
+def device_problem(text: str) -> str | None:
+    """Why this machine cannot run on the device `text`, or None."""
+    import torch
+
     try:
         parsed = torch.device(text)
     except RuntimeError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a device (cpu, cuda, cuda:1, mps)") from None
+        return f"--device: {text!r} is not a device (cpu, cuda, cuda:1, mps)"
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
             build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, but no GPU is visible"
-            raise argparse.ArgumentTypeError(f"no CUDA GPU here (torch {torch.__version__} is {build}); use --device cpu")
+            return f"--device {text}: no CUDA GPU here (torch {torch.__version__} is {build}); use --device cpu"
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            return f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)"
     elif parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise argparse.ArgumentTypeError("no Apple GPU (mps) here; use --device cpu")
-    return text
+        return "--device mps: no Apple GPU (mps) here; use --device cpu"
+    return None
+
+
+def check_base_arguments(args, with_text: bool = False) -> None:
+    """--sd (with --sd-config) and --clip-vision checked, before any model loads."""
+    from ..base import check_base
+
+    check_base(args.sd, args.clip_vision, sd_config=args.sd_config, with_text=with_text)
+
+
+def restorer_for(args, device: str, with_text: bool):
+    """The Restorer on the base models --sd / --clip-vision name (checked before they load)."""
+    from ..base import BaseModels
+    from ..restore import Restorer
+
+    check_base_arguments(args, with_text)
+    dtype = torch_dtype(args.dtype)
+    models = BaseModels.from_pretrained(args.sd, args.clip_vision, sd_config=args.sd_config, with_text=with_text, device=device,
+                                        dtype=dtype)
+    return Restorer(models, device=device, dtype=dtype)

@@ -6,31 +6,31 @@ evaluate --plugin P --data VAL restore a paired validation set, then measure it
 make-stats CLEAN -o STATS      the features of a clean set, once, for --reference-stats
 
 Everything a run needs (folders, names, sizes, outputs, weight files) is checked before any
-model loads; an existing --json / --csv is kept unless --overwrite.
+model loads (`_plan`); an existing --json / --csv is kept unless --overwrite.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import PluginError
-from .args import DTYPES, default_device, device, int_at_least, int_between, multiple_of
+from ..restore.settings import RestoreSettings
+from .args import base_arguments, choice, command, device_argument, overwrite_argument, progress_argument, required
 
 LPIPS_MODES = ("auto", "require", "off")
 
 
-def add_parsers(commands, command, overwrite, progress) -> None:
-    """The two subcommands, on build_parser's helpers (`command`, `overwrite`, `progress`)."""
-    from ..colorfix import FIXES
-    from ..tiling import TILE_PROMPTS, TileSettings
-
-    evaluate = command(commands, "evaluate", "measure restored images: PSNR/SSIM/LPIPS against references, FID/KID against a clean set")
+def register(commands) -> None:
+    evaluate = command(commands, "evaluate", "measure restored images: PSNR/SSIM/LPIPS against references, FID/KID against a "
+                       "clean set", run_evaluate, check_evaluate)
     evaluate.add_argument("pred", nargs="?", type=Path, help="folder of restored images (not with --plugin)")
     evaluate.add_argument("target", nargs="?", type=Path, help="folder of their references, matched by file name")
     paired = evaluate.add_argument_group("paired metrics")
     paired.add_argument("--y-channel", action="store_true", help="PSNR/SSIM on the BT.601 luma (Y of YCbCr), as restoration papers")
-    paired.add_argument("--lpips", choices=LPIPS_MODES, default="auto",
+    paired.add_argument("--lpips", type=choice("--lpips", LPIPS_MODES), default="auto", metavar="{auto,require,off}",
                         help="LPIPS (AlexNet): 'auto' measures it when its weights and torchvision are here, 'require' stops "
                              "when they are not")
     paired.add_argument("--lpips-weights", type=Path,
@@ -43,36 +43,23 @@ def add_parsers(commands, command, overwrite, progress) -> None:
     restore = evaluate.add_argument_group("restore and measure")
     restore.add_argument("--plugin", action="append", type=Path, default=[], help="plugin file or task folder; repeat to chain")
     restore.add_argument("--data", type=Path, help="the paired set: a pairs CSV (image,conditioning_image) or input/ + target/")
-    restore.add_argument("--sd", type=Path, help="diffusers Stable Diffusion 1.x folder")
-    restore.add_argument("--clip-vision", type=Path, help="transformers CLIP ViT-L/14 vision folder (the plugins' TPB input)")
-    restore.add_argument("--dtype", choices=DTYPES, default="float32", help="compute precision (the VAE stays float32)")
-    restore.add_argument("--steps", type=int_at_least(1), default=20, help="sampling steps of the first plugin")
-    restore.add_argument("--later-steps", type=int_at_least(1), default=3, help="steps of every later plugin")
-    restore.add_argument("--seed", type=int_at_least(0), default=42, help="noise seed")
-    restore.add_argument("--threshold", type=int_between(0, 1000), default=960, help="timesteps at or above it restart from the noised input")
-    restore.add_argument("--resolution", type=multiple_of(8, 8), default=512, help="the short side is raised to this when smaller")
-    restore.add_argument("--resize", choices=("min", "exact"), default="min", help="as `restore --resize`")
-    tiles = TileSettings()
-    restore.add_argument("--tile-size", type=multiple_of(8, 0), default=tiles.size, help="as `restore --tile-size` (0: never tile)")
-    restore.add_argument("--tile-overlap", type=multiple_of(8, 0), default=tiles.overlap, help="overlap of neighbouring tiles in px")
-    restore.add_argument("--tile-batch", type=int_at_least(1), default=tiles.batch, help="tiles per UNet call")
-    restore.add_argument("--tile-prompt", choices=TILE_PROMPTS, default=tiles.prompt, help="Fp per tile or from the whole image")
-    restore.add_argument("--color-fix", choices=FIXES, default="none", help="as `restore --color-fix`")
+    base_arguments(restore, need=False)
+    RestoreSettings.add_arguments(evaluate, exclude=("output_size",))  # measured at each input's own size
     restore.add_argument("--save-restored", type=Path, help="also write the restored images to this folder (<name>.png)")
-    evaluate.add_argument("--device", type=device, default=default_device(), help="where the networks run")
     evaluate.add_argument("--json", type=Path, help="write the metrics, per-image rows and settings to this JSON file")
     evaluate.add_argument("--csv", type=Path, help="write the per-image rows and the mean row to this CSV file")
     evaluate.add_argument("--per-image", action="store_true", help="print every image's row, not only the means")
-    overwrite(evaluate, "--json / --csv / --save-restored files that exist")
-    progress(evaluate)
+    overwrite_argument(evaluate, "--json / --csv / --save-restored files that exist")
+    progress_argument(evaluate)
 
-    stats = command(commands, "make-stats", "the features of a clean image set, for `evaluate --reference-stats` (clean-fid's make_custom_stats)")
-    stats.add_argument("clean", type=Path, help="folder of clean images (e.g. a task's clean training set)")
-    stats.add_argument("-o", "--output", type=Path, required=True, help="the statistics file to write (.safetensors)")
+    stats = command(commands, "make-stats", "the features of a clean image set, for `evaluate --reference-stats` "
+                    "(clean-fid's make_custom_stats)", run_make_stats, check_make_stats)
+    required(stats, stats.add_argument("clean", nargs="?", type=Path, help="folder of clean images (e.g. a task's clean training set)"))
+    required(stats, stats.add_argument("-o", "--output", type=Path, help="the statistics file to write (.safetensors)"))
     _network_arguments(stats)
-    stats.add_argument("--device", type=device, default=default_device(), help="where the networks run")
-    overwrite(stats, "the output file if it exists")
-    progress(stats)
+    device_argument(stats)
+    overwrite_argument(stats, "the output file if it exists")
+    progress_argument(stats)
 
 
 def _network_arguments(parser) -> None:
@@ -82,10 +69,39 @@ def _network_arguments(parser) -> None:
                         help="clean-fid's TorchScript Inception, inception-2015-12-05.pt: FID and KID")
 
 
+def check_evaluate(args) -> list[str]:
+    """Which of the three modes the arguments ask for, and whether they say all it needs."""
+    if args.plugin:
+        if args.pred is not None:
+            return ["with --plugin, give the paired set as --data (PRED/TARGET are for images restored before)"]
+        missing = [flag for flag, value in (("--data", args.data), ("--sd", args.sd), ("--clip-vision", args.clip_vision)) if value is None]
+        return [f"restore-and-measure (--plugin) also needs {', '.join(missing)}"] if missing else []
+    found = [f"--{flag.replace('_', '-')} belongs to restore-and-measure: give --plugin too"
+             for flag in ("data", "sd", "sd_config", "clip_vision", "save_restored") if getattr(args, flag) is not None]
+    if args.pred is None:
+        found.append("give PRED (a folder of restored images) with TARGET for PSNR/SSIM/LPIPS, or with --reference/--reference-stats "
+                     "and --clip-model/--inception for FID/KID; or --plugin with --data")
+    elif args.target is None and not (args.reference or args.reference_stats):
+        found.append(f"{args.pred}: nothing to compare with: give TARGET (its references, by name) or --reference DIR / "
+                     "--reference-stats STATS for the set metrics")
+    elif args.target is None and not (args.clip_model or args.inception):
+        found.append("the set metrics need a feature network: --clip-model DIR (CLIP ViT-B/32, the paper's CLIP-FID) and/or "
+                     "--inception inception-2015-12-05.pt")
+    return found
+
+
+def check_make_stats(args) -> list[str]:
+    found = [] if args.clip_model or args.inception else [
+        "give the feature network(s) to keep features of: --clip-model DIR (CLIP ViT-B/32) and/or --inception inception-2015-12-05.pt"]
+    if args.output is not None and args.output.suffix != ".safetensors":
+        found.append(f"-o {args.output}: give a .safetensors file name")
+    return found
+
+
 def _networks(args) -> dict:
     """Feature name -> the file or folder given for it; each checked for existence now."""
+    from ..evaluation import MissingWeightsError
     from ..evaluation.sets import CLIP_FEATURES, INCEPTION_FEATURES, INCEPTION_FILE, INCEPTION_URL
-    from ..evaluation.perceptual import MissingWeightsError
 
     if args.clip_model is not None and not (args.clip_model / "config.json").is_file():
         raise MissingWeightsError(f"--clip-model {args.clip_model}: no config.json there; CLIP-FID needs a transformers CLIP "
@@ -96,10 +112,17 @@ def _networks(args) -> dict:
     return {name: path for name, path in ((CLIP_FEATURES, args.clip_model), (INCEPTION_FEATURES, args.inception)) if path}
 
 
-def _load_network(name: str, path: Path, device: str):
-    from ..evaluation.sets import CLIP_FEATURES, clip_network, inception_network
+def _features(args, name: str, path: Path, images, device: str):
+    """The features of `images` by the network `name` (a progress bar over them)."""
+    from ..evaluation.sets import CLIP_FEATURES, clip_network, features, inception_network
 
-    return clip_network(path, device) if name == CLIP_FEATURES else inception_network(path, device)
+    network = clip_network(path, device) if name == CLIP_FEATURES else inception_network(path, device)
+    bar = _bar(args, f"{name} features")
+    try:
+        return features(network, images, progress=bar)
+    finally:
+        if bar:
+            bar.close()
 
 
 def _bar(args, what: str):
@@ -108,31 +131,9 @@ def _bar(args, what: str):
     return None if args.no_progress else ProgressBar(what, unit="image")
 
 
-def _check_mode(args) -> None:
-    if args.plugin:
-        if args.pred is not None:
-            raise PluginError("with --plugin, give the paired set as --data (PRED/TARGET are for images restored before)")
-        missing = [flag for flag, value in (("--data", args.data), ("--sd", args.sd), ("--clip-vision", args.clip_vision)) if value is None]
-        if missing:
-            raise PluginError(f"restore-and-measure (--plugin) also needs {', '.join(missing)}")
-        return
-    for flag in ("data", "sd", "clip_vision", "save_restored"):
-        if getattr(args, flag) is not None:
-            raise PluginError(f"--{flag.replace('_', '-')} belongs to restore-and-measure: give --plugin too")
-    if args.pred is None:
-        raise PluginError("give PRED (a folder of restored images) with TARGET for PSNR/SSIM/LPIPS, or with "
-                          "--reference/--reference-stats and --clip-model/--inception for FID/KID; or --plugin with --data")
-    if args.target is None and not (args.reference or args.reference_stats):
-        raise PluginError(f"{args.pred}: nothing to compare with: give TARGET (its references, by name) or "
-                          "--reference DIR / --reference-stats STATS for the set metrics")
-    if args.target is None and not (args.clip_model or args.inception):
-        raise PluginError("the set metrics need a feature network: --clip-model DIR (CLIP ViT-B/32, the paper's CLIP-FID) "
-                          "and/or --inception inception-2015-12-05.pt")
-
-
-def _lpips(args):
-    """A loaded Lpips, or None (off, or 'auto' without its weights: then a note says why)."""
-    from ..evaluation.perceptual import Lpips, MissingWeightsError, lpips_problem
+def _lpips(args, device: str):
+    """A loader of Lpips, or None (off, or 'auto' without its weights: then a note says why)."""
+    from ..evaluation import Lpips, MissingWeightsError, lpips_problem
 
     mode = "require" if args.lpips_weights else args.lpips
     if mode == "off":
@@ -143,141 +144,134 @@ def _lpips(args):
     if problem:
         print(f"note: LPIPS not measured. {problem} (--lpips off hides this note)", file=sys.stderr)
         return None
-    return lambda: Lpips(args.lpips_weights, device=args.device)
+    return lambda: Lpips(args.lpips_weights, device=device)
 
 
-def _restored(args, pairs, targets):
-    """Restore each pair's input with the --plugin chain; (name, restored image, target path)."""
-    from ..images import at_size, load_image
-    from ..models import load_plugin
-    from ..tiling import TileSettings
-    from .restore import _restorer  # the same loading and checks as `restore`
+@dataclass
+class _Plan:
+    """What an evaluation will read, write and compute, all checked before any model loads."""
 
-    try:
-        tiles = TileSettings(args.tile_size, args.tile_overlap, args.tile_batch, args.tile_prompt)
-    except ValueError as error:
-        raise PluginError(str(error)) from None
-    chain = [load_plugin(p, device=args.device, dtype=DTYPES[args.dtype]) for p in args.plugin]
-    restorer = _restorer(args, with_text=False)
-    bar = _bar(args, "restoring")
-    out = []
-    try:
-        for done, (name, source, target) in enumerate(pairs, 1):
-            original = load_image(source)
-            result = restorer.restore([original], chain, steps=args.steps, later_steps=args.later_steps, seed=args.seed,
-                                      threshold=args.threshold, resolution=args.resolution, resize_mode=args.resize,
-                                      tiles=tiles, color_fix=args.color_fix)
-            image = at_size(result.images[0], original.size)
-            if name in targets:
-                targets[name].parent.mkdir(parents=True, exist_ok=True)
-                image.save(targets[name])
-            out.append((name, image, target))
-            if bar:
-                bar(done, len(pairs))
-    finally:
-        if bar:
-            bar.close()
-    return out
+    pairs: list  # (name, restored or input file, reference file)
+    inputs: list  # every file read (never written over)
+    saved: dict = field(default_factory=dict)  # name -> where its restored image goes (--save-restored)
+    networks: dict = field(default_factory=dict)  # feature name -> network file or folder
+    reference_features: dict = field(default_factory=dict)
+    reference_info: dict = field(default_factory=dict)
+    reference_images: list = field(default_factory=list)
+    lpips: object = None
 
 
 def _pairs_of_data(path: Path):
     from ..training import PairDataset
 
-    dataset = PairDataset.from_path(path)
     pairs, seen = [], {}
-    for source, target in dataset.pairs:
+    for source, target in PairDataset.from_path(path).pairs:
         stem = Path(target).stem
         seen[stem] = seen.get(stem, 0) + 1
         pairs.append((stem if seen[stem] == 1 else f"{stem}_{seen[stem]}", Path(source), Path(target)))
     return pairs
 
 
-def evaluate(args) -> int:
+def _plan(args, device: str) -> _Plan:
     from ..evaluation import folders
-    from ..evaluation.report import Report
     from ..evaluation.sets import read_statistics
     from ..outputs import check_new_files
 
-    _check_mode(args)
-    if args.plugin:
-        pairs = _pairs_of_data(args.data)
-        folders.check_sizes(pairs, what=("input", "target"))
-        inputs = [p for _, a, b in pairs for p in (a, b)]
-    elif args.target is not None:
-        pairs = folders.match_folders(args.pred, args.target)
-        folders.check_sizes(pairs)
-        inputs = [p for _, a, b in pairs for p in (a, b)]
+    if args.plugin or args.target is not None:
+        pairs = _pairs_of_data(args.data) if args.plugin else folders.match_folders(args.pred, args.target)
+        folders.check_sizes(pairs, what=("input", "target") if args.plugin else ("restored", "reference"))
+        plan = _Plan(pairs, [p for _, a, b in pairs for p in (a, b)])
     else:
-        pairs = []
-        inputs = list(folders.images_by_name(args.pred, "PRED").values())
-    check_new_files([p for p in (args.json, args.csv) if p], overwrite=args.overwrite, inputs=inputs)
-    saved = {}
+        plan = _Plan([], list(folders.images_by_name(args.pred, "PRED").values()))
+    check_new_files([p for p in (args.json, args.csv) if p], overwrite=args.overwrite, inputs=plan.inputs)
     if args.plugin and args.save_restored:
-        saved = dict(zip([n for n, _, _ in pairs], check_new_files(
-            [args.save_restored / f"{n}.png" for n, _, _ in pairs], overwrite=args.overwrite, inputs=inputs)))
-    networks = _networks(args)
-    reference_features, reference_info = {}, {}
+        names = [n for n, _, _ in plan.pairs]
+        plan.saved = dict(zip(names, check_new_files([args.save_restored / f"{n}.png" for n in names], overwrite=args.overwrite,
+                                                     inputs=plan.inputs)))
+    plan.networks = _networks(args)
     if args.reference_stats:
-        reference_features, reference_info = read_statistics(args.reference_stats)
-        absent = [name for name in networks if name not in reference_features]
+        plan.reference_features, plan.reference_info = read_statistics(args.reference_stats)
+        absent = [name for name in plan.networks if name not in plan.reference_features]
         if absent:
-            raise PluginError(f"--reference-stats {args.reference_stats} holds features of {', '.join(reference_features) or 'nothing'}, "
-                              f"not of {', '.join(absent)}: write them with `diffplugin make-stats` and the same network")
-    reference_images = []
-    if networks and not args.reference_stats:
+            raise PluginError(f"--reference-stats {args.reference_stats} holds features of "
+                              f"{', '.join(plan.reference_features) or 'nothing'}, not of {', '.join(absent)}: write them "
+                              "with `diffplugin make-stats` and the same network")
+    elif plan.networks:
         folder = args.reference or args.target
-        reference_images = list(folders.images_by_name(folder, "--reference" if args.reference else "TARGET").values()) if folder else \
-            [b for _, _, b in pairs]
-    if pairs or networks:  # a missing library stops here, not after the restoring
+        plan.reference_images = (list(folders.images_by_name(folder, "--reference" if args.reference else "TARGET").values())
+                                 if folder else [b for _, _, b in plan.pairs])
+    if plan.pairs or plan.networks:  # a missing library stops here, not after the restoring
         from ..evaluation.paired import require_libraries
 
-        require_libraries(y_channel=args.y_channel and bool(pairs))
-    lpips = _lpips(args) if pairs else None
+        require_libraries(y_channel=args.y_channel and bool(plan.pairs))
+    plan.lpips = _lpips(args, device) if plan.pairs else None
     if args.plugin:
-        from ..pipeline import check_base_folders
+        from .args import check_base_arguments
 
-        check_base_folders(args.sd, args.clip_vision)
+        check_base_arguments(args)
+    return plan
 
-    # ------------------------------------------------------------------ the work: models load from here on
-    if args.plugin:
-        pairs = _restored(args, pairs, saved)
+
+def _restored(args, plan: _Plan, device: str) -> list:
+    """Each pair's input restored with the --plugin chain: (name, restored image, target path)."""
+    from ..formats import atomic_write
+    from ..images import load_image
+    from ..models import load_plugin
+    from .args import restorer_for, torch_dtype
+
+    settings = RestoreSettings.from_args(args)
+    chain = [load_plugin(p, device=device, dtype=torch_dtype(args.dtype)) for p in args.plugin]
+    restorer = restorer_for(args, device, with_text=False)
+    bar, out = _bar(args, "restoring"), []
+    try:
+        for done, (name, source, target) in enumerate(plan.pairs, 1):
+            image = restorer.restore([load_image(source)], chain, settings).images[0]  # at the input's size
+            if name in plan.saved:
+                atomic_write(plan.saved[name], lambda temp: image.save(temp, format="PNG"))
+            out.append((name, image, target))
+            if bar:
+                bar(done, len(plan.pairs))
+    finally:
+        if bar:
+            bar.close()
+    return out
+
+
+def run_evaluate(args) -> int:
+    from ..evaluation import Report, measure_pairs
+    from ..evaluation.folders import means
+    from ..evaluation.sets import set_distances
+    from .args import device_of
+
+    device = device_of(args.device)
+    plan = _plan(args, device)
+    pairs = _restored(args, plan, device) if args.plugin else plan.pairs  # models load from here on
     per_image = {}
     if pairs:
         bar = _bar(args, "paired metrics")
         try:
-            per_image = folders.measure_pairs(pairs, y_channel=args.y_channel, lpips=lpips() if lpips else None, progress=bar)
+            per_image = measure_pairs(pairs, y_channel=args.y_channel, lpips=plan.lpips() if plan.lpips else None, progress=bar)
         finally:
             if bar:
                 bar.close()
-    metrics = folders.means(per_image) if per_image else {}
-    restored_set = [a for _, a, _ in pairs] if pairs else inputs
-    for name, path in networks.items():
-        metrics.update(_set_metrics(args, name, path, restored_set, reference_features.get(name), reference_images))
-    report = Report(metrics, per_image, _settings(args, networks, reference_info, len(restored_set), lpips is not None))
+    metrics = means(per_image) if per_image else {}
+    restored_set = [a for _, a, _ in pairs] if pairs else plan.inputs
+    for name, path in plan.networks.items():
+        ours = _features(args, name, path, restored_set, device)
+        theirs = plan.reference_features.get(name)
+        theirs = theirs if theirs is not None else _features(args, name, path, plan.reference_images, device)
+        metrics.update(set_distances(name, ours, theirs))
+    report = Report(metrics, per_image, _settings(args, plan, len(restored_set)))
     print(report.table(per_image=args.per_image))
     for path, write in ((args.json, report.write_json), (args.csv, report.write_csv)):
         if path:
             print(f"wrote {write(path)}")
-    for path in saved.values():
+    for path in plan.saved.values():
         print(f"wrote {path}")
     return 0
 
 
-def _set_metrics(args, name, path, restored_set, reference, reference_images) -> dict:
-    from ..evaluation.sets import features, set_distances
-
-    network = _load_network(name, path, args.device)
-    bar = _bar(args, f"{name} features")
-    try:
-        ours = features(network, restored_set, progress=bar)
-        theirs = reference if reference is not None else features(network, reference_images, progress=bar)
-    finally:
-        if bar:
-            bar.close()
-    return set_distances(name, ours, theirs)
-
-
-def _settings(args, networks, reference_info, count, lpips) -> dict:
+def _settings(args, plan: _Plan, count: int) -> dict:
     from ..evaluation.paired import SSIM_SIGMA, SSIM_WINDOW
 
     settings = {
@@ -287,45 +281,30 @@ def _settings(args, networks, reference_info, count, lpips) -> dict:
         "channels": "Y (BT.601, 16-235)" if args.y_channel else "RGB",
         "psnr": "8-bit, data range 255, dB; the set value is the mean of the per-image dB",
         "ssim": f"Gaussian window {SSIM_WINDOW} px, sigma {SSIM_SIGMA}, mean over the valid region (torchmetrics map)",
-        "lpips": ("alex (torchmetrics), weights " + str(args.lpips_weights or "torch hub cache")) if lpips else None,
-        "feature_networks": {name: str(path) for name, path in networks.items()},
-        "reference": str(args.reference_stats or args.reference or args.target or args.data) if networks else None,
+        "lpips": ("alex (torchmetrics), weights " + str(args.lpips_weights or "torch hub cache")) if plan.lpips else None,
+        "feature_networks": {name: str(path) for name, path in plan.networks.items()},
+        "reference": str(args.reference_stats or args.reference or args.target or args.data) if plan.networks else None,
     }
-    if reference_info:
-        settings["reference_stats"] = reference_info
+    if plan.reference_info:
+        settings["reference_stats"] = plan.reference_info
     if args.plugin:
-        settings["restore"] = {
-            "plugins": [str(p) for p in args.plugin], "data": str(args.data), "steps": args.steps, "later_steps": args.later_steps,
-            "seed": args.seed, "threshold": args.threshold, "resolution": args.resolution, "resize": args.resize,
-            "tile_size": args.tile_size, "tile_overlap": args.tile_overlap, "color_fix": args.color_fix,
-        }
+        restore = dataclasses.asdict(RestoreSettings.from_args(args))
+        settings["restore"] = {"plugins": [str(p) for p in args.plugin], "data": str(args.data), **restore}
     return settings
 
 
-def make_stats(args) -> int:
+def run_make_stats(args) -> int:
     from ..evaluation import folders
-    from ..evaluation.sets import features, write_statistics
+    from ..evaluation.sets import write_statistics
     from ..outputs import check_new_files
+    from .args import device_of
 
-    if not (args.clip_model or args.inception):
-        raise PluginError("give the feature network(s) to keep features of: --clip-model DIR (CLIP ViT-B/32) and/or "
-                          "--inception inception-2015-12-05.pt")
-    if args.output.suffix != ".safetensors":
-        raise PluginError(f"-o {args.output}: give a .safetensors file name")
     images = list(folders.images_by_name(args.clean, "CLEAN").values())
     if len(images) < 2:
         raise PluginError(f"{args.clean}: {len(images)} image; FID and KID need at least 2 (the paper's sets hold hundreds)")
     check_new_files([args.output], overwrite=args.overwrite, inputs=images)
-    networks = _networks(args)
-    sets = {}
-    for name, path in networks.items():
-        bar = _bar(args, f"{name} features")
-        try:
-            sets[name] = features(_load_network(name, path, args.device), images, progress=bar)
-        finally:
-            if bar:
-                bar.close()
+    networks, device = _networks(args), device_of(args.device)
+    sets = {name: _features(args, name, path, images, device) for name, path in networks.items()}
     info = {"folder": str(args.clean), "images": len(images), "networks": {n: str(p) for n, p in networks.items()}}
     print(f"wrote {write_statistics(args.output, sets, info)} ({len(images)} images: {', '.join(sets)})")
     return 0
-

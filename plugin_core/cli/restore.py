@@ -1,154 +1,97 @@
-"""`diffplugin restore` and `diffplugin select`: outputs, images, plugins and the base folders are
-checked (in that order, cheapest first) before any model loads."""
+"""`diffplugin restore` and `diffplugin select`: the outputs, images, plugins and base folders are
+checked (in that order, cheapest first) before any model loads; the work is plugin_core.restore's."""
 
 from __future__ import annotations
 
 import json
 import sys
-import time
+from pathlib import Path
 
-from ..errors import InputImageError, PluginError
-from ..tiling import TileSettings
-from .args import DTYPES
-from .progress import ProgressBar
+from ..errors import PluginError
+from ..restore.settings import RestoreSettings
+from ..selector.config import SELECT_THRESHOLD
+from .args import base_arguments, command, number, overwrite_argument, progress_argument, renamed, required
 
 
-def _library(args):
+
+def register(commands) -> None:
+    restore = command(commands, "restore", "restore images with chosen plugins or by instruction", run_restore, check_restore)
+    required(restore, restore.add_argument(
+        "images", nargs="*", type=Path, metavar="IMAGE",
+        help="images and folders of images to restore (never written over); under torchrun / accelerate launch the "
+             "processes share them"))
+    restore.add_argument("--plugin", action="append", type=Path, default=[], help="plugin file or task folder; repeat to chain plugins")
+    selection_arguments(restore)
+    base_arguments(restore)
+    RestoreSettings.add_arguments(restore)
+    renamed(restore, "--threshold", "--renoise-until", "renoise_until", RestoreSettings.OPTIONS["renoise_until"].parse)
+    restore.add_argument("-o", "--output", type=Path, default=Path("restored"),
+                         help="output folder (files <name>.png), or an image file name for a single image")
+    restore.add_argument("--save-latent", type=Path, help="also write the final latents to this .safetensors file")
+    overwrite_argument(restore, "output files that exist")
+    restore.add_argument("--skip-existing", action="store_true",
+                         help="leave out images whose output exists (a stopped run over a folder carries on)")
+    progress_argument(restore)
+
+    select = command(commands, "select", "print the Plugin-Selector's scores for an image and instruction", run_select)
+    required(select, select.add_argument("image", nargs="?", type=Path, help="the image"))
+    selection_arguments(select, need=True)
+    base_arguments(select)
+    select.add_argument("--json", action="store_true", help="print the scores as JSON")
+
+
+def selection_arguments(parser, need: bool = False) -> None:
+    prompt = parser.add_argument("--prompt", help="the instruction, e.g. 'remove the rain and the haze'")
+    plugins = parser.add_argument("--plugins", type=Path, help="folder of plugins to choose among (.safetensors files "
+                                                               "and/or reference task folders)")
+    selector = parser.add_argument("--selector", type=Path, help="Plugin-Selector (.safetensors or the reference PromptTunner.pt)")
+    parser.add_argument("--select-threshold", type=number("--select-threshold", float), default=SELECT_THRESHOLD,
+                        help="θ: plugins scoring above it are selected")
+    if need:
+        required(parser, prompt, plugins, selector)
+
+
+def check_restore(args) -> list[str]:
+    from ..launch import launched_processes
+
+    found = []
+    if bool(args.plugin) == bool(args.prompt):
+        found.append("give either --plugin PATH (repeatable) or --prompt TEXT with --plugins and --selector")
+    elif args.prompt and (args.plugins is None or args.selector is None):
+        found.append("--prompt needs --plugins DIR and --selector PATH")
+    if args.skip_existing and args.overwrite:
+        found.append("--skip-existing keeps outputs that exist, --overwrite replaces them: give one of them")
+    if args.save_latent and launched_processes() > 1:
+        found.append("--save-latent writes one file for all images: restore in one process to use it")
+    return found
+
+
+def _library(args, device, dtype):
     """The plugins of --plugins and the --selector, for --prompt."""
     from ..models import find_plugins, load_plugin
     from ..selector import load_selector
 
-    if args.plugins is None or args.selector is None:
-        raise PluginError("--prompt needs --plugins DIR and --selector PATH")
     found = find_plugins(args.plugins)
     if not found:
         raise PluginError(f"{args.plugins}: no plugins found")
-    plugins = [load_plugin(path, device=args.device, dtype=DTYPES[args.dtype]) for path in found.values()]
-    return plugins, load_selector(args.selector, device=args.device)[0]
+    plugins = [load_plugin(path, device=device, dtype=dtype) for path in found.values()]
+    return plugins, load_selector(args.selector, device=device)[0]
 
 
-def _restorer(args, with_text: bool):
-    from ..pipeline import BaseModels, Restorer, check_base_folders
-
-    check_base_folders(args.sd, args.clip_vision, with_text=with_text)
-    dtype = DTYPES[args.dtype]
-    models = BaseModels.from_pretrained(args.sd, args.clip_vision, with_text=with_text, device=args.device, dtype=dtype)
-    return Restorer(models, device=args.device, dtype=dtype)
-
-
-def _inputs(paths) -> tuple[list, list[str]]:
-    """The images to restore: files as given (each must be readable, checked here), and the image
-    files of folders (an unreadable one is named and left out: it never stops the others)."""
-    from ..errors import InputImageError
-    from ..images import image_files
-
-    files, left_out = [], []
-    for path in paths:
-        if path.is_dir():
-            found = image_files(path)
-            if not found:
-                raise PluginError(f"{path}: no image files in this folder")
-            for member in found:
-                try:
-                    _check_readable(member)
-                    files.append(member)
-                except InputImageError as error:
-                    left_out.append(str(error))
-        else:
-            _check_readable(path)  # a file named by the user must be right: checked before anything loads
-            files.append(path)
-    return files, left_out
-
-
-def _check_readable(path) -> None:
-    from PIL import Image, UnidentifiedImageError
-
-    from ..errors import InputImageError
-
-    if not path.is_file():
-        raise InputImageError(f"{path}: image not found")
-    try:
-        with Image.open(path) as image:
-            image.verify()  # the header and structure, without decoding every pixel of a large folder
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise InputImageError(f"{path}: cannot read this image ({error})") from None
-
-
-class _Processes:
-    """This command's share of the work when a launcher (torchrun, accelerate launch) started
-    several copies of it, and a count of finished images that every process adds to, so rank 0
-    can show one bar for all (the process group's key-value store: no lockstep)."""
-
-    def __init__(self, device):
-        from ..training.distributed import launched_processes
-
-        import torch
-
-        self.state, self.device, self._done = None, device, 0
-        if launched_processes() > 1:
-            from accelerate import PartialState
-
-            cpu = torch.device(device).type == "cpu"
-            self.state = PartialState(cpu=cpu)
-            self.state.wait_for_everyone()  # every process checked its outputs before any writes one
-            self.device = device if cpu else self.state.device  # each process its own GPU
-        self.is_main = self.state is None or self.state.is_main_process
-
-    def share(self, items: list) -> list:
-        if self.state is None:
-            return items
-        with self.state.split_between_processes(items) as mine:
-            return list(mine)
-
-    def finished(self, count: int = 1) -> int:
-        """Add finished images; returns how many all processes finished."""
-        if self.state is None:
-            self._done += count
-            return self._done
-        from torch.distributed import distributed_c10d
-
-        return distributed_c10d._get_default_store().add("diffplugin/restored", count)
-
-    def end(self) -> None:
-        if self.state is not None:
-            self.state.wait_for_everyone()
-
-
-def restore(args) -> int:
-    from ..formats import atomic_write
-    from ..images import at_size, load_image
-    from ..models import load_plugin
+def run_restore(args) -> int:
     from ..outputs import check_new_files, restore_targets
-    from ..selector import group_by_selection
-    from ..training.distributed import launched_processes
+    from ..restore import Processes, Selecting, find_inputs
+    from .args import device_of, restorer_for, torch_dtype
 
-    if bool(args.plugin) == bool(args.prompt):
-        raise PluginError("give either --plugin PATH (repeatable) or --prompt TEXT with --plugins and --selector")
-    if args.skip_existing and args.overwrite:
-        raise PluginError("--skip-existing keeps outputs that exist, --overwrite replaces them: give one of them")
-    if args.save_latent and launched_processes() > 1:
-        raise PluginError("--save-latent writes one file for all images: restore in one process to use it")
-    try:
-        tiles = TileSettings(args.tile_size, args.tile_overlap, args.tile_batch, args.tile_prompt)
-    except ValueError as error:
-        raise PluginError(str(error)) from None
-    files, left_out = _inputs(args.images)
+    settings = RestoreSettings.from_args(args)
+    files, left_out = find_inputs(args.images)
     if not files:
         raise PluginError("none of the images can be read: " + "; ".join(left_out[:5]))
     targets = restore_targets(files, args.output, overwrite=args.overwrite or args.skip_existing)
-    if args.skip_existing:
-        work = [(f, t) for f, t in zip(files, targets) if not t.exists()]
-    else:
-        work = list(zip(files, targets))
+    work = [(f, t) for f, t in zip(files, targets) if not (args.skip_existing and t.exists())]
     if args.save_latent:
         check_new_files([args.save_latent], overwrite=args.overwrite, inputs=files)
-    processes = _Processes(args.device)
-    args.device = processes.device  # several processes: each its own GPU, for the plugins as for the models
-    if args.plugin:
-        chain = [load_plugin(p, device=args.device, dtype=DTYPES[args.dtype]) for p in args.plugin]
-        library = selector = None
-    else:
-        chain, (library, selector) = None, _library(args)
+    processes = Processes(device_of(args.device))  # several processes: each its own GPU, for plugins and models
     say = print if processes.is_main else (lambda *a, **k: None)
     for problem in left_out:
         say(f"left out: {problem}", file=sys.stderr)
@@ -156,79 +99,64 @@ def restore(args) -> int:
         say(f"{len(targets) - len(work)} of {len(targets)} outputs exist already: skipped (--skip-existing)")
     if not work:
         return 0 if not left_out else 1
-    mine = processes.share(work)
-    restorer = _restorer(args, with_text=library is not None)
-    one_bar = len(work) == 1  # one image: the bar counts its UNet calls; several: images, of all processes
-    bar = None if args.no_progress or not processes.is_main else ProgressBar("restoring", unit="UNet call" if one_bar else "image")
-    if bar and not one_bar:
-        bar(0, len(work))
-    report = bar.write if bar else (lambda text: say(text, file=sys.stderr))
-    failed, latents = [], []
-    for path, target in mine:
-        try:
-            image = load_image(path)
-            if library is None:
-                groups = [([0], chain)]
-            else:
-                selection = restorer.select_each([image], args.prompt, library, selector, args.select_threshold)[0]
-                print(f"{path}:\n{selection.format()}")
-                groups = group_by_selection([selection], {p.task: p for p in library})
+    from ..models import load_plugin
 
-            def progress(done, total):
-                if bar and one_bar:
-                    bar(done, total)
-                elif bar:
-                    bar(processes.finished(0), len(work), image=f"{path.name} {done}/{total}")
-
-            result = restorer.restore_groups([image], groups, steps=args.steps, later_steps=args.later_steps, seed=args.seed,
-                                             threshold=args.threshold, resolution=args.resolution, resize_mode=args.resize,
-                                             tiles=tiles, color_fix=args.color_fix, progress=progress if bar else None,
-                                             report=report)
-        except InputImageError as error:  # a file that changed since the check: the others go on
-            failed.append(str(error))
-            report(f"not restored: {error}")
-            processes.finished()
-            continue
-        out = at_size(result.images[0], image.size) if args.output_size == "original" else result.images[0]
-        atomic_write(target, lambda temp: out.save(temp, format=_format(target)))  # a killed run leaves no half image
-        latents.append(result.latents[0])
-        done = processes.finished()
-        if bar and not one_bar:
-            bar(done, len(work))
-        print(f"wrote {target}")
-    if bar and not one_bar:
-        while (done := processes.finished(0)) < len(work):  # rank 0 finished its share: show the others'
-            bar(done, len(work))
-            time.sleep(0.5)
-        bar(done, len(work))
-    processes.end()
-    if bar:
-        bar.close()
+    dtype = torch_dtype(args.dtype)
+    chain = [load_plugin(p, device=processes.device, dtype=dtype) for p in args.plugin]
+    selecting = Selecting(args.prompt, *_library(args, processes.device, dtype), args.select_threshold) if args.prompt else None
+    restorer = restorer_for(args, processes.device, with_text=selecting is not None)
+    report = _run(restorer, work, settings, chain, selecting, processes, args)
     if args.save_latent:
-        from ..formats import write_safetensors
-
-        write_safetensors(args.save_latent, {f"latent.{i}": latent for i, latent in enumerate(latents)},
-                          {"images": json.dumps([str(p) for p, _ in mine])})
-        print(f"wrote {args.save_latent}")
-    problems = left_out + failed
+        _write_latents(args.save_latent, report.latents)
+    problems = left_out + report.failed
     if problems:
         say(f"{len(problems)} image(s) not restored: " + "; ".join(problems[:5]), file=sys.stderr)
         return 1
     return 0
 
 
-def _format(target) -> str:
-    from PIL import Image
+def _run(restorer, work, settings, chain, selecting, processes, args):
+    """restore_files with a progress bar: one image, its UNet calls; several, the images of all processes."""
+    from ..restore import restore_files
+    from .progress import ProgressBar
 
-    return Image.registered_extensions().get(target.suffix.lower(), "PNG")
+    one = len(work) == 1
+    bar = None if args.no_progress or not processes.is_main else ProgressBar("restoring", unit="UNet call" if one else "image")
+    if bar and not one:
+        bar(0, len(work))
+
+    def on_calls(source, done, total):
+        if bar and one:
+            bar(done, total)
+        elif bar:
+            bar(processes.finished(0), len(work), image=f"{source.name} {done}/{total}")
+
+    report = bar.write if bar else (lambda text: print(text, file=sys.stderr) if processes.is_main else None)
+    try:
+        return restore_files(restorer, work, settings, plugins=chain, selecting=selecting, processes=processes,
+                             on_calls=on_calls if bar else None, on_image=None if one or not bar else bar, say=print,
+                             report=report)
+    finally:
+        if bar:
+            bar.close()
 
 
-def select(args) -> int:
+def _write_latents(path: Path, latents: dict) -> None:
+    from ..formats import write_safetensors
+
+    write_safetensors(path, {f"latent.{i}": latent for i, latent in enumerate(latents.values())},
+                      {"images": json.dumps([str(p) for p in latents])})
+    print(f"wrote {path}")
+
+
+def run_select(args) -> int:
     from ..images import load_image
+    from .args import device_of, restorer_for, torch_dtype
 
+    device = device_of(args.device)
     image = load_image(args.image)
-    library, selector = _library(args)
-    restorer = _restorer(args, with_text=True)
+    library, selector = _library(args, device, torch_dtype(args.dtype))
+    restorer = restorer_for(args, device, with_text=True)
     selection = restorer.select(image, args.prompt, library, selector, args.select_threshold)
     print(json.dumps(selection.as_dict(), indent=1) if args.json else selection.format())
     return 0

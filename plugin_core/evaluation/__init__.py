@@ -24,6 +24,7 @@ _EXPORTS = {
     "inception_network": "sets",
     "set_distances": "sets",
     "match_folders": "folders",
+    "means": "folders",
     "measure_pairs": "folders",
     "Report": "report",
 }

@@ -1,23 +1,34 @@
 """The Task-Plugin: its shapes and purpose (config), the two branches (TPB, SCB), the plugin
-that holds them, and its files (the reference layout and one .safetensors per plugin)."""
+that holds them, whether it fits a base (fit), and its files (the reference layout and one
+.safetensors per plugin). Imported lazily: the SCB is built from diffusers blocks, the rest
+needs torch alone."""
 
-from .config import DEFAULT_INSTRUCTIONS, NOISE_START_TASKS, PluginConfig, PluginInfo, default_start_mode
-from .files import (
-    convert_reference_folder,
-    convert_reference_plugin,
-    describe_plugin,
-    find_plugins,
-    is_reference_task_folder,
-    load_plugin,
-    load_reference_plugin,
-    save_plugin,
-)
-from .plugin import TaskPlugin
-from .scb import SpatialComplementBranch
-from .tpb import TaskPromptBranch
+from ..lazy import lazy_exports
 
-__all__ = [
-    "DEFAULT_INSTRUCTIONS", "NOISE_START_TASKS", "PluginConfig", "PluginInfo", "SpatialComplementBranch",
-    "TaskPlugin", "TaskPromptBranch", "convert_reference_folder", "convert_reference_plugin", "default_start_mode",
-    "describe_plugin", "find_plugins", "is_reference_task_folder", "load_plugin", "load_reference_plugin", "save_plugin",
-]
+_EXPORTS = {
+    "DEFAULT_INSTRUCTIONS": "config",
+    "NOISE_START_TASKS": "config",
+    "PluginConfig": "config",
+    "PluginInfo": "config",
+    "default_start_mode": "config",
+    "BaseFacts": "fit",
+    "check_fits": "fit",
+    "describe_plugin": "files",
+    "find_plugins": "files",
+    "load_plugin": "files",
+    "one_per_task": "files",
+    "save_plugin": "files",
+    "scan_plugins": "files",
+    "convert_reference_folder": "reference",
+    "convert_reference_plugin": "reference",
+    "is_partial_task_folder": "reference",
+    "is_reference_task_folder": "reference",
+    "load_reference_plugin": "reference",
+    "reference_folder_problem": "reference",
+    "TaskPlugin": "plugin",
+    "SpatialComplementBranch": "scb",
+    "TaskPromptBranch": "tpb",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from .config import PluginConfig, PluginInfo
-from ..errors import PluginMismatchError
 from .scb import SpatialComplementBranch
 from .tpb import TaskPromptBranch
 
@@ -29,7 +28,10 @@ class TaskPlugin(nn.Module):
 
     def visual_prompt(self, clip_tokens: torch.Tensor) -> torch.Tensor:
         """Fp from CLIP vision tokens [..., 1 + N, width] (class token first; leading dims such as
-        [tiles, images] are kept). Run once per image (or tile), never per step."""
+        [tiles, images] are kept), moved to the TPB's device and dtype. Run once per image (or tile),
+        never per step."""
+        weight = self.tpb.visual_projection[0].weight
+        clip_tokens = clip_tokens.to(weight.device, weight.dtype)
         if clip_tokens.ndim > 3:
             return self.tpb(clip_tokens.flatten(0, -3)).unflatten(0, clip_tokens.shape[:-2])
         return self.tpb(clip_tokens)
@@ -43,22 +45,6 @@ class TaskPlugin(nn.Module):
         branches apart, Fp once per image and the residuals once per step."""
         visual_prompt = self.visual_prompt(clip_tokens)
         return visual_prompt, self.skip_residuals(input_latent, timestep, visual_prompt)
-
-    def check_base(self, *, context_width: int, channels: int, clip_width: int | None = None, what: str = "model"):
-        """Refuse a base model the plugin was not built for, naming both sides."""
-        problems = []
-        if context_width != self.config.context_width:
-            problems.append(f"cross-attention width {context_width} (plugin needs {self.config.context_width})")
-        if channels != self.config.channels:
-            problems.append(f"first-level channels {channels} (plugin needs {self.config.channels})")
-        if clip_width is not None and clip_width != self.config.clip_width:
-            problems.append(f"CLIP vision width {clip_width} (plugin needs {self.config.clip_width})")
-        if problems:
-            raise PluginMismatchError(
-                f"Task-Plugin '{self.task}' does not fit this {what}: it has " + "; ".join(problems) + ". "
-                f"The plugin was made for a base with {self.config.describe()} "
-                "(SD1.x: 768/320 with CLIP ViT-L/14 width 1024; SD2.x has context 1024, SDXL 2048)."
-            )
 
     def extra_repr(self) -> str:
         return f"task={self.task!r}, start_mode={self.start_mode!r}"

@@ -6,22 +6,54 @@ file never needs diffusers).
   entry point `PluginSelector.score`; the selection rule;
 * text.py — instruction encoders (SD's CLIP-L, a sentence model); normalizer.py — typo fixes;
 * memory.py — the instruction memory's vote; corpus.py — the instruction corpus (data/);
-* training.py — training and fine-tuning; metrics.py — the paper's Table 5 metrics;
+* config.py — how it is trained; training.py — training and fine-tuning; metrics.py — the
+  paper's Table 5 metrics;
 * files.py — the reference's PromptTunner.pt and the project's .safetensors.
+
+Imported lazily: the training settings need no torch.
 """
 
-from .corpus import SETS, Instruction, instruction_sets, load_corpus, read_task_instructions
-from .files import convert_reference_selector, describe_selector, is_selector_file, load_selector, save_selector
-from .memory import InstructionMemory
-from .metrics import evaluate, format_table, selector_metrics
-from .model import NULL_TASK, PluginSelector, Selection, apply_selection_rule, group_by_selection, pooled_prompts, select
-from .text import ClipTextEncoder, InstructionFeatures, SentenceTextEncoder, sentence_encoder, text_encoder_for
-from .training import FINE_TUNE_STEPS, SelectorRun, SelectorTrainConfig, train_selector
+from ..lazy import lazy_exports
 
-__all__ = [
-    "FINE_TUNE_STEPS", "NULL_TASK", "SETS", "ClipTextEncoder", "Instruction", "InstructionFeatures", "InstructionMemory",
-    "PluginSelector", "Selection", "SelectorRun", "SelectorTrainConfig", "SentenceTextEncoder",
-    "apply_selection_rule", "convert_reference_selector", "group_by_selection", "describe_selector", "evaluate", "format_table",
-    "instruction_sets", "is_selector_file", "load_corpus", "read_task_instructions", "load_selector", "pooled_prompts", "save_selector", "select",
-    "selector_metrics", "sentence_encoder", "text_encoder_for", "train_selector",
-]
+_EXPORTS = {
+    "EMBED_WIDTH": "config",
+    "FINE_TUNE_STEPS": "config",
+    "READER_WIDTH": "config",
+    "SELECT_THRESHOLD": "config",
+    "TEXT_ENCODERS": "config",
+    "TRAIN_OPTIONS": "config",
+    "SelectorTrainConfig": "config",
+    "SETS": "corpus",
+    "Instruction": "corpus",
+    "instruction_sets": "corpus",
+    "load_corpus": "corpus",
+    "read_task_instructions": "corpus",
+    "convert_reference_selector": "files",
+    "describe_selector": "files",
+    "is_selector_file": "files",
+    "load_selector": "files",
+    "save_selector": "files",
+    "InstructionMemory": "memory",
+    "evaluate": "metrics",
+    "format_table": "metrics",
+    "selector_metrics": "metrics",
+    "NULL_TASK": "model",
+    "PluginSelector": "model",
+    "Selection": "model",
+    "apply_selection_rule": "model",
+    "pooled_prompts": "model",
+    "select": "model",
+    "CLIP_TEXT_ENCODER": "text",
+    "ClipTextEncoder": "text",
+    "InstructionFeatures": "text",
+    "RememberingEncoder": "text",
+    "SentenceTextEncoder": "text",
+    "clip_words": "text",
+    "sentence_encoder": "text",
+    "text_encoder_for": "text",
+    "SelectorRun": "training",
+    "train_selector": "training",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, globals(), _EXPORTS)

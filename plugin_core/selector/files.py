@@ -17,6 +17,7 @@ import torch
 
 from .. import formats
 from ..errors import PluginFileError
+from ..formats import REFERENCE_SELECTOR_FILE, is_selector_file  # noqa: F401  (is_selector_file: part of this module's API)
 from .memory import InstructionMemory
 from .model import PluginSelector
 from .text import CLIP_TEXT_ENCODER
@@ -24,14 +25,6 @@ from .text import CLIP_TEXT_ENCODER
 log = logging.getLogger("diffplugin")
 
 FORMAT_VERSION = 1
-REFERENCE_SELECTOR_FILE = Path("plugin_selector") / "PromptTunner.pt"
-
-
-def is_selector_file(path: Path | str) -> bool:
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        return path.is_file() and formats.safetensors_metadata(path).get("format") == formats.SELECTOR_FORMAT
-    return path.name == REFERENCE_SELECTOR_FILE.name
 
 
 def save_selector(selector: PluginSelector, path: Path | str) -> Path:

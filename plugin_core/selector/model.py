@@ -261,12 +261,3 @@ def select(selector: PluginSelector, encoder, instruction: str, plugins: Sequenc
     with torch.no_grad():
         scores = selector.score([instruction], prompts, encoder=encoder, tasks=tasks)[0]
     return [Selection.from_scores(tasks, row, threshold) for row in scores]
-
-
-def group_by_selection(selections: Sequence[Selection], by_task: dict) -> list[tuple[list[int], list]]:
-    """Images that selected the same plugins, together: [(image indices, the selected items of
-    `by_task` in order)], in order of first appearance."""
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for index, selection in enumerate(selections):
-        groups.setdefault(tuple(selection.selected), []).append(index)
-    return [(indices, [by_task[task] for task in tasks]) for tasks, indices in groups.items()]

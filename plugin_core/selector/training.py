@@ -30,37 +30,13 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .config import EMBED_WIDTH, READER_WIDTH, SelectorTrainConfig
 from .corpus import SETS, Instruction, instruction_sets, load_corpus, training_instructions
 from .memory import InstructionMemory
 from .metrics import evaluate
 from .model import NULL_TEXT, PluginSelector, pooled_prompts
 from .normalizer import Normalizer
 from .text import InstructionFeatures
-
-
-@dataclass
-class SelectorTrainConfig:
-    steps: int = 600
-    batch_size: int = 32  # instructions per step, each scored against `images_per_step` images' plugins
-    negatives: int = 7
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.05
-    boundary_weight: float = 1.0
-    margin: float = 4.0  # the boundary term wants wanted scores above +margin, others below -margin (chosen on dev folds of the train split)
-    joined: float = 0.5  # share of a batch's instructions joined with one or two others (reader selectors)
-    join_three: float = 0.15  # of those, the share joined with two others
-    images_per_step: int = 8
-    ema: float = 0.99  # the weights are this exponential average of theirs over the steps (0: the last)
-    # The instruction memory's vote moves a score by up to memory_weight / 2 (0: no memory).
-    memory_weight: float = 8.0
-    normalize: bool = True  # fix typos against the training words before encoding (normalizer.py)
-    token_joins: bool = True  # with a reader: join instructions at the token level (else: written combinations)
-    seed: int = 0
-
-
-# Fine-tuning a trained selector for a new task (the documented path, measured in
-# benchmarks/bench_selector.py): fewer steps, the new task's instructions plus all the old ones.
-FINE_TUNE_STEPS = 400
 
 
 class InstructionBank:
@@ -223,6 +199,19 @@ class SelectorRun:
     losses: list[float]  # per step
 
 
+def _starting_selector(init: PluginSelector | None, prompt_width: int, text_width: int, seed: int, reader_width: int,
+                       embed_width: int) -> PluginSelector:
+    """A new selector (seeded), or `init` to fine-tune (its memory rebuilt afterwards for the new tasks)."""
+    if init is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return PluginSelector(prompt_width, text_width, embed_width=embed_width, learned_null=True, reader_width=reader_width)
+    if init.text_width != text_width:
+        raise ValueError(f"the selector reads {init.text_width}-wide text, this encoder gives {text_width}")
+    init.memory = None
+    return init
+
+
 def train_selector(
     plugins: Sequence,
     clip_tokens: Callable[[int], torch.Tensor],
@@ -232,8 +221,8 @@ def train_selector(
     init: PluginSelector | None = None,
     corpus: dict | None = None,
     extra_instructions: dict | None = None,
-    reader_width: int = 256,
-    embed_width: int = 256,
+    reader_width: int = READER_WIDTH,
+    embed_width: int = EMBED_WIDTH,
     progress=None,
     should_stop=None,
 ) -> SelectorRun:
@@ -260,16 +249,7 @@ def train_selector(
     if config.normalize:
         normalizer = Normalizer.from_texts([i.text for name in ("single", "multi", "unrelated") for i in base[name]],
                                            text_encoder.vocabulary())
-    if init is None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            selector = PluginSelector(prompts.shape[-1], text_encoder.width, embed_width=embed_width, learned_null=True,
-                                      reader_width=reader_width)
-    else:
-        selector = init
-        if selector.text_width != text_encoder.width:
-            raise ValueError(f"the selector reads {selector.text_width}-wide text, this encoder gives {text_encoder.width}")
-        selector.memory = None  # rebuilt below for the new tasks
+    selector = _starting_selector(init, prompts.shape[-1], text_encoder.width, config.seed, reader_width, embed_width)
     joins = selector.reader is not None and config.token_joins
     if not joins:
         config = dataclasses.replace(config, joined=0.0)

@@ -1,7 +1,17 @@
-"""Synthetic degradations and the training pairs made with them (`diffplugin synth`, the
-Synthesize Degraded Pairs node, training on clean photos). Torch and PIL only."""
+"""Synthetic degradations (kinds.py names them, degradations.py makes them) and the training
+pairs made with them (pairs.py): `diffplugin synth`, the Synthesize Degraded Pairs node, training
+on clean photos. Imported lazily: the names need no torch."""
 
-from .degradations import DEGRADATIONS, Degradation, degrade
-from .pairs import SyntheticPairs, write_pairs
+from ..lazy import lazy_exports
 
-__all__ = ["DEGRADATIONS", "Degradation", "SyntheticPairs", "degrade", "write_pairs"]
+_EXPORTS = {
+    "DEGRADATIONS": "degradations",
+    "Degradation": "degradations",
+    "degrade": "degradations",
+    "KINDS": "kinds",
+    "SyntheticPairs": "pairs",
+    "write_pairs": "pairs",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -41,6 +41,7 @@ from PIL import Image
 from ..errors import PluginError
 from ..images import to_rgb
 from ..seeding import generator as make_generator
+from .kinds import KINDS
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
@@ -258,17 +259,9 @@ class Degradation:
 
 
 DEGRADATIONS: dict[str, Degradation] = {
-    spec.name: spec
-    for spec in (
-        Degradation("rain", "rain streaks within 25 deg of vertical, 8-55 px long; veil up to 20% at high intensity", _rain),
-        Degradation("haze", "atmospheric scattering, beta 0.4-2.6 over a depth map, airlight 0.7-1.0", _haze),
-        Degradation("snow", "snowflakes of three sizes (sigma 0.5-4 px), some motion-blurred, veil 3-20%", _snow),
-        Degradation("motion_blur", "line kernel, random angle, length 3-31 px", _motion_blur),
-        Degradation("defocus_blur", "disk kernel, radius 1-10 px", _defocus_blur),
-        Degradation("lowlight", "gamma 1.5-3.5, scale 0.5-0.1, Poisson-Gaussian sensor noise", _lowlight),
-        Degradation("noise", "additive Gaussian noise, sigma 2-50 /255, mild channel correlation", _noise),
-        Degradation("jpeg", "JPEG re-encoding, quality 70 down to 8", _jpeg),
-    )
+    name: Degradation(name, KINDS[name], apply)
+    for name, apply in (("rain", _rain), ("haze", _haze), ("snow", _snow), ("motion_blur", _motion_blur),
+                        ("defocus_blur", _defocus_blur), ("lowlight", _lowlight), ("noise", _noise), ("jpeg", _jpeg))
 }
 
 

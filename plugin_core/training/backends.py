@@ -7,21 +7,18 @@ never touches a base model directly, so the recipe lives in one place.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import torch
-from PIL import Image
 
+from ..base import clip_hidden_states, unet_with_residuals, vae_posterior
 from ..images import training_clip_pixels
-from ..models import TaskPlugin
-from ..pipeline import Restorer, clip_hidden_states, vae_posterior
+from ..models import BaseFacts
 
 
 class TrainingBackend(Protocol):
     device: torch.device
-    context_width: int
-    channels: int
-    clip_width: int
+    facts: BaseFacts  # what the plugin is built for and must fit
     prediction_type: str  # "epsilon" or "v_prediction"
     alphas_cumprod: torch.Tensor  # [num_train_timesteps], float32, CPU
 
@@ -40,9 +37,6 @@ class TrainingBackend(Protocol):
         """The UNet's weights in diffusers' names (at least conv_in, time_embedding, down_blocks.0),
         for an SCB started from its first level (SpatialComplementBranch.from_unet)."""
 
-    def render(self, plugin: TaskPlugin, images: Sequence[Image.Image], steps: int, seed: int) -> list[Image.Image]:
-        """Restore images with the plugin (validation previews)."""
-
 
 class DiffusersBackend:
     """Backend over diffusers' UNet2DConditionModel / AutoencoderKL and transformers' CLIPVisionModel."""
@@ -53,11 +47,7 @@ class DiffusersBackend:
         self.models = models
         self.device = torch.device(device)
         self.dtype = dtype
-        self.restorer = Restorer(models, device=device, dtype=dtype)
-        unet_config = models.unet.config
-        self.context_width = unet_config.cross_attention_dim
-        self.channels = unet_config.block_out_channels[0]
-        self.clip_width = models.clip_vision.config.hidden_size
+        self.facts = models.facts()
         noise = DDPMScheduler.from_config(models.scheduler.config)
         self.prediction_type = noise.config.prediction_type
         self.alphas_cumprod = noise.alphas_cumprod.float()
@@ -70,13 +60,10 @@ class DiffusersBackend:
         return clip_hidden_states(self.models.clip_vision, x, layer).float()
 
     def predict(self, noisy, timesteps, visual_prompt, residuals):
-        return self.restorer.unet_with_residuals(noisy, timesteps, visual_prompt, residuals)
+        return unet_with_residuals(self.models.unet, noisy, timesteps, visual_prompt, residuals)
 
     def enable_gradient_checkpointing(self):
         self.models.unet.enable_gradient_checkpointing()
 
     def unet_state(self):
         return self.models.unet.state_dict()
-
-    def render(self, plugin, images, steps, seed):
-        return self.restorer.restore(list(images), [plugin], steps=steps, seed=seed).images

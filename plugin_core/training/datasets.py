@@ -18,20 +18,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import DataError
-from ..images import image_files, load_image
-
-
-def _check_image(path: Path) -> None:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise DataError(f"{path}: not a readable image ({error})") from None
+from ..images import check_image_file, image_files, load_image
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -72,8 +62,8 @@ class PairDataset(torch.utils.data.Dataset):
             shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
             raise DataError(f"{csv_path}: {len(missing)} listed file(s) do not exist: {shown}")
         for source, target in pairs:
-            _check_image(source)
-            _check_image(target)
+            check_image_file(source, error=DataError)
+            check_image_file(target, error=DataError)
         return cls(pairs, f"CSV {csv_path}")
 
     @classmethod
@@ -99,8 +89,8 @@ class PairDataset(torch.utils.data.Dataset):
             raise DataError(f"{folder}: file names do not match ({'; '.join(parts)})")
         pairs = [(listing[inputs][name], listing[targets][name]) for name in sorted(listing[inputs])]
         for source, target in pairs:
-            _check_image(source)
-            _check_image(target)
+            check_image_file(source, error=DataError)
+            check_image_file(target, error=DataError)
         return cls(pairs, f"folder {folder}")
 
     @classmethod

@@ -8,28 +8,20 @@ runs autocast and the fp16 loss scaler, and skips the all-reduce on accumulation
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import torch
 
 from ..errors import PluginError
+from ..launch import launched_processes
 
-REPORT_TO = ("none", "tensorboard", "wandb")
 _TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
 
 
 def check_report_to(report_to: str) -> None:
     """Refuse a tracker whose package is missing, before any model loads."""
-    if report_to not in REPORT_TO:
-        raise PluginError(f"--report-to must be one of {', '.join(REPORT_TO)}, got {report_to!r}")
     packages = _TRACKER_PACKAGES.get(report_to, ())
     if packages and not any(importlib.util.find_spec(p) for p in packages):
         raise PluginError(f"--report-to {report_to} needs the {packages[0]} package: pip install {packages[0]}")
-
-
-def launched_processes() -> int:
-    """How many processes the launcher started (1 when run directly)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def make_accelerator(*, device: torch.device | str, mixed_precision: str = "no", accumulation: int = 1,

@@ -1,0 +1,113 @@
+"""plugin_core's restore recipe on ComfyUI's MODEL, VAE and CLIP_VISION: the backend the recipe
+calls (CLIP vision tokens, the VAE, sampling with ComfyUI's own KSampler path on a patched MODEL),
+and `patch_model`, the one place a MODEL gets a Task-Plugin (Apply Task-Plugin uses it too)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import comfy.model_management
+import comfy.sample
+import comfy.utils
+import latent_preview
+import torch
+from comfy.patcher_extension import WrappersMP
+
+from . import bridge
+from .patch import DiffPluginPatch, remove_plugin_patches
+
+ADDITIONAL_MODELS_KEY = "diff_plugin"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How ComfyUI samples a plugin's run (KSampler's settings; denoise is always 1.0)."""
+
+    cfg: float = 1.0
+    sampler_name: str = "uni_pc_bh2"  # the reference's UniPC bh2
+    scheduler: str = "normal"  # evenly spaced timesteps, as the reference
+    strength: float = 1.0
+
+
+def patch_model(model, plugin, visual_prompt: torch.Tensor, raw: torch.Tensor, *, strength=1.0, start_percent=0.0,
+                end_percent=1.0, mask=None, plan=None, tile_batch: int = 1):
+    """A clone of `model` carrying the plugin (a TaskPluginHandle): Fp as the cross-attention context,
+    the SCB residuals on the last decoder stage's skips; and the start LATENT. The input MODEL is
+    never changed; a MODEL carries one Task-Plugin, so an earlier one on it is replaced.
+    visual_prompt: Fp per image ([N, tokens, context]) or per tile; raw: the images' VAE latent."""
+    import logging
+
+    if not 0.0 <= start_percent <= end_percent <= 1.0:
+        raise ValueError(f"need 0 <= start_percent <= end_percent <= 1, got {start_percent} and {end_percent}")
+    latent_mask = noise_mask = None
+    if mask is not None:
+        latent_mask = bridge.resize_mask(mask, raw.shape[-2:], "area")  # scales the residuals
+        noise_mask = bridge.resize_mask(mask, [s * bridge.VAE_FACTOR for s in raw.shape[-2:]], "bilinear")  # keeps the rest
+    patched = model.clone()
+    if remove_plugin_patches(patched, ADDITIONAL_MODELS_KEY):
+        logging.getLogger("diffplugin").info("Diff-Plugin: '%s' replaces the Task-Plugin applied to this MODEL before", plugin.task)
+    plugin_patcher = plugin.patcher_for(model)
+    sampling = model.get_model_object("model_sampling")
+    patch = DiffPluginPatch(plugin_patcher.model, visual_prompt, bridge.scaled_latent(model, raw), sampling,
+                            bridge.output_blocks(model), strength=strength, sigma_start=sampling.percent_to_sigma(start_percent),
+                            sigma_end=sampling.percent_to_sigma(end_percent), mask=latent_mask, plan=plan, tile_batch=tile_batch)
+    patched.set_model_attn2_patch(patch.context_patch)
+    patched.set_model_output_block_patch(patch.skip_patch)
+    patched.add_wrapper_with_key(WrappersMP.CALC_COND_BATCH, ADDITIONAL_MODELS_KEY, patch.calc_cond_batch)
+    if plan is not None:
+        patched.add_wrapper_with_key(WrappersMP.APPLY_MODEL, ADDITIONAL_MODELS_KEY, patch.apply_model)
+    patched.set_additional_models(ADDITIONAL_MODELS_KEY, [plugin_patcher])
+    latent = {"samples": raw if plugin.start_mode == "input" else torch.zeros_like(raw)}
+    if noise_mask is not None:
+        latent["noise_mask"] = noise_mask  # outside the mask the sampler keeps the input
+    return patched, latent, patch
+
+
+def ksample(model, seed, steps, cfg, sampler_name, scheduler, conditioning, latent):
+    """KSampler's own path (noise from the seed, previews, progress bar) at denoise 1.0.
+
+    Not nodes.common_ksampler: this pack's own `nodes` package would shadow ComfyUI's
+    `nodes` module wherever the pack folder is on sys.path.
+    """
+    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    callback = latent_preview.prepare_callback(model, steps)
+    return comfy.sample.sample(
+        model, noise, steps, cfg, sampler_name, scheduler, conditioning, conditioning, latent_image,
+        denoise=1.0, noise_mask=latent.get("noise_mask"), callback=callback,
+        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
+    )
+
+
+class ComfyRestoreBackend:
+    """plugin_core's RestoreBackend over ComfyUI's MODEL, VAE and CLIP_VISION. Latents are ComfyUI's
+    (unscaled) LATENT samples; each plugin's run is ComfyUI's sampler on the patched MODEL, which
+    noises the input's latent at its first step itself (the reference's renoise rule is the
+    diffusers loop's)."""
+
+    vae_factor = bridge.VAE_FACTOR
+
+    def __init__(self, model, vae, clip_vision, sampling: Sampling = Sampling()):
+        self.model, self.vae, self.clip_vision, self.sampling = model, vae, clip_vision, sampling
+        self.device = model.load_device
+        self.facts = bridge.base_facts(model, clip_vision)
+
+    def clip_tokens(self, images, layer: int) -> torch.Tensor:
+        return bridge.clip_tokens(self.clip_vision, list(images), layer)
+
+    def encode_images(self, images, tiled: bool = False) -> torch.Tensor:
+        return bridge.encode(self.vae, list(images), tiled)
+
+    def sample(self, plugin, input_latent, visual_prompt, *, steps, seed, renoise_until=None, plan=None, tile_batch=1,
+               progress=None) -> torch.Tensor:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        patched, latent, _ = patch_model(self.model, plugin, visual_prompt.float().cpu(), input_latent,
+                                         strength=self.sampling.strength, plan=plan, tile_batch=tile_batch)
+        # The plugin replaces the text context, so the sampler's conditioning only has to exist.
+        conditioning = [[torch.zeros(1, 77, self.facts.context_width), {}]]
+        s = self.sampling
+        return ksample(patched, seed, steps, s.cfg, s.sampler_name, s.scheduler, conditioning, latent)
+
+    def decode(self, latents: torch.Tensor, tiled: bool = False):
+        decoded = self.vae.decode_tiled(latents, tile_x=64, tile_y=64, overlap=8) if tiled else self.vae.decode(latents)
+        return bridge.image_to_pil(decoded.reshape(-1, *decoded.shape[-3:]))  # 8-bit, as the reference passes it on

@@ -1,0 +1,92 @@
+"""One declaration per setting: its command-line flag, help, kind and range. The settings
+objects (RestoreSettings, TrainConfig) check their values with it, the command line parses with
+it and the nodes take their defaults and ranges from the same objects, so a rule about a value
+lives in one place. Pure Python: the command line parses without importing torch."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .errors import PluginError
+
+
+class Invalid(str):
+    """A command-line value that failed its check: the message, kept until every argument has been
+    read, so that all mistakes are reported together."""
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str  # "--steps"
+    help: str
+    kind: type = int  # int, float, str or bool (a switch)
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself is not allowed
+    multiple: int | None = None  # of the VAE's factor, for sizes
+    choices: tuple | None = None
+    metavar: str | None = None
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is not allowed, or None."""
+        if self.choices is not None:
+            return None if value in self.choices else f"must be one of {', '.join(map(str, self.choices))}, got {value!r}"
+        if self.kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"must be a number, got {value!r}"
+        if self.kind is int and not float(value).is_integer():
+            return f"must be a whole number, got {value!r}"
+        if self.kind is float and not math.isfinite(value):
+            return f"must be a finite number, got {value}"
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return (f"must lie in ({self.low}, {self.high}], got {value}" if self.low_open and self.high is not None
+                    else f"must be {'above' if self.low_open else 'at least'} {self.low}, got {value}")
+        if self.high is not None and value > self.high:
+            return f"must be at most {self.high}, got {value}"
+        if self.multiple and value % self.multiple:
+            return (f"must be a multiple of {self.multiple} (the VAE's factor), got {value}; "
+                    f"e.g. {value - value % self.multiple or self.multiple}")
+        return None
+
+    def parse(self, text: str):
+        """The command-line text as a checked value, or an `Invalid` message naming the flag."""
+        if self.kind in (int, float):
+            try:
+                value = int(text) if self.kind is int else float(text)
+            except ValueError:
+                return Invalid(f"{self.flag}: {text!r} is not a {'whole number' if self.kind is int else 'number'}")
+        else:
+            value = text
+        problem = self.problem(value)
+        return Invalid(f"{self.flag}: {problem}") if problem else value
+
+
+def check_settings(settings, options: dict[str, Option]) -> None:
+    """Raise one PluginError naming every field of a settings dataclass that breaks its option."""
+    problems = []
+    for item in fields(settings):
+        option = options.get(item.name)
+        value = getattr(settings, item.name)
+        if option is not None and option.kind is not bool and value is not None:
+            problem = option.problem(value)
+            if problem:
+                problems.append(f"{option.flag.lstrip('-').replace('-', '_')} {problem}")
+    if problems:
+        raise PluginError("; ".join(problems))
+
+
+def add_options(parser, options: dict[str, Option], defaults: dict[str, Any]) -> dict:
+    """Each option as a command-line argument (`dest` its name) with its default; their argparse
+    actions by name."""
+    actions = {}
+    for name, option in options.items():
+        default = defaults[name]
+        if option.kind is bool:  # a switch: "--cache" turns a False default on, "--no-crop" a True one off
+            actions[name] = parser.add_argument(option.flag, dest=name, action="store_false" if default else "store_true",
+                                                help=option.help)
+        else:
+            metavar = option.metavar or (None if option.choices is None else "{" + ",".join(map(str, option.choices)) + "}")
+            actions[name] = parser.add_argument(option.flag, dest=name, type=option.parse, default=default, help=option.help,
+                                                metavar=metavar)
+    return actions

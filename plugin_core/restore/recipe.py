@@ -1,0 +1,177 @@
+"""The restore recipe, written once for every front end: the command line and evaluation run it
+on diffusers models (restorer.Restorer), the ComfyUI nodes on a MODEL, VAE and CLIP_VISION (their
+own backend). A backend gives the recipe the base model's calls; the recipe decides everything
+else, in this order:
+
+1. every plugin must fit the base (one check, one message), before any work;
+2. each image gets its working size (the short-side rule, sides to multiples of the VAE's factor);
+   images of one size and one chain of plugins share a batch, and a large one gets a tile plan;
+3. the chain: per plugin, Fp from the CLIP vision tokens of the original images (or of each tile's
+   pixels: the tile-prompt rule), the current images encoded, sampled (the first plugin `steps`,
+   every later one `later_steps`, every one from the same seed), decoded to 8 bits, and handed to
+   the next plugin;
+4. the colour fix against the working-size input;
+5. the output size: restored images back at their input's size (or kept at the working size);
+   an image no plugin ran on is the input itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+import torch
+from PIL import Image
+
+from .. import images as imaging
+from ..colorfix import fix_colors
+from ..errors import InputImageError
+from ..models.fit import BaseFacts, check_fits
+from .meter import Meter, ProgressFn
+from .settings import RestoreSettings, TileSettings
+
+
+@dataclass
+class PluginGroup:
+    """Images (indices into a batch of inputs) and the plugins to run on them, in order: e.g. what
+    the Plugin-Selector chose for them. No plugins: the images stay as they are."""
+
+    indices: list[int]
+    plugins: list = field(default_factory=list)
+
+
+@dataclass
+class RestoreResult:
+    images: list[Image.Image]  # at the output size the settings ask for
+    latents: list  # the final latent of each image (of its last plugin), as the backend gives it
+
+
+class RestoreBackend(Protocol):
+    """What the recipe needs from a base model. Latents are whatever the backend's encode gives
+    and its sample and decode take; the recipe only passes them on."""
+
+    vae_factor: int  # image pixels per latent pixel, per side
+    device: torch.device
+
+    @property
+    def facts(self) -> BaseFacts: ...
+
+    def clip_tokens(self, images: Sequence[Image.Image], layer: int) -> torch.Tensor:
+        """CLIP vision hidden states at `layer` with the reference's preprocessing, [B, 1 + N, width]."""
+
+    def encode_images(self, images: Sequence[Image.Image], tiled: bool = False):
+        """The latents the SCB reads (scaled posterior mean) of same-size working images."""
+
+    def sample(self, plugin, input_latent, visual_prompt: torch.Tensor, *, steps: int, seed: int, renoise_until: int,
+               plan, tile_batch: int, progress: ProgressFn | None):
+        """The denoising loop of one plugin; returns the final latents."""
+
+    def decode(self, latents, tiled: bool = False) -> list[Image.Image]:
+        """8-bit images of the latents."""
+
+
+def restore_groups(backend: RestoreBackend, images: Sequence[Image.Image], groups: Sequence[PluginGroup],
+                   settings: RestoreSettings, *, progress: ProgressFn | None = None,
+                   report: Callable[[str], None] | None = None) -> RestoreResult:
+    """Each group's images with its own plugins; results in the order of `images`.
+
+    progress(done, total) counts UNet calls (tiles x steps) of all of them, from 0 before the
+    first; report(text): the tile plan and, after the first calls, the time and memory it takes."""
+    if not images:
+        raise InputImageError("no images given")
+    for group in groups:  # 1.
+        for plugin in group.plugins:
+            check_fits(plugin, backend.facts)
+    originals = [imaging.to_rgb(image) for image in images]
+    batches = _batches(backend, originals, groups, settings, report)  # 2.
+    meter = Meter(sum(_calls(plugins, plan, settings) for _, plugins, plan in batches), progress, report, backend.device)
+    out_images: list = [None] * len(originals)
+    out_latents: list = [None] * len(originals)
+    for indices, plugins, plan in batches:
+        working = [imaging.resize_for_vae(originals[i], settings.resolution, settings.resize, backend.vae_factor) for i in indices]
+        current, latents = run_chain(backend, [originals[i] for i in indices], working, plugins, plan, settings, meter)  # 3.
+        current = fix_colors(current, working, settings.color_fix)  # 4.
+        for position, index in enumerate(indices):
+            out_images[index] = _at_output_size(current[position], originals[index], bool(plugins), settings)  # 5.
+            out_latents[index] = latents[position].cpu()
+    return RestoreResult(out_images, out_latents)
+
+
+def run_chain(backend: RestoreBackend, originals, working, plugins, plan, settings: RestoreSettings, meter: Meter):
+    """One same-size batch through its chain of plugins: (8-bit images, final latents)."""
+    current, latents, tokens = working, None, {}
+    tiled = plan is not None
+    for order, plugin in enumerate(plugins):
+        visual_prompt, input_latent = plugin_inputs(backend, plugin, originals, working, current, plan, settings.tiles, tokens)
+        start = meter.done
+        latents = backend.sample(
+            plugin, input_latent, visual_prompt, steps=settings.steps if order == 0 else settings.later_steps,
+            seed=settings.seed, renoise_until=settings.renoise_until, plan=plan, tile_batch=settings.tiles.batch,
+            progress=lambda done, _, start=start: meter(start + done),
+        )
+        current = backend.decode(latents, tiled)
+    if latents is None:  # no plugin: the photo as it is
+        latents = backend.encode_images(working, tiled)
+    return current, latents
+
+
+def plugin_inputs(backend: RestoreBackend, plugin, originals, working, current, plan, tiles: TileSettings,
+                  tokens: dict | None = None):
+    """What one plugin of a chain reads: (Fp, the latent of the current images). Fp comes from the
+    CLIP tokens of `prompt_tokens`, kept in `tokens` (by CLIP layer) for the chain's next plugins."""
+    tokens = {} if tokens is None else tokens
+    layer = plugin.info.clip_layer
+    if layer not in tokens:
+        tokens[layer] = prompt_tokens(backend, originals, working, layer, plan, tiles)
+    with torch.no_grad():
+        visual_prompt = plugin.visual_prompt(tokens[layer])
+    return visual_prompt, backend.encode_images(current, plan is not None)
+
+
+def prompt_tokens(backend: RestoreBackend, originals, working, layer: int, plan, tiles: TileSettings) -> torch.Tensor:
+    """The CLIP vision tokens the TPB reads: of the original images ([B, 1 + N, W]), as the
+    reference; with a tile plan and the 'tile' prompt, of each tile's crop of the working-size
+    images ([tiles, B, 1 + N, W]), the scale the plugins were trained on."""
+    if plan is None or tiles.prompt != "tile":
+        return backend.clip_tokens(originals, layer)
+    return torch.stack([backend.clip_tokens(crops, layer) for crops in plan.image_crops(working, backend.vae_factor)])
+
+
+def groups_by_selection(selections: Sequence, by_task: dict) -> list[PluginGroup]:
+    """Images that selected the same plugins, together, in order of first appearance; each
+    selection's `selected` task names mapped to the items of `by_task`."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for index, selection in enumerate(selections):
+        groups.setdefault(tuple(selection.selected), []).append(index)
+    return [PluginGroup(indices, [by_task[task] for task in tasks]) for tasks, indices in groups.items()]
+
+
+def _batches(backend, originals, groups, settings, report) -> list[tuple[list[int], list, object]]:
+    """(image indices of one working size, their plugins, tile plan or None) for every group."""
+    batches = []
+    for group in groups:
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index in group.indices:
+            size = imaging.working_size(*originals[index].size, resolution=settings.resolution, mode=settings.resize,
+                                        multiple=backend.vae_factor)
+            by_size.setdefault(size, []).append(index)
+        for (width, height), indices in by_size.items():
+            plan = settings.tiles.plan(width, height, backend.vae_factor)
+            batches.append((indices, list(group.plugins), plan))
+            if plan is not None and group.plugins and report:
+                report(f"{width}x{height}: {plan.describe(backend.vae_factor)}, Fp per {settings.tiles.prompt}")
+    return batches
+
+
+def _calls(plugins, plan, settings: RestoreSettings) -> int:
+    """UNet calls of one batch's chain."""
+    if not plugins:
+        return 0
+    steps = settings.steps + settings.later_steps * (len(plugins) - 1)
+    return steps * (len(plan.batches(settings.tiles.batch)) if plan is not None else 1)
+
+
+def _at_output_size(image: Image.Image, original: Image.Image, restored: bool, settings: RestoreSettings) -> Image.Image:
+    if settings.output_size == "processed":
+        return image
+    return imaging.at_size(image, original.size) if restored else original
