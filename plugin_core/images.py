@@ -65,9 +65,34 @@ def load_image(path: Path | str | Image.Image) -> Image.Image:
     EXIF orientation is applied, as every photo viewer (and ComfyUI's LoadImage) does."""
     if isinstance(path, Image.Image):
         return to_rgb(path)
+    return load_photo(path)[0]
+
+
+def load_photo(path: Path | str) -> tuple[Image.Image, Image.Image | None]:
+    """(the RGB image the plugins read, its transparency as an 'L' image or None), upright: what a
+    restore gives back keeps the photo's alpha channel."""
     with _opened(path) as image:
         image.load()
-        return to_rgb(ImageOps.exif_transpose(image))
+        image = ImageOps.exif_transpose(image)
+        alpha = None
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            alpha = (image.convert("RGBA") if image.mode == "P" else image).getchannel("A")
+        return to_rgb(image), alpha
+
+
+ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")  # PIL formats that keep an alpha channel
+
+
+def with_alpha(image: Image.Image, alpha: Image.Image | None, image_format: str) -> tuple[Image.Image, str | None]:
+    """The restored image with the photo's alpha (brought to its size) where the format keeps one;
+    (the image, a note when the alpha had to be dropped)."""
+    if alpha is None:
+        return image, None
+    if image_format not in ALPHA_FORMATS:
+        return image, f"the photo's transparency is dropped: {image_format} has none (write .png or .webp to keep it)"
+    out = image.copy()
+    out.putalpha(at_size(alpha, image.size))
+    return out, None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .errors import PluginError
-from .images import is_image_file
+from .images import IMAGE_SUFFIXES, is_image_file
 
 OVERWRITE_HINT = "pass --overwrite to replace it"
 
@@ -54,6 +54,9 @@ def restore_targets(inputs: Sequence[Path], output: Path, *, overwrite: bool = F
     name, else output/<stem>.png (inputs with the same stem from different folders get
     _<index>); checked by check_new_files."""
     inputs, output = [Path(p) for p in inputs], Path(output)
+    if output.suffix and not is_image_file(output) and not output.is_dir():
+        raise OutputError(f"-o {output}: '{output.suffix}' is not an image format ({', '.join(IMAGE_SUFFIXES)}); give an image "
+                          "file name, or a folder (to write into a folder of that name, create it first)")
     if is_image_file(output) and not output.is_dir():
         if len(inputs) != 1:
             raise OutputError(f"-o {output} names one image file, but {len(inputs)} images are restored; give a folder")

@@ -71,7 +71,7 @@ def _quiet_libraries() -> None:
         os.environ.setdefault(name, "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     for name in ("diffusers", "transformers"):
-        if name in sys.modules:  # already imported (a script calling main): set it directly
+        if sys.modules.get(name) is not None:  # already imported (a script calling main): set it directly
             sys.modules[name].utils.logging.set_verbosity_error()
 
 

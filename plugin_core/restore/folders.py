@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from ..errors import InputImageError, PluginError
 from ..formats import atomic_write
-from ..images import check_image_file, image_files, load_image
+from ..images import check_image_file, image_files, load_photo, with_alpha
 from .processes import Processes
 from .recipe import PluginGroup, groups_by_selection
 from .settings import RestoreSettings
@@ -75,7 +75,7 @@ def restore_files(restorer, work: Sequence[tuple[Path, Path]], settings: Restore
     report, done_report = report or say, FolderReport()
     for source, target in processes.share(list(work)):
         try:
-            image = load_image(source)
+            image, alpha = load_photo(source)
             groups = _groups(restorer, image, source, plugins, selecting, say)
             progress = (lambda done, total, source=source: on_calls(source, done, total)) if on_calls else None
             result = restorer.restore_groups([image], groups, settings, progress=progress, report=report)
@@ -84,7 +84,10 @@ def restore_files(restorer, work: Sequence[tuple[Path, Path]], settings: Restore
             report(f"not restored: {error}")
             processes.finished()
             continue
-        atomic_write(target, lambda temp: result.images[0].save(temp, format=image_format(target)))
+        restored, note = with_alpha(result.images[0], alpha, image_format(target))
+        if note:
+            report(f"{source}: {note}")
+        atomic_write(target, lambda temp: restored.save(temp, format=image_format(target)))
         done_report.written.append(target)
         done_report.latents[source] = result.latents[0]
         done = processes.finished()

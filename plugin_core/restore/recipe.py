@@ -17,6 +17,7 @@ else, in this order:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
@@ -84,7 +85,8 @@ def restore_groups(backend: RestoreBackend, images: Sequence[Image.Image], group
             check_fits(plugin, backend.facts)
     originals = [imaging.to_rgb(image) for image in images]
     batches = _batches(backend, originals, groups, settings, report)  # 2.
-    meter = Meter(sum(_calls(plugins, plan, settings) for _, plugins, plan in batches), progress, report, backend.device)
+    finish = lambda: _finish_seconds(backend, originals, batches, settings)  # noqa: E731  (timed only when an estimate is made)
+    meter = Meter(sum(_calls(plugins, plan, settings) for _, plugins, plan in batches), progress, report, backend.device, finish)
     out_images: list = [None] * len(originals)
     out_latents: list = [None] * len(originals)
     for indices, plugins, plan in batches:
@@ -169,6 +171,27 @@ def _calls(plugins, plan, settings: RestoreSettings) -> int:
         return 0
     steps = settings.steps + settings.later_steps * (len(plugins) - 1)
     return steps * (len(plan.batches(settings.tiles.batch)) if plan is not None else 1)
+
+
+def _finish_seconds(backend, originals, batches, settings: RestoreSettings, side: int = 256) -> float:
+    """What the decodes (one per plugin of a chain) and the colour fix of all batches will take:
+    both timed on a crop of the first photo (at most side x side px, through the backend's own
+    VAE) and scaled to the pixels of every decode."""
+    crop = imaging.resize_for_vae(originals[0], settings.resolution, settings.resize, backend.vae_factor)
+    crop = crop.crop((0, 0, min(side, crop.width), min(side, crop.height)))
+    latent = backend.encode_images([crop])
+    start = time.perf_counter()
+    decoded = backend.decode(latent)
+    decoding = time.perf_counter() - start
+    fix_colors(decoded, [crop], settings.color_fix)
+    fixing = time.perf_counter() - start - decoding
+    def pixels(index: int) -> int:
+        width, height = imaging.working_size(*originals[index].size, settings.resolution, settings.resize, backend.vae_factor)
+        return width * height
+
+    per_pixel = 1 / (crop.width * crop.height)
+    return sum((decoding * len(plugins) + fixing) * sum(map(pixels, indices)) * per_pixel
+               for indices, plugins, _ in batches if plugins)
 
 
 def _at_output_size(image: Image.Image, original: Image.Image, restored: bool, settings: RestoreSettings) -> Image.Image:
