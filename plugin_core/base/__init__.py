@@ -8,6 +8,7 @@ from ..lazy import lazy_exports
 _EXPORTS = {
     "clip_hidden_states": "calls",
     "clip_vision_tokens": "calls",
+    "joint_cross_attention": "calls",
     "unet_skip_count": "calls",
     "unet_with_residuals": "calls",
     "vae_posterior": "calls",

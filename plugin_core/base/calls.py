@@ -4,6 +4,7 @@ and CLIP vision hidden states. Used by restoring (restore/) and training (traini
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
@@ -60,3 +61,52 @@ def clip_vision_tokens(model, images: Sequence[Image.Image], layer: int, device=
         clip_hidden_states(model, imaging.clip_pixels([imaging.to_rgb(i) for i in images[start : start + batch]]).to(device, dtype), layer)
         for start in range(0, len(images), batch)
     ])
+
+
+class _JointCrossAttention:
+    """diffusers' AttnProcessor2_0 for a cross-attention (SD's attn2) whose context is a PluginMix's
+    joined prompt: the attention itself is the mix's (models/compose.py), the rest is diffusers'."""
+
+    def __init__(self, mix):
+        self.mix = mix
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        if hidden_states.ndim != 3 or attention_mask is not None or attn.spatial_norm is not None or attn.group_norm is not None:
+            raise ValueError("a joint pass of several plugins needs SD's plain cross-attention layers")
+        batch = hidden_states.shape[0]
+        query = attn.to_q(hidden_states)
+        context = attn.norm_encoder_hidden_states(encoder_hidden_states) if attn.norm_cross else encoder_hidden_states
+        key, value = attn.to_k(context), attn.to_v(context)
+        head_dim = key.shape[-1] // attn.heads
+        query, key, value = (t.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for t in (query, key, value))
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+
+        def attend(q, k, v, bias):
+            mask = None if bias is None else bias.view(1, 1, 1, -1)
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False)
+
+        out = self.mix.attention(attend, query, key, value)
+        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
+
+
+@contextlib.contextmanager
+def joint_cross_attention(unet, mix):
+    """While active, the UNet's cross-attentions read a PluginMix's joined prompt by the mix's rule
+    (nothing changes for `mix` None)."""
+    if mix is None:
+        yield
+        return
+    processors = unet.attn_processors
+    unet.set_attn_processor({name: _JointCrossAttention(mix) if name.endswith("attn2.processor") else processor
+                             for name, processor in processors.items()})
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(processors)

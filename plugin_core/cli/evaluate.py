@@ -217,10 +217,12 @@ def _restored(args, plan: _Plan, device: str) -> list:
     from ..formats import atomic_write
     from ..images import load_image
     from ..models import load_plugin
+    from ..restore import check_weights
     from .args import restorer_for, torch_dtype
 
     settings = RestoreSettings.from_args(args)
     chain = [load_plugin(p, device=device, dtype=torch_dtype(args.dtype)) for p in args.plugin]
+    check_weights(settings, chain)
     restorer = restorer_for(args, device, with_text=False)
     bar, out = _bar(args, "restoring"), []
     try:

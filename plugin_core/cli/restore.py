@@ -80,7 +80,7 @@ def _library(args, device, dtype):
 
 def run_restore(args) -> int:
     from ..outputs import check_new_files, restore_targets
-    from ..restore import Processes, Selecting, find_inputs
+    from ..restore import Processes, Selecting, check_weights, find_inputs
     from .args import device_of, restorer_for, torch_dtype
 
     settings = RestoreSettings.from_args(args)
@@ -104,6 +104,7 @@ def run_restore(args) -> int:
     dtype = torch_dtype(args.dtype)
     chain = [load_plugin(p, device=processes.device, dtype=dtype) for p in args.plugin]
     selecting = Selecting(args.prompt, *_library(args, processes.device, dtype), args.select_threshold) if args.prompt else None
+    check_weights(settings, chain or selecting.plugins)
     restorer = restorer_for(args, processes.device, with_text=selecting is not None)
     report = _run(restorer, work, settings, chain, selecting, processes, args)
     if args.save_latent:

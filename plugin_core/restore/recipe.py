@@ -26,7 +26,7 @@ from PIL import Image
 
 from .. import images as imaging
 from ..colorfix import fix_colors
-from ..errors import InputImageError
+from ..errors import InputImageError, PluginError
 from ..models.fit import BaseFacts, check_fits
 from .meter import Meter, ProgressFn
 from .settings import RestoreSettings, TileSettings
@@ -93,17 +93,38 @@ def restore_groups(backend: RestoreBackend, images: Sequence[Image.Image], group
         working = [imaging.resize_for_vae(originals[i], settings.resolution, settings.resize, backend.vae_factor) for i in indices]
         current, latents = run_chain(backend, [originals[i] for i in indices], working, plugins, plan, settings, meter)  # 3.
         current = fix_colors(current, working, settings.color_fix)  # 4.
+        restored = bool(composed(plugins, settings))
         for position, index in enumerate(indices):
-            out_images[index] = _at_output_size(current[position], originals[index], bool(plugins), settings)  # 5.
+            out_images[index] = _at_output_size(current[position], originals[index], restored, settings)  # 5.
             out_latents[index] = latents[position].cpu()
     return RestoreResult(out_images, out_latents)
 
 
+def composed(plugins, settings: RestoreSettings) -> list:
+    """What is sampled, in order: each plugin at its weight (a weight of 0 leaves it out; another
+    than 1 is its strength), one after another ('chain'), or all in one pass ('joint': one PluginMix)."""
+    from ..models import PluginMix
+
+    kept = [(plugin, settings.weight(plugin.task)) for plugin in plugins if settings.weight(plugin.task) > 0]
+    if settings.compose == "joint" and kept:
+        return [PluginMix([p for p, _ in kept], [w for _, w in kept], settings.joint_context)]
+    return [plugin if weight == 1 else PluginMix([plugin], [weight], settings.joint_context) for plugin, weight in kept]
+
+
+def check_weights(settings: RestoreSettings, plugins) -> None:
+    """Every task `settings.weights` names must be one of the plugins'."""
+    tasks = {plugin.task for plugin in plugins}
+    unknown = [task for task, _ in settings.weights if task not in tasks]
+    if unknown:
+        raise PluginError(f"--weights names {', '.join(map(repr, unknown))}, which is not among the plugins "
+                          f"({', '.join(sorted(tasks)) or 'none'})")
+
+
 def run_chain(backend: RestoreBackend, originals, working, plugins, plan, settings: RestoreSettings, meter: Meter):
-    """One same-size batch through its chain of plugins: (8-bit images, final latents)."""
+    """One same-size batch through its plugins as composed (`composed`): (8-bit images, final latents)."""
     current, latents, tokens = working, None, {}
     tiled = plan is not None
-    for order, plugin in enumerate(plugins):
+    for order, plugin in enumerate(composed(plugins, settings)):
         visual_prompt, input_latent = plugin_inputs(backend, plugin, originals, working, current, plan, settings.tiles, tokens)
         start = meter.done
         latents = backend.sample(
@@ -122,11 +143,12 @@ def plugin_inputs(backend: RestoreBackend, plugin, originals, working, current, 
     """What one plugin of a chain reads: (Fp, the latent of the current images). Fp comes from the
     CLIP tokens of `prompt_tokens`, kept in `tokens` (by CLIP layer) for the chain's next plugins."""
     tokens = {} if tokens is None else tokens
-    layer = plugin.info.clip_layer
-    if layer not in tokens:
+    members = getattr(plugin, "plugins", [plugin])  # a PluginMix: each member's Fp, joined
+    for layer in {member.info.clip_layer for member in members} - set(tokens):
         tokens[layer] = prompt_tokens(backend, originals, working, layer, plan, tiles)
     with torch.no_grad():
-        visual_prompt = plugin.visual_prompt(tokens[layer])
+        prompts = [member.visual_prompt(tokens[member.info.clip_layer]) for member in members]
+    visual_prompt = plugin.visual_prompt(prompts) if hasattr(plugin, "plugins") else prompts[0]
     return visual_prompt, backend.encode_images(current, plan is not None)
 
 
@@ -166,10 +188,11 @@ def _batches(backend, originals, groups, settings, report) -> list[tuple[list[in
 
 
 def _calls(plugins, plan, settings: RestoreSettings) -> int:
-    """UNet calls of one batch's chain."""
-    if not plugins:
+    """UNet calls of one batch's plugins as composed."""
+    runs = len(composed(plugins, settings))
+    if not runs:
         return 0
-    steps = settings.steps + settings.later_steps * (len(plugins) - 1)
+    steps = settings.steps + settings.later_steps * (runs - 1)
     return steps * (len(plan.batches(settings.tiles.batch)) if plan is not None else 1)
 
 
@@ -190,7 +213,7 @@ def _finish_seconds(backend, originals, batches, settings: RestoreSettings, side
         return width * height
 
     per_pixel = 1 / (crop.width * crop.height)
-    return sum((decoding * len(plugins) + fixing) * sum(map(pixels, indices)) * per_pixel
+    return sum((decoding * len(composed(plugins, settings)) + fixing) * sum(map(pixels, indices)) * per_pixel
                for indices, plugins, _ in batches if plugins)
 
 

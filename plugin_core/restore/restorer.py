@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from .. import images as imaging
-from ..base import BaseModels, clip_vision_tokens, unet_with_residuals, vae_posterior
+from ..base import BaseModels, clip_vision_tokens, joint_cross_attention, unet_with_residuals, vae_posterior
 from ..errors import PluginError
 from ..models import TaskPlugin
 from ..models.fit import BaseFacts
@@ -145,19 +145,19 @@ class Restorer:
         scheduler.set_timesteps(steps, device=self.device)
         timesteps = scheduler.timesteps.long()
         calls = 1 if plan is None else len(plan.batches(tile_batch))
-        for index, t in enumerate(timesteps):
-            if start_mode == "input" and int(t) >= renoise_until:
-                latents = self.noised(input_latent, noise, int(t))
-            tick = (lambda call: progress(index * calls + call, len(timesteps) * calls)) if progress else None
-            prediction = self.predict(plugin, latents, t, input_latent, visual_prompt, plan, tile_batch, tick)
-            latents = scheduler.step(prediction.float(), t, latents, return_dict=False)[0]
-            if not torch.isfinite(latents).all():
-                raise PluginError(
-                    f"non-finite values in the latents after step {index + 1} of plugin '{plugin.task}'"
-                    + (" (half-precision overflow? try --dtype float32)" if self.dtype != torch.float32 else "")
-                )
-            if tick:
-                tick(calls)
+        with joint_cross_attention(self.models.unet, plugin if hasattr(plugin, "plugins") else None):  # a PluginMix's prompts
+            for index, t in enumerate(timesteps):
+                if start_mode == "input" and int(t) >= renoise_until:
+                    latents = self.noised(input_latent, noise, int(t))
+                tick = (lambda call: progress(index * calls + call, len(timesteps) * calls)) if progress else None
+                prediction = self.predict(plugin, latents, t, input_latent, visual_prompt, plan, tile_batch, tick)
+                latents = scheduler.step(prediction.float(), t, latents, return_dict=False)[0]
+                if not torch.isfinite(latents).all():
+                    raise PluginError(
+                        f"non-finite values in the latents after step {index + 1} of plugin '{plugin.task}'"
+                        + (" (half-precision overflow? try --dtype float32)" if self.dtype != torch.float32 else ""))
+                if tick:
+                    tick(calls)
         return latents
 
     @torch.no_grad()

@@ -5,6 +5,7 @@ nodes' defaults alike. Pure Python: the command line builds its parser without t
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from ..errors import PluginError
@@ -14,6 +15,8 @@ RESIZE_MODES = ("min", "exact")
 OUTPUT_SIZES = ("original", "processed")
 COLOR_FIXES = ("none", "wavelet", "adain")  # colorfix.py implements them
 TILE_PROMPTS = ("tile", "global")
+COMPOSE_MODES = ("chain", "joint")  # several plugins: one after another (the reference), or in one pass
+JOINT_CONTEXTS = ("attention", "tokens")  # models/compose.py: how the UNet reads the plugins' prompts in one pass
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ class RestoreSettings:
     resize: str = "min"
     output_size: str = "original"
     color_fix: str = "none"
+    compose: str = "chain"
+    joint_context: str = "attention"
+    weights: tuple[tuple[str, float], ...] = ()  # (task, weight): a plugin not named weighs 1
     tiles: TileSettings = field(default_factory=TileSettings)
 
     OPTIONS = {
@@ -85,10 +91,24 @@ class RestoreSettings:
         "color_fix": Option("--color-fix", "keep the input's low-frequency colour: 'wavelet' (its low band under the "
                             "result's detail) or 'adain' (its per-channel mean and std); 'none' is the reference",
                             kind=str, choices=COLOR_FIXES),
+        "compose": Option("--compose", "several plugins: 'chain' runs them one after another on the previous output (the "
+                          "reference: the first `steps`, each later one `later_steps`); 'joint' runs them together in one pass "
+                          "of `steps`", kind=str, choices=COMPOSE_MODES),
+        "joint_context": Option("--joint-context", "how a joint pass's UNet reads the plugins' prompts: 'attention' (one "
+                                "attention per plugin, outputs averaged with the weights) or 'tokens' (one attention over all "
+                                "their tokens, tilted by the weights)", kind=str, choices=JOINT_CONTEXTS),
     }
 
     def __post_init__(self):
         check_settings(self, self.OPTIONS)
+        object.__setattr__(self, "weights", tuple((str(task), float(weight)) for task, weight in dict(self.weights).items()))
+        bad = [f"{task}={weight}" for task, weight in self.weights if not (math.isfinite(weight) and weight >= 0)]
+        if bad:
+            raise PluginError(f"weights must be finite numbers of at least 0, got {', '.join(bad)}")
+
+    def weight(self, task: str) -> float:
+        """A plugin's weight: as named in `weights`, else 1."""
+        return dict(self.weights).get(task, 1.0)
 
     def replace(self, **changes) -> "RestoreSettings":
         """A copy with some settings changed (tile settings by their own names: tile_size=...)."""
@@ -106,10 +126,33 @@ class RestoreSettings:
         add_options(group, options, {name: getattr(defaults, name) for name in options})
         add_options(group, {f"tile_{name}": option for name, option in TileSettings.OPTIONS.items()},
                     {f"tile_{name}": getattr(defaults.tiles, name) for name in TileSettings.OPTIONS})
+        if "weights" not in exclude:
+            group.add_argument("--weights", type=parse_weights, default=(), metavar="TASK=W,...",
+                               help="each plugin's weight, e.g. derain=1,dehaze=0.5 (a plugin not named weighs 1; 0 leaves it "
+                                    "out): its strength, and in a joint pass its share of the prompts")
 
     @classmethod
     def from_args(cls, args) -> "RestoreSettings":
         """The settings a parsed command line asks for (the defaults for those it does not have)."""
         tiles = TileSettings(**{name: getattr(args, f"tile_{name}") for name in TileSettings.OPTIONS})
-        return cls(**{name: getattr(args, name) for name in cls.OPTIONS if hasattr(args, name)}, tiles=tiles)
+        return cls(**{name: getattr(args, name) for name in cls.OPTIONS if hasattr(args, name)}, tiles=tiles,
+                   weights=getattr(args, "weights", ()))
+
+
+def parse_weights(text: str):
+    """'derain=1, dehaze=0.5' -> (("derain", 1.0), ("dehaze", 0.5)), or an `Invalid` message (the
+    command line's) naming what is wrong."""
+    from ..options import Invalid
+
+    pairs = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        task, equals, number = item.partition("=")
+        try:
+            weight = float(number)
+        except ValueError:
+            weight = None
+        if not equals or not task.strip() or weight is None or not math.isfinite(weight) or weight < 0:
+            return Invalid(f"--weights: {item!r} is not TASK=WEIGHT with a finite weight of at least 0 (e.g. dehaze=0.5)")
+        pairs.append((task.strip(), weight))
+    return tuple(pairs)
 
