@@ -43,12 +43,12 @@ class BaseModels:
 
     def facts(self) -> BaseFacts:
         """What a plugin must fit in these models (models.check_fits)."""
-        unet, clip = self.unet.config, self.clip_vision.config
+        unet, clip = self.unet.config, getattr(self.clip_vision, "config", None)
         layers = unet.layers_per_block
         return BaseFacts(
             name="Stable Diffusion UNet / CLIP vision pair", context_width=unet.cross_attention_dim,
             channels=unet.block_out_channels[0], first_level_layers=layers if isinstance(layers, int) else layers[0],
-            clip_width=clip.hidden_size, clip_layers=clip.num_hidden_layers,
+            clip_width=clip.hidden_size if clip else None, clip_layers=clip.num_hidden_layers if clip else None,
         )
 
 
