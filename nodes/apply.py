@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import comfy.utils
 from comfy_api.latest import io
 
 from ..plugin_core import RestoreSettings, TileSettings, check_fits
@@ -11,8 +12,8 @@ from ..plugin_core.restore import plugin_inputs
 from . import bridge
 from .engine import ComfyRestoreBackend, patch_model
 from .plugin_types import TaskPluginIO
-from .tiles import DEFAULTS, tile_inputs, tile_problem, tile_settings
-from .validation import check_inputs
+from .tiles import DEFAULTS, check_tiles, tile_inputs, tile_settings
+from .validation import Float
 
 CATEGORY = "Diff-Plugin"
 
@@ -24,17 +25,31 @@ def apply_plugin(model, handle, clip_vision, vae, originals, working, *, strengt
     """Everything ApplyTaskPlugin does: plugin_core's check and inputs (Fp, the input's latent), then
     the patch. originals: the input images (CLIP sees them as the reference does); working: the
     same images at the working size (the VAE encodes these); tiles: plugin_core TileSettings.
-    Returns (patched MODEL, LATENT, patch)."""
-    backend = ComfyRestoreBackend(model, vae, clip_vision)
-    check_fits(handle, backend.facts)
+    Returns (patched MODEL, LATENT, patch). The node's own work (CLIP vision per tile, the VAE
+    encode) moves ComfyUI's progress bar and stops between steps when the prompt is cancelled."""
     tiles = tiles or TileSettings(size=0)
     width, height = working[0].size
     plan = tiles.plan(width, height, bridge.VAE_FACTOR)
+    clip_calls = len(plan.tiles) if plan is not None and tiles.prompt == "tile" else 1
+    bar = comfy.utils.ProgressBar(clip_calls + 1)  # + the VAE encode
+    backend = ComfyRestoreBackend(model, vae, clip_vision, progress=lambda: bar.update(1))
+    check_fits(handle, backend.facts)
     visual_prompt, raw = plugin_inputs(backend, handle, originals, working, working, plan, tiles)
     if plan is not None:
         log.info("Diff-Plugin: %dx%d in %s, Fp per %s", width, height, plan.describe(bridge.VAE_FACTOR), tiles.prompt)
     return patch_model(model, handle, visual_prompt.float().cpu(), raw, strength=strength, start_percent=start_percent,
                        end_percent=end_percent, mask=mask, plan=plan, tile_batch=tiles.batch)
+
+
+def check_mask_batch(mask, images: int) -> None:
+    """One MASK for every image, or one per image (ComfyUI's sampler broadcasts a single noise
+    mask, and fails deep inside on any other count)."""
+    if mask is None:
+        return
+    masks = 1 if mask.ndim == 2 else mask.shape[0]
+    if masks not in (1, images):
+        raise ValueError(f"the MASK holds {masks} masks for {images} images: give one mask (used for every image) "
+                         f"or one per image")
 
 
 class ApplyTaskPlugin(io.ComfyNode):
@@ -57,17 +72,18 @@ class ApplyTaskPlugin(io.ComfyNode):
                 io.ClipVision.Input("clip_vision", tooltip="CLIP ViT-L/14 vision (Load CLIP Vision)."),
                 io.Vae.Input("vae", tooltip="The checkpoint's VAE: encodes the input image for the plugin."),
                 io.Image.Input("image", tooltip="The degraded photo(s). Any size and aspect ratio."),
-                io.Float.Input("strength", default=1.0, min=0.0, max=5.0, step=0.01,
-                               tooltip="Scales the spatial residuals; 0 turns the plugin off (the plain model)."),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001,
-                               tooltip="Sampling progress at which the plugin starts acting."),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001,
-                               tooltip="Sampling progress after which the plugin stops acting."),
+                Float("strength", default=1.0, min=0.0, max=5.0, step=0.01,
+                      tooltip="Scales the spatial residuals; 0 turns the plugin off (the plain model)."),
+                Float("start_percent", default=0.0, min=0.0, max=1.0, step=0.001,
+                      tooltip="Sampling progress at which the plugin starts acting (not after end_percent)."),
+                Float("end_percent", default=1.0, min=0.0, max=1.0, step=0.001,
+                      tooltip="Sampling progress after which the plugin stops acting."),
                 io.Int.Input("resolution", default=RestoreSettings().resolution, min=64, max=4096, step=8,
                              tooltip="The short side is raised to this when smaller (the reference uses 512); sides are rounded to multiples of 8."),
                 *tile_inputs(),
                 io.Mask.Input("mask", optional=True,
-                              tooltip="Limit the plugin to a region: scales its residuals and sets the LATENT's noise mask so the rest of the photo is kept."),
+                              tooltip="Limit the plugin to a region: scales its residuals and sets the LATENT's noise mask so the rest "
+                                      "of the photo is kept. One mask for every image, or one per image."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The patched model (the input MODEL is not changed)."),
@@ -76,17 +92,18 @@ class ApplyTaskPlugin(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, strength, start_percent, end_percent, resolution, tile_size, tile_overlap, tile_batch, tile_prompt):
-        checked = check_inputs(cls, strength=strength, start_percent=start_percent, end_percent=end_percent, resolution=resolution,
-                               tile_size=tile_size, tile_overlap=tile_overlap, tile_batch=tile_batch, tile_prompt=tile_prompt)
-        if checked is True and None not in (start_percent, end_percent) and start_percent > end_percent:
-            return f"start_percent {start_percent} is after end_percent {end_percent}"
-        return checked if checked is not True else tile_problem(tile_size, tile_overlap) or True
+    def validate_inputs(cls, tile_size, tile_overlap):
+        # Every other input is the host's to check (validation.py); start_percent against
+        # end_percent is checked first thing when the node runs.
+        return check_tiles(cls, tile_size, tile_overlap)
 
     @classmethod
     def execute(cls, model, task_plugin, clip_vision, vae, image, strength, start_percent, end_percent, resolution,
                 tile_size=DEFAULTS.size, tile_overlap=DEFAULTS.overlap, tile_batch=DEFAULTS.batch, tile_prompt=DEFAULTS.prompt,
                 mask=None) -> io.NodeOutput:
+        if start_percent > end_percent:
+            raise ValueError(f"start_percent {start_percent} is after end_percent {end_percent}")
+        check_mask_batch(mask, image.shape[0])
         originals = bridge.image_to_pil(image)
         working = bridge.working_images(originals, resolution)
         patched, latent, _ = apply_plugin(

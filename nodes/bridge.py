@@ -7,6 +7,7 @@ MODEL: a ModelPatcher; CLIP_VISION: comfy.clip_vision.ClipVisionModel.
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import torch
@@ -117,6 +118,20 @@ def resize_mask(mask: torch.Tensor, size: tuple[int, int], mode: str) -> torch.T
     if not torch.isfinite(mask).all():
         raise InputImageError("the MASK contains NaN or infinite values")
     return torch.nn.functional.interpolate(mask[:, None].float().clamp(0, 1), size=size, mode=mode).clamp(0, 1)
+
+
+def json_safe(value):
+    """What a node sends the browser (`ui`), as JSON any parser reads: a NaN or infinite number as
+    its text ('nan', 'inf', '-inf'), which JSON has no number for (Python would write NaN /
+    Infinity, and the browser's JSON.parse refuses the whole message); dicts, lists and tuples
+    walked through."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def make_autograd_safe(module: torch.nn.Module) -> int:

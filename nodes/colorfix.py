@@ -8,7 +8,6 @@ from comfy_api.latest import io
 from ..plugin_core import at_size, fix_colors
 from . import bridge
 from .tiles import color_fix_input
-from .validation import check_inputs
 
 CATEGORY = "Diff-Plugin"
 
@@ -29,10 +28,6 @@ class DiffPluginColorFix(io.ComfyNode):
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The restored image(s) with the photo's colour.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, color_fix):
-        return check_inputs(cls, color_fix=color_fix)
 
     @classmethod
     def execute(cls, image, reference, color_fix) -> io.NodeOutput:

@@ -83,20 +83,29 @@ class ComfyRestoreBackend:
     """plugin_core's RestoreBackend over ComfyUI's MODEL, VAE and CLIP_VISION. Latents are ComfyUI's
     (unscaled) LATENT samples; each plugin's run is ComfyUI's sampler on the patched MODEL, which
     noises the input's latent at its first step itself (the reference's renoise rule is the
-    diffusers loop's)."""
+    diffusers loop's). Every CLIP vision call and VAE encode first stops if the prompt was
+    cancelled, and calls `progress()` when done (Apply Task-Plugin's progress bar)."""
 
     vae_factor = bridge.VAE_FACTOR
 
-    def __init__(self, model, vae, clip_vision, sampling: Sampling = Sampling()):
+    def __init__(self, model, vae, clip_vision, sampling: Sampling = Sampling(), progress=None):
         self.model, self.vae, self.clip_vision, self.sampling = model, vae, clip_vision, sampling
         self.device = model.load_device
         self.facts = bridge.base_facts(model, clip_vision)
+        self.progress = progress
+
+    def _step(self, work, *args):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        result = work(*args)
+        if self.progress is not None:
+            self.progress()
+        return result
 
     def clip_tokens(self, images, layer: int) -> torch.Tensor:
-        return bridge.clip_tokens(self.clip_vision, list(images), layer)
+        return self._step(bridge.clip_tokens, self.clip_vision, list(images), layer)
 
     def encode_images(self, images, tiled: bool = False) -> torch.Tensor:
-        return bridge.encode(self.vae, list(images), tiled)
+        return self._step(bridge.encode, self.vae, list(images), tiled)
 
     def sample(self, plugin, input_latent, visual_prompt, *, steps, seed, renoise_until=None, plan=None, tile_batch=1,
                progress=None) -> torch.Tensor:

@@ -8,6 +8,7 @@ import os
 import folder_paths
 
 from ..plugin_core import PLUGIN_FORMAT, SELECTOR_FORMAT, PluginFileError, read_safetensors_header
+from .validation import printable
 
 FOLDER = "diff_plugins"
 EXTENSIONS = {".safetensors", ".pt"}
@@ -32,14 +33,31 @@ def save_folder() -> str:
     return folder_paths.get_folder_paths(FOLDER)[0]
 
 
+_reported: set[tuple] = set()  # files already logged as left out (path or name, mtime)
+
+
+def _report_once(key: tuple, message: str, *args) -> None:
+    if key not in _reported:
+        _reported.add(key)
+        log.warning(message, *(printable(a) for a in args))
+
+
 def _files() -> list[str]:
+    """The folder's files, less those whose names are not valid UTF-8: they cannot be shown,
+    chosen or sent over JSON (left out, with one log line each, the name escaped)."""
     try:
-        return folder_paths.get_filename_list(FOLDER)
+        names = folder_paths.get_filename_list(FOLDER)
     except KeyError:  # registration failed earlier; nothing to list
         return []
-
-
-_reported: set[tuple[str, float]] = set()  # unreadable files already logged (path, mtime)
+    readable = []
+    for name in names:
+        try:
+            name.encode("utf-8")
+            readable.append(name)
+        except UnicodeEncodeError:
+            _report_once(("name", name), "Diff-Plugin: %s is left out of the plugin lists: its file name is not valid UTF-8 "
+                                         "(rename it)", name)
+    return readable
 
 
 def _kind(name: str) -> str | None:
@@ -50,10 +68,8 @@ def _kind(name: str) -> str | None:
     try:
         return read_safetensors_header(path).get("format")
     except PluginFileError as error:
-        key = (path, os.path.getmtime(path))
-        if key not in _reported:
-            _reported.add(key)
-            log.warning("Diff-Plugin: %s is left out of the plugin lists: %s", name, str(error).removeprefix(f"{path}: "))
+        _report_once((path, os.path.getmtime(path)), "Diff-Plugin: %s is left out of the plugin lists: %s", name,
+                     str(error).removeprefix(f"{path}: "))
         return None
 
 

@@ -9,40 +9,59 @@ from comfy_api.latest import io
 
 from . import library
 from .dependencies import require
-from .validation import check_inputs
+from .validation import check_inputs, printable
 from .plugin_types import PluginSet, PluginSelectorIO, SelectorHandle, TaskPluginHandle, TaskPluginIO, TaskPluginsIO
 
 CATEGORY = "Diff-Plugin"
 log = logging.getLogger("diffplugin")
 
-_loaded: dict[tuple, object] = {}  # (path, mtime) -> handle: one copy however many nodes load it
+# (kind, path) -> (stamp, handle): one copy however many nodes load it, and only the newest: a
+# file rewritten or replaced gives a new stamp, and its old copy is dropped when the new one loads.
+_loaded: dict[tuple[str, str], tuple[tuple, object]] = {}
 
 
-def _stamp(path: str) -> float:
+def stamp(path: str) -> tuple:
+    """What changes when a plugin file (or a reference folder's file) is rewritten or replaced:
+    modification time in ns, size and inode of each file."""
     if os.path.isdir(path):
-        return max(os.path.getmtime(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
-    return os.path.getmtime(path)
+        files = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names)
+        return tuple((os.path.relpath(f, path), *stamp(f)) for f in files)
+    info = os.stat(path)
+    return info.st_mtime_ns, info.st_size, info.st_ino
+
+
+def _cached(kind: str, path: str, load):
+    now = stamp(path)
+    for key in [k for k in _loaded if k[0] == kind and not os.path.exists(k[1])]:
+        del _loaded[key]  # deleted files
+    held = _loaded.get((kind, path))
+    if held is None or held[0] != now:
+        _loaded.pop((kind, path), None)  # the old copy goes before the new one is read
+        _loaded[(kind, path)] = (now, load(path))
+    return _loaded[(kind, path)][1]
 
 
 def load_plugin_handle(name: str) -> TaskPluginHandle:
     require("diffusers", "loading a Task-Plugin (its spatial branch is built from diffusers blocks)")
     from ..plugin_core import load_plugin
 
-    path = library.resolve(name)
-    key = ("plugin", path, _stamp(path))
-    if key not in _loaded:
-        _loaded[key] = TaskPluginHandle(load_plugin(path), source=name)
-    return _loaded[key]
+    return _cached("plugin", library.resolve(name), lambda path: TaskPluginHandle(load_plugin(path), source=name))
 
 
 def load_selector_handle(name: str) -> SelectorHandle:
     from ..plugin_core.selector import load_selector  # torch only: no diffusers needed
 
-    path = library.resolve(name)
-    key = ("selector", path, _stamp(path))
-    if key not in _loaded:
-        _loaded[key] = SelectorHandle(load_selector(path)[0].float().eval().requires_grad_(False), name)
-    return _loaded[key]
+    return _cached("selector", library.resolve(name),
+                   lambda path: SelectorHandle(load_selector(path)[0].float().eval().requires_grad_(False), name))
+
+
+def _fingerprint(name: str):
+    """The stamp of a listed plugin or selector (None when it is not there: the queue-time check
+    refuses that name), so ComfyUI runs a loader again when its file changed."""
+    try:
+        return stamp(library.resolve(name))
+    except (OSError, ValueError):
+        return None
 
 
 class LoadTaskPlugin(io.ComfyNode):
@@ -66,6 +85,10 @@ class LoadTaskPlugin(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, plugin_name):
         return check_inputs(cls, plugin_name=plugin_name)
+
+    @classmethod
+    def fingerprint_inputs(cls, plugin_name):
+        return _fingerprint(plugin_name)
 
     @classmethod
     def execute(cls, plugin_name) -> io.NodeOutput:
@@ -103,6 +126,13 @@ class LoadTaskPluginLibrary(io.ComfyNode):
         return check_inputs(cls, selector_name=selector_name)
 
     @classmethod
+    def fingerprint_inputs(cls, tasks, selector_name):
+        """Every listed plugin's stamp and the selector's: a plugin added, replaced or removed, or
+        the selector changed, runs the library again."""
+        plugins = tuple((choice, _fingerprint(choice)) for choice in library.plugin_choices())
+        return plugins, (None if selector_name == library.NONE else _fingerprint(selector_name))
+
+    @classmethod
     def execute(cls, tasks, selector_name) -> io.NodeOutput:
         from ..plugin_core import PluginError
         from ..plugin_core.models import one_per_task
@@ -113,7 +143,7 @@ class LoadTaskPluginLibrary(io.ComfyNode):
             try:
                 by_task.setdefault(library.task_of(choice), []).append(choice)
             except PluginError as error:
-                log.warning("Diff-Plugin: %s left out: %s", choice, error)
+                log.warning("Diff-Plugin: %s left out: %s", choice, printable(error))
         missing = [t for t in wanted if t not in by_task]
         if missing:
             raise ValueError(f"no plugin for task(s) {', '.join(missing)} in {library.folder_paths.get_folder_paths(library.FOLDER)}; "
@@ -126,7 +156,7 @@ class LoadTaskPluginLibrary(io.ComfyNode):
             except PluginError as error:
                 if wanted:  # asked for by name: that is the error
                     raise ValueError(f"the plugin for task '{task}' cannot be used: {error}") from None
-                log.warning("Diff-Plugin: %s left out of the library: %s", choice, error)
+                log.warning("Diff-Plugin: %s left out of the library: %s", choice, printable(error))
         if not chosen:
             raise ValueError(f"no usable Task-Plugins in {library.folder_paths.get_folder_paths(library.FOLDER)}")
         selector = None if selector_name == library.NONE else load_selector_handle(selector_name)

@@ -43,11 +43,7 @@ class ImageMetrics(io.ComfyNode):
             per_image[f"image {i + 1}"] = scores
         report = Report(means(per_image), per_image, {"channels": "Y" if y_channel else "RGB"})
         table = report.table()
-        rows = [[name, _finite(s)] for name, s in per_image.items()] + ([["mean", _finite(report.metrics)]] if len(per_image) > 1 else [])
+        rows = [[name, s] for name, s in per_image.items()] + ([["mean", report.metrics]] if len(per_image) > 1 else [])
         drawn = {"channels": "Y (BT.601)" if y_channel else "RGB", "rows": rows}
-        return io.NodeOutput(table, ui={"diff_plugin_metrics": [drawn]})
-
-
-def _finite(scores: dict) -> dict:
-    """JSON-safe numbers for the frontend: an infinite PSNR (identical images) as the string 'inf'."""
-    return {k: (v if v == v and abs(v) != float("inf") else str(v)) for k, v in scores.items()}
+        # an infinite PSNR (identical images) goes as the text 'inf'
+        return io.NodeOutput(table, ui={"diff_plugin_metrics": [bridge.json_safe(drawn)]})

@@ -13,8 +13,8 @@ from ..plugin_core.restore import OUTPUT_SIZES
 from . import bridge
 from .engine import ComfyRestoreBackend, Sampling
 from .plugin_types import TaskPluginsIO
-from .tiles import DEFAULTS, color_fix_input, tile_inputs, tile_problem, tile_settings
-from .validation import check_inputs
+from .tiles import DEFAULTS, check_tiles, color_fix_input, tile_inputs, tile_settings
+from .validation import Choice, Float
 
 CATEGORY = "Diff-Plugin"
 SETTINGS, SAMPLING = RestoreSettings(), Sampling()
@@ -50,16 +50,16 @@ class RestoreWithTaskPlugins(io.ComfyNode):
                              tooltip=f"Steps of the first plugin (reference: {SETTINGS.steps})."),
                 io.Int.Input("later_steps", default=SETTINGS.later_steps, min=1, max=200,
                              tooltip=f"Steps of every later plugin (reference: {SETTINGS.later_steps})."),
-                io.Float.Input("cfg", default=SAMPLING.cfg, min=1.0, max=30.0, step=0.1,
-                               tooltip="1 is the reference (no guidance); higher values give the same result at twice the cost."),
-                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default=SAMPLING.sampler_name,
-                               tooltip="Sampler (the reference uses UniPC bh2)."),
-                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default=SAMPLING.scheduler,
-                               tooltip="Noise schedule ('normal' spaces timesteps evenly, like the reference)."),
+                Float("cfg", default=SAMPLING.cfg, min=1.0, max=30.0, step=0.1,
+                      tooltip="1 is the reference (no guidance); higher values give the same result at twice the cost."),
+                Choice("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default=SAMPLING.sampler_name,
+                       tooltip="Sampler (the reference uses UniPC bh2)."),
+                Choice("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default=SAMPLING.scheduler,
+                       tooltip="Noise schedule ('normal' spaces timesteps evenly, like the reference)."),
                 io.Int.Input("resolution", default=SETTINGS.resolution, min=64, max=4096, step=8,
                              tooltip="The short side is raised to this when smaller; sides rounded to multiples of 8."),
-                io.Combo.Input("output_size", options=list(OUTPUT_SIZES), default=SETTINGS.output_size,
-                               tooltip="'original': back to the input's size; 'processed': the working size the plugins ran at."),
+                Choice("output_size", options=list(OUTPUT_SIZES), default=SETTINGS.output_size,
+                       tooltip="'original': back to the input's size; 'processed': the working size the plugins ran at."),
                 *tile_inputs(),
                 color_fix_input(),
             ],
@@ -67,12 +67,8 @@ class RestoreWithTaskPlugins(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, cfg, sampler_name, scheduler, output_size, steps, later_steps, resolution, tile_size, tile_overlap,
-                        tile_batch, tile_prompt, color_fix):
-        checked = check_inputs(cls, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, output_size=output_size, steps=steps,
-                               later_steps=later_steps, resolution=resolution, tile_size=tile_size, tile_overlap=tile_overlap,
-                               tile_batch=tile_batch, tile_prompt=tile_prompt, color_fix=color_fix)
-        return checked if checked is not True else tile_problem(tile_size, tile_overlap) or True
+    def validate_inputs(cls, tile_size, tile_overlap):
+        return check_tiles(cls, tile_size, tile_overlap)  # every other input is the host's to check (validation.py)
 
     @classmethod
     def execute(cls, model, task_plugins, clip_vision, vae, image, seed, steps, later_steps, cfg, sampler_name,

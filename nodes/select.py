@@ -7,7 +7,7 @@ from comfy_api.latest import io
 from ..plugin_core.selector import SELECT_THRESHOLD
 from . import bridge
 from .plugin_types import PluginSelectorIO, PluginSet, TaskPluginsIO
-from .validation import check_inputs
+from .validation import Float, text_problem
 
 CATEGORY = "Diff-Plugin"
 
@@ -53,8 +53,8 @@ class PluginSelector(io.ComfyNode):
                 TaskPluginsIO.Input("task_plugins", tooltip="The candidates (Load Task-Plugin Library)."),
                 PluginSelectorIO.Input("selector", tooltip="Plugin-Selector weights (Load Task-Plugin Library)."),
                 io.ClipVision.Input("clip_vision", tooltip="CLIP ViT-L/14 vision, as for Apply Task-Plugin."),
-                io.Float.Input("threshold", default=SELECT_THRESHOLD, min=-100.0, max=100.0, step=0.01,
-                               tooltip="θ: plugins scoring above it are selected (the reference uses 0)."),
+                Float("threshold", default=SELECT_THRESHOLD, min=-100.0, max=100.0, step=0.01,
+                      tooltip="θ: plugins scoring above it are selected (the reference uses 0)."),
                 io.Clip.Input("clip", optional=True,
                               tooltip="The SD 1.x checkpoint's CLIP: its pooled text embedding is what the reference selector reads "
                                       "(not needed by a selector trained on the offline sentence model)."),
@@ -66,14 +66,16 @@ class PluginSelector(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, threshold):
-        return check_inputs(cls, threshold=threshold)
+    def validate_inputs(cls, instruction):
+        return text_problem("instruction", instruction) or True
 
     @classmethod
     def execute(cls, image, instruction, task_plugins, selector, clip_vision, threshold, clip=None) -> io.NodeOutput:
         if selector is None:
             raise ValueError("no Plugin-Selector loaded: put PromptTunner.pt or a selector .safetensors into models/diff_plugins")
+        if problem := text_problem("instruction", instruction):  # a linked text, not seen when queued
+            raise ValueError(problem)
         images = bridge.image_to_pil(image)
         selected, selections = select_plugins(task_plugins, selector, clip, clip_vision, images, instruction, threshold)
         text = "\n\n".join(s.format() if len(selections) == 1 else f"image {i + 1}:\n{s.format()}" for i, s in enumerate(selections))
-        return io.NodeOutput(selected, text, ui={"diff_plugin_scores": [s.as_dict() for s in selections]})
+        return io.NodeOutput(selected, text, ui={"diff_plugin_scores": bridge.json_safe([s.as_dict() for s in selections])})

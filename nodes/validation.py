@@ -1,37 +1,128 @@
-"""Checks ComfyUI runs when a prompt is queued (a node's `validate_inputs`), so a bad value is
-an HTTP 400 with node_errors, not a failure (or a silent NaN) at run time.
+"""Checks ComfyUI runs when a prompt is queued, so a bad value is an HTTP 400 with node_errors
+naming the input that is wrong, not a failure (or a silent NaN) at run time.
 
-This host checks neither the options of V3 combo inputs nor non-finite numbers (NaN passes both
-`< min` and `> max`), and it skips its own min/max checks for every input a `validate_inputs`
-names; `check_inputs` does all of them from the node's own schema."""
+How this host files a queue-time error (execution.py `validate_inputs`, v0.3.64):
+
+* its own checks go input by input and name that input: a number below `min` or above `max`
+  (`value < min`, `value > max`), a value not among a combo's options when the combo's type
+  is its list of options, a value that is not a number at all;
+* a node's `validate_inputs` gets only the inputs its signature names, the host skips its own
+  range checks for those, and whatever it returns (a message) is filed under *every* input
+  its signature names, the same message each time. Raising files it under another node.
+
+So each check here is made where it names the right input: numbers by the host's own range check
+(`Float` gives NaN a bound it fails too), options by the host's own list check (`Choice`), and a
+node's `validate_inputs` names only the inputs of one rule that the host cannot check (a file
+name, a path, a text, or a rule between two inputs, filed under both)."""
 
 from __future__ import annotations
 
 import math
 
+from comfy_api.latest import io
+
+
+class Bound(float):
+    """A `min` or `max` that NaN lies outside of. The host checks `value < min` and `value > max`,
+    both false for NaN; Python asks a float subclass's reflected comparison first, so with this
+    bound the host's own check refuses NaN, under the input's name. It is a plain float to JSON
+    (`/object_info`) and everywhere else."""
+
+    def __gt__(self, other):
+        return _is_nan(other) or float.__gt__(self, other)
+
+    def __lt__(self, other):
+        return _is_nan(other) or float.__lt__(self, other)
+
+    __hash__ = float.__hash__
+
+
+def _is_nan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def Float(id: str, *, min: float, max: float, **options) -> io.Float.Input:
+    """io.Float.Input whose range the host checks itself, NaN included."""
+    return io.Float.Input(id, min=Bound(min), max=Bound(max), **options)
+
+
+class Choice(io.Combo.Input):
+    """A combo whose type is its list of options (the classic form of a combo), so the host
+    checks a queued value against them itself and names the input; a V3 combo's type is the
+    word COMBO, which the host does not check."""
+
+    def get_io_type(self):
+        return list(self.options)
+
 
 def check_inputs(node_class, **values):
     """True, or a message naming each value that is not one of its combo's options, not finite,
-    or outside its input's range. A None value is a link, checked when the node runs."""
+    outside its input's range or not a multiple of its step: for the inputs a node's own
+    `validate_inputs` names (the host skips its checks for those). None is a link, checked
+    when the node runs."""
     inputs = {i.id: i for i in node_class.define_schema().inputs}
-    problems = []
-    for name, value in values.items():
-        spec = inputs[name]
-        options = getattr(spec, "options", None)
-        if value is None:
-            continue
-        if options is not None:
-            if value not in options:
-                shown = ", ".join(map(str, options[:10])) + (" ..." if len(options) > 10 else "") if options else "none found"
-                problems.append(f"{name} '{value}' is not available; choose one of: {shown}")
-            continue
-        low, high = getattr(spec, "min", None), getattr(spec, "max", None)
-        if isinstance(value, float) and not math.isfinite(value):
-            problems.append(f"{name} must be a finite number, got {value}")
-        elif low is not None and value < low:
-            problems.append(f"{name} must be at least {low}, got {value}")
-        elif high is not None and value > high:
-            problems.append(f"{name} must be at most {high}, got {value}")
-        elif isinstance(value, int) and getattr(spec, "step", None) and (value - (low or 0)) % spec.step:
-            problems.append(f"{name} must be a multiple of {spec.step}, got {value}")
+    problems = [problem for name, value in values.items() if (problem := _problem(inputs[name], name, value))]
     return True if not problems else "; ".join(problems)
+
+
+def _problem(spec, name, value) -> str | None:
+    options = getattr(spec, "options", None)
+    if value is None:
+        return None
+    if options is not None:
+        if value in options:
+            return None
+        shown = ", ".join(map(str, options[:10])) + (" ..." if len(options) > 10 else "") if options else "none found"
+        return f"{name} '{printable(value)}' is not available; choose one of: {shown}"
+    low, high = getattr(spec, "min", None), getattr(spec, "max", None)
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} must be a finite number, got {value}"
+    if low is not None and value < low:
+        return f"{name} must be at least {low}, got {value}"
+    if high is not None and value > high:
+        return f"{name} must be at most {high}, got {value}"
+    if isinstance(value, int) and getattr(spec, "step", None) and (value - (low or 0)) % spec.step:
+        return f"{name} must be a multiple of {spec.step}, got {value}"
+    return None
+
+
+def printable(text) -> str:
+    """Text any log writer or JSON encoder takes: what is not valid Unicode (a file name's bytes
+    that are not UTF-8, held by Python as lone surrogates) written as escapes ('\\udcff'). Such
+    text, passed to the log as it is, raises inside ComfyUI's log writer."""
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def text_problem(name: str, value) -> str | None:
+    """A text that is not text: a lone surrogate (JSON's "\\ud800" escapes decode to one), which no
+    tokenizer or file system takes. None when fine or a link (None)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        bad = value[error.start]
+        return (f"{name} holds a character that is not text (a lone surrogate U+{ord(bad):04X} at position {error.start}): "
+                f"retype it")
+    return None
+
+
+def name_problem(name: str, value) -> str | None:
+    """A file name the pack saves under (a plugin, a selector, a run folder): one plain name, which
+    keeps the file inside the pack's folder; None when fine or a link."""
+    if not isinstance(value, str):
+        return None
+    if problem := text_problem(name, value):
+        return problem
+    stem = value.strip().removesuffix(".safetensors")
+    if stem and (not stem.strip(".") or any(c in stem for c in "/\\:") or any(ord(c) < 32 for c in stem)):
+        return f"{name} '{value}' is not a plain file name (one without '/', '\\', ':' or control characters, not only dots)"
+    return None
+
+
+def plain_name(name: str, value: str, default: str) -> str:
+    """The name to save under (the rule of `name_problem`, raised), '.safetensors' dropped; an
+    empty name gives `default`."""
+    if problem := name_problem(name, value):
+        raise ValueError(problem)
+    return value.strip().removesuffix(".safetensors") or default

@@ -10,6 +10,10 @@ const LABEL_WIDTH = 96;
 const VALUE_WIDTH = 48;
 const WIDGET_NAME = "diff_plugin_scores";
 
+// A score the server could not send as a number ("inf", "nan": JSON has none) is drawn as text with no bar.
+const barValue = (v) => (typeof v === "number" && Number.isFinite(v) ? v : 0);
+const valueText = (v) => (typeof v === "number" ? v.toFixed(2) : String(v));
+
 function rowsOf(report) {
   return [...Object.entries(report.scores), ["(none)", report.null]];
 }
@@ -25,7 +29,7 @@ function heightOf(reports) {
 
 function drawScores(ctx, width, top, report) {
   const rows = rowsOf(report);
-  const values = rows.map(([, v]) => v).concat([report.threshold]);
+  const values = rows.map(([, v]) => barValue(v)).concat([barValue(report.threshold)]);
   const lo = Math.min(0, ...values);
   const hi = Math.max(1e-6, ...values);
   const x0 = PAD + LABEL_WIDTH;
@@ -40,13 +44,13 @@ function drawScores(ctx, width, top, report) {
     ctx.fillStyle = selected ? "#e8f5e9" : "#aaa";
     ctx.fillText((selected ? "✔ " : "   ") + task, PAD, y + BAR_HEIGHT / 2);
     ctx.fillStyle = selected ? "#4caf50" : task === "(none)" ? "#777" : "#5c6bc0";
-    const a = scale(Math.min(0, score));
-    const b = scale(Math.max(0, score));
+    const a = scale(Math.min(0, barValue(score)));
+    const b = scale(Math.max(0, barValue(score)));
     ctx.fillRect(a, y + 2, Math.max(1, b - a), BAR_HEIGHT - 4);
     ctx.fillStyle = "#ddd";
-    ctx.fillText(score.toFixed(2), x0 + barSpace + 6, y + BAR_HEIGHT / 2);
+    ctx.fillText(valueText(score), x0 + barSpace + 6, y + BAR_HEIGHT / 2);
   });
-  const t = scale(report.threshold);
+  const t = scale(barValue(report.threshold));
   ctx.strokeStyle = "#ff7043";
   ctx.beginPath();
   ctx.moveTo(t, top + PAD);
