@@ -7,8 +7,13 @@ import os
 
 import folder_paths
 
-from ..plugin_core import PLUGIN_FORMAT, SELECTOR_FORMAT, PluginFileError, read_safetensors_header
-from .validation import printable
+from ..plugin_core import (
+    PLUGIN_FORMAT,
+    SELECTOR_FORMAT,
+    PluginFileError,
+    printable,
+    read_safetensors_header,
+)
 
 FOLDER = "diff_plugins"
 EXTENSIONS = {".safetensors", ".pt"}

@@ -7,10 +7,18 @@ import os
 
 from comfy_api.latest import io
 
+from ..plugin_core import printable
 from . import library
 from .dependencies import require
-from .validation import check_inputs, printable
-from .plugin_types import PluginSet, PluginSelectorIO, SelectorHandle, TaskPluginHandle, TaskPluginIO, TaskPluginsIO
+from .plugin_types import (
+    PluginSelectorIO,
+    PluginSet,
+    SelectorHandle,
+    TaskPluginHandle,
+    TaskPluginIO,
+    TaskPluginsIO,
+)
+from .validation import check_inputs
 
 CATEGORY = "Diff-Plugin"
 log = logging.getLogger("diffplugin")

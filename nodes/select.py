@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..plugin_core import text_problem
 from ..plugin_core.selector import SELECT_THRESHOLD
 from . import bridge
 from .plugin_types import PluginSelectorIO, PluginSet, TaskPluginsIO
-from .validation import Float, text_problem
+from .validation import Float
 
 CATEGORY = "Diff-Plugin"
 

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..plugin_core import COLOR_FIXES, TILE_PROMPTS, PluginError, RestoreSettings, TileSettings
+from ..plugin_core import (
+    COLOR_FIXES,
+    TILE_PROMPTS,
+    PluginError,
+    RestoreSettings,
+    TileSettings,
+)
 from .validation import Choice, check_inputs
 
 DEFAULTS = TileSettings()

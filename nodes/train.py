@@ -17,7 +17,7 @@ from ..plugin_core.training import TrainConfig
 from . import bridge, library
 from .comfy_backend import ComfyBackend
 from .dependencies import require
-from .paths import check_files_inside, data_location, data_path_problem
+from .paths import allow_hint, data_location, data_path_problem, data_roots
 from .plugin_types import TaskPluginHandle, TaskPluginIO
 from .validation import Choice, Float, name_problem, plain_name
 
@@ -31,9 +31,8 @@ def _dataset(data_path: str, input_images, target_images):
 
     if data_path.strip():
         # relative: inside ComfyUI's input folder, where uploads and synthetic pairs go (paths.py)
-        dataset = PairDataset.from_path(data_location(data_path))
-        check_files_inside(path for pair in dataset.pairs for path in pair)  # what a pairs CSV lists
-        return dataset
+        # what a pairs CSV lists must lie in the same folders, refused before any listed file is read
+        return PairDataset.from_path(data_location(data_path), within=data_roots(), hint=allow_hint())
     if input_images is None or target_images is None:
         raise ValueError("give a data_path (pairs CSV or a folder with input/ and target/) or both input_images and target_images")
     return PairDataset.from_images(bridge.image_to_pil(input_images), bridge.image_to_pil(target_images), "IMAGE batches")

@@ -14,11 +14,15 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..plugin_core import text_problem
+from ..plugin_core.selector import (  # light: torch only
+    FINE_TUNE_STEPS,
+    SelectorTrainConfig,
+)
 from . import bridge, library
 from .dependencies import require
-from ..plugin_core.selector import FINE_TUNE_STEPS, SelectorTrainConfig  # light: torch only
 from .plugin_types import PluginSelectorIO, SelectorHandle, TaskPluginsIO
-from .validation import Choice, Float, name_problem, plain_name, text_problem
+from .validation import Choice, Float, name_problem, plain_name
 
 CATEGORY = "Diff-Plugin"
 log = logging.getLogger("diffplugin")
@@ -91,7 +95,13 @@ class TrainPluginSelector(io.ComfyNode):
     @classmethod
     def execute(cls, task_plugins, clip_vision, images, text_encoder, steps, learning_rate, seed, save_name,
                 task_instructions, clip=None, init_selector=None, overwrite=False) -> io.NodeOutput:
-        from ..plugin_core.selector import format_table, load_selector, save_selector, sentence_encoder, train_selector
+        from ..plugin_core.selector import (
+            format_table,
+            load_selector,
+            save_selector,
+            sentence_encoder,
+            train_selector,
+        )
         from .text_encoder import ComfyClipTextEncoder
 
         if not task_plugins.plugins:

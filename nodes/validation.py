@@ -21,6 +21,8 @@ import math
 
 from comfy_api.latest import io
 
+from ..plugin_core import printable, text_problem
+
 
 class Bound(float):
     """A `min` or `max` that NaN lies outside of. The host checks `value < min` and `value > max`,
@@ -83,27 +85,6 @@ def _problem(spec, name, value) -> str | None:
         return f"{name} must be at most {high}, got {value}"
     if isinstance(value, int) and getattr(spec, "step", None) and (value - (low or 0)) % spec.step:
         return f"{name} must be a multiple of {spec.step}, got {value}"
-    return None
-
-
-def printable(text) -> str:
-    """Text any log writer or JSON encoder takes: what is not valid Unicode (a file name's bytes
-    that are not UTF-8, held by Python as lone surrogates) written as escapes ('\\udcff'). Such
-    text, passed to the log as it is, raises inside ComfyUI's log writer."""
-    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def text_problem(name: str, value) -> str | None:
-    """A text that is not text: a lone surrogate (JSON's "\\ud800" escapes decode to one), which no
-    tokenizer or file system takes. None when fine or a link (None)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:
-        bad = value[error.start]
-        return (f"{name} holds a character that is not text (a lone surrogate U+{ord(bad):04X} at position {error.start}): "
-                f"retype it")
     return None
 
 

@@ -90,3 +90,24 @@ def add_options(parser, options: dict[str, Option], defaults: dict[str, Any]) ->
             actions[name] = parser.add_argument(option.flag, dest=name, type=option.parse, default=default, help=option.help,
                                                 metavar=metavar)
     return actions
+
+
+def printable(text) -> str:
+    """Text any log writer or JSON encoder takes: what is not valid Unicode (a file name's bytes
+    that are not UTF-8, held by Python as lone surrogates) written as escapes ('\\udcff'). Such
+    text, passed to the log as it is, raises inside ComfyUI's log writer."""
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def text_problem(name: str, value) -> str | None:
+    """A text that is not text: a lone surrogate (JSON's "\\ud800" escapes decode to one), which no
+    tokenizer or file system takes. None when fine or a link (None)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        bad = value[error.start]
+        return (f"{name} holds a character that is not text (a lone surrogate U+{ord(bad):04X} at position {error.start}): "
+                f"retype it")
+    return None

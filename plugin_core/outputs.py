@@ -1,6 +1,7 @@
 """Where results go, decided and checked before any work starts, so that nothing a user has is
 lost: an input is never written over, and an existing file is replaced only when the user says
-so (`overwrite`)."""
+so (`overwrite`); and whether a path lies inside given folders (`inside`), for callers that must
+keep to them (a server reading what a prompt names)."""
 
 from __future__ import annotations
 
@@ -67,3 +68,20 @@ def restore_targets(inputs: Sequence[Path], output: Path, *, overwrite: bool = F
         names = [p.stem for p in inputs]
         targets = [output / (f"{stem}.png" if names.count(stem) == 1 else f"{stem}_{i}.png") for i, stem in enumerate(names)]
     return check_new_files(targets, overwrite=overwrite, inputs=inputs)
+
+
+def normal_path(path: Path | str) -> str:
+    """An absolute path with '.' and '..' resolved by name, links not followed (as ComfyUI compares paths)."""
+    return os.path.normpath(os.path.abspath(os.path.expanduser(str(path))))
+
+
+def inside(path: Path | str, roots: Iterable[Path | str]) -> bool:
+    """Whether `path` lies in one of the folders `roots` (by name: `normal_path`)."""
+    path = normal_path(path)
+    for root in map(normal_path, roots):
+        try:
+            if os.path.commonpath([path, root]) == root:
+                return True
+        except ValueError:  # another drive (Windows)
+            continue
+    return False

@@ -19,7 +19,6 @@ from ..errors import PluginError
 from . import evaluate, files, restore, selector, train
 from .args import INTERRUPTED, Formatter, problems
 
-
 COMMAND_MODULES = (restore, files, train, selector, evaluate)
 
 

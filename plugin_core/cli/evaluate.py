@@ -18,7 +18,15 @@ from pathlib import Path
 
 from ..errors import PluginError
 from ..restore.settings import RestoreSettings
-from .args import base_arguments, choice, command, device_argument, overwrite_argument, progress_argument, required
+from .args import (
+    base_arguments,
+    choice,
+    command,
+    device_argument,
+    overwrite_argument,
+    progress_argument,
+    required,
+)
 
 LPIPS_MODES = ("auto", "require", "off")
 
@@ -101,7 +109,12 @@ def check_make_stats(args) -> list[str]:
 def _networks(args) -> dict:
     """Feature name -> the file or folder given for it; each checked for existence now."""
     from ..evaluation import MissingWeightsError
-    from ..evaluation.sets import CLIP_FEATURES, INCEPTION_FEATURES, INCEPTION_FILE, INCEPTION_URL
+    from ..evaluation.sets import (
+        CLIP_FEATURES,
+        INCEPTION_FEATURES,
+        INCEPTION_FILE,
+        INCEPTION_URL,
+    )
 
     if args.clip_model is not None and not (args.clip_model / "config.json").is_file():
         raise MissingWeightsError(f"--clip-model {args.clip_model}: no config.json there; CLIP-FID needs a transformers CLIP "
@@ -114,7 +127,12 @@ def _networks(args) -> dict:
 
 def _features(args, name: str, path: Path, images, device: str):
     """The features of `images` by the network `name` (a progress bar over them)."""
-    from ..evaluation.sets import CLIP_FEATURES, clip_network, features, inception_network
+    from ..evaluation.sets import (
+        CLIP_FEATURES,
+        clip_network,
+        features,
+        inception_network,
+    )
 
     network = clip_network(path, device) if name == CLIP_FEATURES else inception_network(path, device)
     bar = _bar(args, f"{name} features")

@@ -43,10 +43,15 @@ def register(commands) -> None:
 
 
 def run_convert(args) -> int:
-    from ..models import convert_reference_folder, convert_reference_plugin, is_partial_task_folder, is_reference_task_folder
-    from ..models import reference_folder_problem
-    from ..outputs import check_new_files
     from ..formats import REFERENCE_SELECTOR_FILE, is_selector_file
+    from ..models import (
+        convert_reference_folder,
+        convert_reference_plugin,
+        is_partial_task_folder,
+        is_reference_task_folder,
+        reference_folder_problem,
+    )
+    from ..outputs import check_new_files
     from ..selector import convert_reference_selector
     from .args import torch_dtype
 

@@ -10,8 +10,15 @@ from pathlib import Path
 from ..errors import PluginError
 from ..restore.settings import RestoreSettings
 from ..selector.config import SELECT_THRESHOLD
-from .args import base_arguments, command, number, overwrite_argument, progress_argument, renamed, required
-
+from .args import (
+    base_arguments,
+    command,
+    number,
+    overwrite_argument,
+    progress_argument,
+    renamed,
+    required,
+)
 
 
 def register(commands) -> None:

@@ -8,9 +8,24 @@ from pathlib import Path
 from ..errors import PluginError
 from ..options import add_options
 from ..selector.config import (
-    EMBED_WIDTH, FINE_TUNE_STEPS, READER_WIDTH, SELECT_THRESHOLD, TEXT_ENCODERS, TRAIN_OPTIONS, SelectorTrainConfig,
+    EMBED_WIDTH,
+    FINE_TUNE_STEPS,
+    READER_WIDTH,
+    SELECT_THRESHOLD,
+    TEXT_ENCODERS,
+    TRAIN_OPTIONS,
+    SelectorTrainConfig,
 )
-from .args import choice, command, device_argument, number, overwrite_argument, progress_argument, renamed, required
+from .args import (
+    choice,
+    command,
+    device_argument,
+    number,
+    overwrite_argument,
+    progress_argument,
+    renamed,
+    required,
+)
 
 
 def register(commands) -> None:
@@ -88,7 +103,13 @@ def _inputs(args, device: str):
 
 def run_train_selector(args) -> int:
     from ..outputs import check_new_files
-    from ..selector import format_table, load_selector, save_selector, sentence_encoder, train_selector
+    from ..selector import (
+        format_table,
+        load_selector,
+        save_selector,
+        sentence_encoder,
+        train_selector,
+    )
     from .args import device_of
     from .progress import ProgressBar
 
@@ -115,7 +136,15 @@ def run_train_selector(args) -> int:
 
 
 def run_eval_selector(args) -> int:
-    from ..selector import SETS, evaluate, format_table, instruction_sets, load_selector, pooled_prompts, text_encoder_for
+    from ..selector import (
+        SETS,
+        evaluate,
+        format_table,
+        instruction_sets,
+        load_selector,
+        pooled_prompts,
+        text_encoder_for,
+    )
     from .args import device_of
 
     selector = load_selector(args.selector)[0]

@@ -17,8 +17,15 @@ import time
 from pathlib import Path
 
 from ..training.config import TrainConfig
-
-from .args import INTERRUPTED, base_arguments, check_base_arguments, command, overwrite_argument, progress_argument, required
+from .args import (
+    INTERRUPTED,
+    base_arguments,
+    check_base_arguments,
+    command,
+    overwrite_argument,
+    progress_argument,
+    required,
+)
 from .files import degrade_help
 
 

@@ -20,7 +20,14 @@ from ..formats import (
     write_safetensors,
 )
 from .config import FORMAT_VERSION, PluginConfig, PluginInfo, default_start_mode
-from .reference import _shapes, is_partial_task_folder, is_reference_task_folder, read_reference_folder, reference_folder_problem, tpb_dims
+from .reference import (
+    _shapes,
+    is_partial_task_folder,
+    is_reference_task_folder,
+    read_reference_folder,
+    reference_folder_problem,
+    tpb_dims,
+)
 
 log = logging.getLogger("diffplugin")
 

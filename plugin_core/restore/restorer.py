@@ -16,7 +16,13 @@ import torch
 from PIL import Image
 
 from .. import images as imaging
-from ..base import BaseModels, clip_vision_tokens, joint_cross_attention, unet_with_residuals, vae_posterior
+from ..base import (
+    BaseModels,
+    clip_vision_tokens,
+    joint_cross_attention,
+    unet_with_residuals,
+    vae_posterior,
+)
 from ..errors import PluginError
 from ..models import TaskPlugin
 from ..models.fit import BaseFacts

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import PluginMismatchError
+from ..errors import PluginError, PluginMismatchError
+from ..options import text_problem
 from .memory import InstructionMemory, memory_columns
 from .normalizer import Normalizer
 from .text import CLIP_TEXT_ENCODER, InstructionFeatures
@@ -247,6 +248,8 @@ def select(selector: PluginSelector, encoder, instruction: str, plugins: Sequenc
     """The selection for each image (whose CLIP tokens `clip_tokens(layer)` gives): the
     command line's and the node's one policy, per image. Plugins the selector (or the CLIP
     vision model, of `clip_width`) cannot read are left out, each with a warning."""
+    if problem := text_problem("the instruction", instruction):
+        raise PluginError(problem)
     usable = []
     for plugin in plugins:
         why = selector.misfit(plugin, clip_width)

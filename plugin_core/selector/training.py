@@ -31,7 +31,13 @@ import torch
 import torch.nn.functional as F
 
 from .config import EMBED_WIDTH, READER_WIDTH, SelectorTrainConfig
-from .corpus import SETS, Instruction, instruction_sets, load_corpus, training_instructions
+from .corpus import (
+    SETS,
+    Instruction,
+    instruction_sets,
+    load_corpus,
+    training_instructions,
+)
 from .memory import InstructionMemory
 from .metrics import evaluate
 from .model import NULL_TEXT, PluginSelector, pooled_prompts

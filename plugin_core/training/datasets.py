@@ -22,6 +22,7 @@ from PIL import Image
 
 from ..errors import DataError
 from ..images import check_image_file, image_files, load_image
+from ..outputs import inside
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -41,7 +42,10 @@ class PairDataset(torch.utils.data.Dataset):
         return load_image(source), load_image(target)
 
     @classmethod
-    def from_csv(cls, csv_path: Path | str, root: Path | str | None = None) -> "PairDataset":
+    def from_csv(cls, csv_path: Path | str, root: Path | str | None = None, within: Sequence | None = None,
+                 hint: str = "") -> "PairDataset":
+        """The pairs a CSV lists; with `within` (folders) a listed file outside them is refused before
+        any listed file is looked at (`hint`: what the refusal adds, e.g. how to allow a folder)."""
         csv_path = Path(csv_path)
         if not csv_path.is_file():
             raise DataError(f"{csv_path}: CSV file not found")
@@ -51,13 +55,17 @@ class PairDataset(torch.utils.data.Dataset):
             if not reader.fieldnames or not {"image", "conditioning_image"} <= set(reader.fieldnames):
                 raise DataError(f"{csv_path}: needs the header 'image,conditioning_image' (target, input)")
             rows = list(reader)
-        pairs, missing = [], []
-        for line, row in enumerate(rows, start=2):
-            target, source = root / row["image"], root / row["conditioning_image"]
+        pairs = [(root / row["conditioning_image"], root / row["image"]) for row in rows]
+        outside = [f"line {line}: {path}" for line, pair in enumerate(pairs, start=2) for path in pair
+                   if within is not None and not inside(path, within)]
+        if outside:
+            raise DataError(f"{csv_path}: {len(outside)} listed file(s) lie outside the folders data may come from "
+                            f"({', '.join(map(str, within))}): {'; '.join(outside[:5])}{hint}")
+        missing = []
+        for line, (source, target) in enumerate(pairs, start=2):
             for path in (source, target):
                 if not path.is_file():
                     missing.append(f"line {line}: {path}")
-            pairs.append((source, target))
         if missing:
             shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
             raise DataError(f"{csv_path}: {len(missing)} listed file(s) do not exist: {shown}")
@@ -100,17 +108,17 @@ class PairDataset(torch.utils.data.Dataset):
         return cls(list(zip(inputs, targets)), description)
 
     @classmethod
-    def from_path(cls, path: Path | str) -> "PairDataset":
-        """A CSV file or an input/ + target/ folder."""
+    def from_path(cls, path: Path | str, within: Sequence | None = None, hint: str = "") -> "PairDataset":
+        """A CSV file or an input/ + target/ folder (`within`, `hint`: see from_csv)."""
         path = Path(path)
         if path.suffix.lower() == ".csv":
-            return cls.from_csv(path)
+            return cls.from_csv(path, within=within, hint=hint)
         if path.is_dir():
             if (path / "input").is_dir() or (path / "target").is_dir():
                 return cls.from_folder(path)
             csvs = sorted(path.glob("*.csv"))
             if len(csvs) == 1:
-                return cls.from_csv(csvs[0])
+                return cls.from_csv(csvs[0], within=within, hint=hint)
             raise DataError(f"{path}: expected input/ and target/ sub-folders or one pairs CSV")
         raise DataError(f"{path}: not found")
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .datasets import Augment
 from ..seeding import generator
+from .datasets import Augment
 
 # Streams of the run's seed: never reuse one for another purpose.
 ORDER, AUGMENT, NOISE = 2, 3, 4

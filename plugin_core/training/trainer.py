@@ -31,7 +31,15 @@ from PIL import Image
 
 from ..errors import PluginError
 from ..images import at_size
-from ..models import PluginConfig, PluginInfo, SpatialComplementBranch, TaskPlugin, check_fits, default_start_mode, save_plugin
+from ..models import (
+    PluginConfig,
+    PluginInfo,
+    SpatialComplementBranch,
+    TaskPlugin,
+    check_fits,
+    default_start_mode,
+    save_plugin,
+)
 from ..seeding import mix_seed
 from .config import TrainConfig
 from .distributed import make_accelerator
