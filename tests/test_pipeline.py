@@ -15,12 +15,12 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel, UniPCM
 from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 from safetensors.torch import load_file
-from tests.random_models import write_tiny_clip_vision, write_tiny_sd
 from transformers import CLIPVisionModel
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from plugin_core import BaseModels, Restorer, load_plugin
 from plugin_core.cli import main
+from tests.random_models import write_tiny_clip_vision, write_tiny_sd
 
 STEPS = 4
 
@@ -44,9 +44,9 @@ def restorer(tiny):
 
 
 @pytest.fixture(scope="session")
-def photo(degraded_dir):
-    # A real degraded photo at a size that is not a multiple of 8.
-    return Image.open(degraded_dir / "demo_rain.jpg").convert("RGB").resize((90, 70))
+def photo(photo_dir):
+    # A rainy photo (tests/photos.py) at a size that is not a multiple of 8.
+    return Image.open(photo_dir / "rain.png").convert("RGB").resize((90, 70))
 
 
 def reference_loop(tiny, plugins, image, *, steps, seed, threshold=960, resolution=64, later_steps=3):
@@ -162,10 +162,10 @@ def test_multi_plugin_rule_matches_reference_loop(tiny, restorer, photo):
     assert not torch.allclose(alone.latents[0], result.latents[0])
 
 
-def test_batch_equals_one_by_one(tiny, restorer, photo, degraded_dir):
+def test_batch_equals_one_by_one(tiny, restorer, photo, photo_dir):
     plugin = load_plugin(tiny / "plugins" / "derain")
-    other = Image.open(degraded_dir / "demo_snow.jpg").convert("RGB").resize((90, 70))
-    odd = Image.open(degraded_dir / "demo_haze.png").convert("RGB").resize((70, 90))
+    other = Image.open(photo_dir / "snow.png").convert("RGB").resize((90, 70))
+    odd = Image.open(photo_dir / "haze.png").convert("RGB").resize((70, 90))
     batch = restorer.restore([photo, other, odd], [plugin], steps=2, seed=1, resolution=64, output_size="processed")
     for image, latent in zip([photo, other, odd], batch.latents):
         single = restorer.restore([image], [plugin], steps=2, seed=1, resolution=64)
@@ -177,12 +177,13 @@ def test_batch_equals_one_by_one(tiny, restorer, photo, degraded_dir):
 def test_odd_images_are_processed(tiny, tmp_path, mode, size):
     image = Image.new(mode, size)
     if mode == "RGBA":
-        image = Image.new("RGBA", size, (200, 30, 40, 0))  # fully transparent: alpha is dropped, colour kept
+        image = Image.new("RGBA", size, (200, 30, 40, 0))  # fully transparent: the plugins still read its colour
     path = tmp_path / "odd.png"
     image.save(path)
     assert run_cli(tiny, path, tmp_path / "out.png", "--plugin", str(tiny / "plugins" / "derain"), "--steps", "1", "--output-size", "processed") == 0
     out = Image.open(tmp_path / "out.png")
-    assert out.mode == "RGB" and out.width % 8 == 0 and out.height % 8 == 0 and min(out.size) >= 64
+    # The plugins read the colour (alpha dropped, not composited); the result keeps the photo's transparency.
+    assert out.mode == ("RGBA" if mode == "RGBA" else "RGB") and out.width % 8 == 0 and out.height % 8 == 0 and min(out.size) >= 64
 
 
 def test_unreadable_image_is_reported(tiny, tmp_path, capsys):
@@ -232,10 +233,10 @@ def test_text_embedding_skips_padding_exactly(restorer):
     assert torch.allclose(restorer.text_encoder.encode(texts), full, atol=1e-5, rtol=1e-5)
 
 
-def test_select_scores_follow_reference_rule(tiny, restorer, photo, fixtures_dir):
+def test_select_scores_follow_reference_rule(tiny, restorer, photo, selector_file):
     from plugin_core import load_selector
 
-    selector, _ = load_selector(fixtures_dir / "sd15" / "plugin_selector" / "PromptTunner.pt")
+    selector, _ = load_selector(selector_file)
     plugins = [load_plugin(tiny / "plugins" / t) for t in ("derain", "desnow")]
     selection = restorer.select(photo, "remove the rain", plugins, selector)
     # Recompute as demo.py does: Fp rows + the " " embedding broadcast as the null row.
@@ -252,13 +253,13 @@ def test_select_scores_follow_reference_rule(tiny, restorer, photo, fixtures_dir
     assert selection.selected == positive or (not positive and selection.selected == [])
 
 
-def test_selection_is_per_image_in_a_batch(tiny, restorer, photo, degraded_dir, fixtures_dir):
+def test_selection_is_per_image_in_a_batch(tiny, restorer, photo, photo_dir, selector_file):
     """The one batch policy: each image of a batch gets the selection it gets alone."""
     from plugin_core import load_selector
 
-    selector, _ = load_selector(fixtures_dir / "sd15" / "plugin_selector" / "PromptTunner.pt")
+    selector, _ = load_selector(selector_file)
     plugins = [load_plugin(tiny / "plugins" / t) for t in ("derain", "desnow")]
-    other = Image.open(degraded_dir / "demo_snow.jpg").convert("RGB").resize((70, 90))
+    other = Image.open(photo_dir / "snow.png").convert("RGB").resize((70, 90))
     batch = restorer.select_each([photo, other], "remove the snow", plugins, selector)
     for image, selection in zip([photo, other], batch):
         alone = restorer.select(image, "remove the snow", plugins, selector)
@@ -266,10 +267,10 @@ def test_selection_is_per_image_in_a_batch(tiny, restorer, photo, degraded_dir, 
     assert batch[0].scores != pytest.approx(batch[1].scores, rel=1e-3)  # two photos, two score vectors
 
 
-def test_prompt_driven_restore_runs_the_selection(tiny, photo_path, tmp_path, capsys, fixtures_dir):
+def test_prompt_driven_restore_runs_the_selection(tiny, photo_path, tmp_path, capsys, selector_file):
     code = run_cli(
         tiny, photo_path, tmp_path / "p.png", "--prompt", "remove the rain", "--plugins", str(tiny / "plugins"),
-        "--selector", str(fixtures_dir / "sd15" / "plugin_selector" / "PromptTunner.pt"), "--steps", "1",
+        "--selector", str(selector_file), "--steps", "1",
     )
     assert code == 0
     out = capsys.readouterr().out

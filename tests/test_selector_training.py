@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from tests.random_models import random_task_plugins, write_tiny_clip_vision
 
 from plugin_core import load_selector, save_plugin, save_selector
 from plugin_core.cli import main
@@ -27,6 +26,7 @@ from plugin_core.selector import (
 from plugin_core.selector.corpus import Instruction, combine
 from plugin_core.selector.metrics import average_precision, selector_metrics
 from plugin_core.selector.training import InstructionBank
+from tests.random_models import random_task_plugins, write_tiny_clip_vision
 
 DATA = Path(__file__).parent / "data"
 
@@ -218,6 +218,11 @@ def test_instruction_memory_votes_per_clause_on_a_hand_computed_case(tmp_path):
     assert torch.allclose(shift, torch.tensor([[0.0, 4.0, -4.0]]))
     with pytest.raises(ValueError, match="candidate columns"):
         InstructionMemory(torch.ones(2, 3), torch.ones(2, 2), ["derain", "deblur"])
+    # What a file stores comes back bit for bit (the stored embeddings are unit length already).
+    stored = InstructionMemory(torch.randn(40, 16, generator=torch.Generator().manual_seed(3)), torch.eye(3).repeat(14, 1)[:40],
+                               ["derain", "deblur"])
+    loaded = InstructionMemory.from_state(stored.state_dict(), ["derain", "deblur"])
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in stored.state_dict().items())
     # In the selector's file, its columns named by the file's task list.
     from safetensors.torch import save_file
 
@@ -258,14 +263,14 @@ def test_instructions_are_joined_at_the_token_level():
 
 
 @pytest.fixture(scope="module")
-def clip_tokens(tmp_path_factory, degraded_dir):
+def clip_tokens(tmp_path_factory, photo_dir):
     from transformers import CLIPVisionModel
 
     from plugin_core.base import clip_vision_tokens
 
     folder = write_tiny_clip_vision(tmp_path_factory.mktemp("clip") / "clip_vision")
     model = CLIPVisionModel.from_pretrained(folder).eval()
-    images = [Image.open(p).convert("RGB") for p in sorted(degraded_dir.iterdir())]
+    images = [Image.open(p).convert("RGB") for p in sorted(photo_dir.iterdir())]
     tokens = clip_vision_tokens(model, images, 24)
     return lambda layer: tokens
 
@@ -376,15 +381,15 @@ def after_sets(corpus, tasks, denoise):
     return instruction_sets(corpus, tasks, "heldout", 0, {"denoise": denoise})
 
 
-def test_cli_trains_and_evaluates_a_selector(tmp_path, degraded_dir, capsys, encoder):
+def test_cli_trains_and_evaluates_a_selector(tmp_path, photo_dir, capsys, encoder):
     plugins = tmp_path / "plugins"
     for plugin in make_plugins(["derain", "dehaze", "lowlight"]):
         save_plugin(plugin, plugins / f"{plugin.task}.safetensors")
     clip = write_tiny_clip_vision(tmp_path / "clip")
     images = tmp_path / "images"
     images.mkdir()
-    for name in ("demo_rain.jpg", "demo_haze.png", "demo_lowlight.jpg"):
-        Image.open(degraded_dir / name).convert("RGB").resize((96, 72)).save(images / f"{Path(name).stem}.png")
+    for name in ("rain.png", "haze.png", "lowlight.png"):
+        Image.open(photo_dir / name).convert("RGB").resize((96, 72)).save(images / f"{Path(name).stem}.png")
     out = tmp_path / "selector.safetensors"
     assert main(["train-selector", "--plugins", str(plugins), "--images", str(images), "--clip-vision", str(clip),
                  "--text-encoder", "minilm", "--steps", "100", "-o", str(out), "--no-progress"]) == 0

@@ -2,7 +2,7 @@
 
 Effects are measured against the clean image with statistics written out here (luminance,
 gradient and Laplacian energy, 8x8 blockiness, dark channel, near-white fraction), on small
-real photos and on a synthetic image with edges and texture.
+photos (tests/photos.py: drawn scenes) and on a synthetic image with edges and texture.
 """
 
 import csv
@@ -13,23 +13,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from plugin_core.training import PairDataset
 from plugin_core.seeding import mix_seed
 from plugin_core.synthetic import DEGRADATIONS, SyntheticPairs, degrade, write_pairs
+from plugin_core.training import PairDataset
 
 KINDS = sorted(DEGRADATIONS)
 SIZE = (96, 64)  # width, height: a multiple of 8, so JPEG blocks sit on a known grid
-PHOTO_NAMES = ("face_val_sample1.jpg", "face_val_sample2.jpg", "lowlight_val_sample2.jpg")
+PHOTO_NAMES = ("scene_02.png", "scene_07.png", "scene_04.png")  # two portraits, a night street (tests/photos.py)
 
 
 # ----------------------------------------------------------------------------- images
 
 
 @pytest.fixture(scope="session")
-def photos(degraded_dir):
-    paths = [degraded_dir / name for name in PHOTO_NAMES if (degraded_dir / name).is_file()]
-    paths = paths or sorted(degraded_dir.glob("*.jpg"))[:3]
-    assert paths, f"no photos in {degraded_dir}"
+def photos(photo_dir):
+    paths = [photo_dir / name for name in PHOTO_NAMES]
     return [Image.open(path).convert("RGB").resize(SIZE, Image.LANCZOS) for path in paths]
 
 

@@ -31,8 +31,8 @@ def restorer(tiny):
 
 
 @pytest.fixture(scope="module")
-def photo(degraded_dir):
-    return Image.open(degraded_dir / "demo_rain.jpg").convert("RGB").resize((200, 152))
+def photo(photo_dir):
+    return Image.open(photo_dir / "rain.png").convert("RGB").resize((200, 152))
 
 
 # ---------------------------------------------------------------------- weights
@@ -153,9 +153,9 @@ def test_tiled_denoise_equals_an_independent_loop(tiny, restorer, photo, tile_pr
     assert error <= 1e-4, f"relative error {error:.3g}"
 
 
-def test_a_batch_of_images_is_tiled_like_each_alone(tiny, restorer, photo, degraded_dir):
+def test_a_batch_of_images_is_tiled_like_each_alone(tiny, restorer, photo, photo_dir):
     plugin = load_plugin(tiny / "derain")
-    other = Image.open(degraded_dir / "demo_snow.jpg").convert("RGB").resize((200, 152))
+    other = Image.open(photo_dir / "snow.png").convert("RGB").resize((200, 152))
     settings = TileSettings(size=64, overlap=16, batch=2)
     both = restorer.restore([photo, other], [plugin], steps=2, seed=1, resolution=64, tiles=settings)
     for image, latent in zip([photo, other], both.latents):
@@ -173,11 +173,11 @@ def test_progress_counts_tiles_times_steps_and_the_plan_is_reported(tiny, restor
     assert "12 tiles of 64x64 px (overlap 16 px)" in reports[0] and "UNet calls" in reports[1]
 
 
-def test_the_cli_restores_a_large_photo_in_tiles(tiny, tmp_path, degraded_dir):
+def test_the_cli_restores_a_large_photo_in_tiles(tiny, tmp_path, photo_dir):
     from plugin_core.cli import main
 
     big = tmp_path / "big.png"
-    Image.open(degraded_dir / "demo_lowlight.jpg").convert("RGB").resize((2048, 1536)).save(big)
+    Image.open(photo_dir / "lowlight.png").convert("RGB").resize((2048, 1536)).save(big)
     out = tmp_path / "out.png"
     assert main(["restore", str(big), "--plugin", str(tiny / "derain"), "--sd", str(tiny / "sd"), "--clip-vision",
                  str(tiny / "clip_vision"), "--steps", "1", "--tile-size", "512", "--tile-overlap", "64", "-o", str(out),
@@ -189,7 +189,7 @@ def test_the_cli_restores_a_large_photo_in_tiles(tiny, tmp_path, degraded_dir):
 
 
 @pytest.mark.parametrize("fix", ["wavelet", "adain"])
-def test_a_colour_fix_keeps_the_inputs_low_frequency_colour(degraded_dir, fix):
+def test_a_colour_fix_keeps_the_inputs_low_frequency_colour(photo_dir, fix):
     """Whatever the model does (here: a strong colour cast, changed contrast and noise), the fixed
     result blurred has the blurred input's colour: mean CIEDE2000 under a small bound (CIELAB by
     scikit-image, not by this package)."""
@@ -198,7 +198,7 @@ def test_a_colour_fix_keeps_the_inputs_low_frequency_colour(degraded_dir, fix):
 
     from plugin_core.colorfix import fix_colors
 
-    source = Image.open(degraded_dir / "demo_haze.png").convert("RGB").resize((256, 192))
+    source = Image.open(photo_dir / "haze.png").convert("RGB").resize((256, 192))
     array = np.asarray(source, dtype=np.float32) / 255
     rng = np.random.default_rng(0)
     shifted = np.clip(array * [1.25, 0.8, 0.7] * 0.9 + 0.08 + rng.normal(0, 0.03, array.shape), 0, 1)
@@ -216,12 +216,12 @@ def test_a_colour_fix_keeps_the_inputs_low_frequency_colour(degraded_dir, fix):
 
 
 @pytest.mark.parametrize("fix", ["wavelet", "adain"])
-def test_a_colour_fix_in_bands_is_the_whole_image_fix(degraded_dir, fix):
+def test_a_colour_fix_in_bands_is_the_whole_image_fix(photo_dir, fix):
     """Row bands (with the wavelet's reach as margin, adain's whole-image statistics) give the
     pixels the one-piece tensor fix gives."""
     from plugin_core.colorfix import fix_colors, fix_tensor
 
-    source = Image.open(degraded_dir / "demo_haze.png").convert("RGB").resize((200, 150))
+    source = Image.open(photo_dir / "haze.png").convert("RGB").resize((200, 150))
     array = np.asarray(source, dtype=np.float32) / 255
     model_output = Image.fromarray((np.clip(array[::-1] * 0.8 + 0.1, 0, 1) * 255).round().astype(np.uint8))
     tensors = [torch.from_numpy(np.asarray(i, dtype=np.float32) / 255).permute(2, 0, 1)[None] for i in (model_output, source)]

@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tests.random_models import write_tiny_clip_vision, write_tiny_sd
 
-from plugin_core import load_plugin
+from plugin_core import BaseModels, Restorer, load_plugin
 from plugin_core.cli import main
 from plugin_core.images import training_clip_pixels
-from plugin_core import BaseModels, Restorer
 from plugin_core.training import DataError, DiffusersBackend, PairDataset, TrainConfig, Trainer, TrainingError
+from tests.random_models import write_tiny_clip_vision, write_tiny_sd
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +35,9 @@ def backend(base):
 
 
 @pytest.fixture(scope="module")
-def pairs(degraded_dir):
-    """Two (degraded, clean-ish) pairs from real photos: the 'target' is a darker copy."""
-    inputs = [Image.open(degraded_dir / n).convert("RGB").resize((48, 40)) for n in ("demo_rain.jpg", "demo_snow.jpg")]
+def pairs(photo_dir):
+    """Two (degraded, clean-ish) pairs from photos (tests/photos.py): the 'target' is a darker copy."""
+    inputs = [Image.open(photo_dir / n).convert("RGB").resize((48, 40)) for n in ("rain.png", "snow.png")]
     return PairDataset.from_images(inputs, [i.point(lambda v: v // 2) for i in inputs], "two photos")
 
 
@@ -166,7 +165,7 @@ def test_resume_continues_exactly(backend, pairs, tmp_path):
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
 
 
-def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(base, pairs, tmp_path, degraded_dir):
+def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(base, pairs, tmp_path, photo_dir):
     """SIGKILL while step 4's checkpoint is being written: step 2's stays intact and resumable."""
     script = textwrap.dedent(f"""
         import os, sys, time, torch
@@ -182,7 +181,7 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(base, pairs, tm
                 print("WRITING", flush=True)
                 time.sleep(60)  # killed here: the temp file is written, not yet renamed
         trainer_module.torch.save = slow_save
-        image = Image.open({str(degraded_dir / "demo_rain.jpg")!r}).convert("RGB").resize((40, 40))
+        image = Image.open({str(photo_dir / "rain.png")!r}).convert("RGB").resize((40, 40))
         data = PairDataset.from_images([image], [image.point(lambda v: v // 2)])
         backend = DiffusersBackend(BaseModels.from_pretrained({str(base / "sd")!r}, {str(base / "clip_vision")!r}))
         Trainer(backend, data, TrainConfig(task="t", steps=6, resolution=32, checkpoint_every=2, workers=0), {str(tmp_path)!r}).train()
@@ -313,13 +312,13 @@ def test_cli_train_writes_plugin_log_and_curve(base, tmp_path, pairs):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002.pt", "step-000003.pt"]
 
 
-def test_ctrl_c_in_the_cli_stops_with_a_checkpoint_and_resume_continues(base, tmp_path, degraded_dir):
+def test_ctrl_c_in_the_cli_stops_with_a_checkpoint_and_resume_continues(base, tmp_path, photo_dir):
     """`diffplugin train`: the first SIGINT ends the run after the current step with a
     checkpoint of it (exit 130, no plugin file); `--resume` carries on from there."""
     from plugin_core.formats import read_torch_pickle
     from plugin_core.synthetic import write_pairs
 
-    write_pairs([degraded_dir / "demo_rain.jpg"], tmp_path / "pairs", "haze", pairs_per_image=2)
+    write_pairs([photo_dir / "rain.png"], tmp_path / "pairs", "haze", pairs_per_image=2)
     run = tmp_path / "run"
     command = [sys.executable, "-m", "plugin_core", "train", "--data", str(tmp_path / "pairs"), "--task", "t",
                "--resolution", "32", "--checkpoint-every", "0", "--sd", str(base / "sd"), "--clip-vision",

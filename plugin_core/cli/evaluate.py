@@ -177,6 +177,7 @@ class _Plan:
     reference_info: dict = field(default_factory=dict)
     reference_images: list = field(default_factory=list)
     lpips: object = None
+    left_out: str | None = None  # the names only one folder has, not measured
 
 
 def _pairs_of_data(path: Path):
@@ -196,9 +197,15 @@ def _plan(args, device: str) -> _Plan:
     from ..outputs import check_new_files
 
     if args.plugin or args.target is not None:
-        pairs = _pairs_of_data(args.data) if args.plugin else folders.match_folders(args.pred, args.target)
+        if args.plugin:
+            pairs, left_out = _pairs_of_data(args.data), None
+        else:
+            matched = folders.match_folders(args.pred, args.target)
+            pairs, left_out = matched.pairs, matched.left_out(args.pred, args.target)
         folders.check_sizes(pairs, what=("input", "target") if args.plugin else ("restored", "reference"))
-        plan = _Plan(pairs, [p for _, a, b in pairs for p in (a, b)])
+        plan = _Plan(pairs, [p for _, a, b in pairs for p in (a, b)], left_out=left_out)
+        if left_out:
+            print(f"note: measuring the {len(pairs)} images both folders have; left out ({left_out})", file=sys.stderr)
     else:
         plan = _Plan([], list(folders.images_by_name(args.pred, "PRED").values()))
     check_new_files([p for p in (args.json, args.csv) if p], overwrite=args.overwrite, inputs=plan.inputs)
@@ -298,6 +305,7 @@ def _settings(args, plan: _Plan, count: int) -> dict:
         "images": count,
         "pred": str(args.pred) if args.pred else None,
         "target": str(args.target) if args.target else None,
+        "left_out": plan.left_out,
         "channels": "Y (BT.601, 16-235)" if args.y_channel else "RGB",
         "psnr": "8-bit, data range 255, dB; the set value is the mean of the per-image dB",
         "ssim": f"Gaussian window {SSIM_WINDOW} px, sigma {SSIM_SIGMA}, mean over the valid region (torchmetrics map)",

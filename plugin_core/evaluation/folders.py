@@ -4,6 +4,7 @@ measured, and the per-image paired metrics with the set's means."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -37,16 +38,31 @@ def images_by_name(folder: Path, role: str) -> dict[str, Path]:
     return found
 
 
-def match_folders(restored: Path, reference: Path) -> list[tuple[str, Path, Path]]:
-    """(name, restored file, reference file) for every name in both folders; names in one only are refused."""
-    ours, theirs = images_by_name(restored, "PRED"), images_by_name(reference, "TARGET")
-    only_ours, only_theirs = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
-    if only_ours or only_theirs:
+@dataclass
+class Matched:
+    """Two folders matched by name: the pairs both have, and the names only one has (left out)."""
+
+    pairs: list[tuple[str, Path, Path]]
+    restored_only: list[str] = field(default_factory=list)
+    reference_only: list[str] = field(default_factory=list)
+
+    def left_out(self, restored: Path, reference: Path) -> str | None:
+        """One line naming what is not measured; None when every name matched."""
         parts = [f"only in {folder}: {_listing(names[:SHOWN], len(names) - SHOWN)}"
-                 for folder, names in ((restored, only_ours), (reference, only_theirs)) if names]
-        raise PluginError(f"the folders' file names do not match ({'; '.join(parts)}); every restored image needs "
-                          "its reference of the same name")
-    return [(name, ours[name], theirs[name]) for name in sorted(ours)]
+                 for folder, names in ((restored, self.restored_only), (reference, self.reference_only)) if names]
+        return "; ".join(parts) or None
+
+
+def match_folders(restored: Path, reference: Path) -> Matched:
+    """The (name, restored file, reference file) of every name both folders have, and the names only
+    one has (a restore that skipped a broken file leaves its reference alone); no name in common is refused."""
+    ours, theirs = images_by_name(restored, "PRED"), images_by_name(reference, "TARGET")
+    matched = Matched([(name, ours[name], theirs[name]) for name in sorted(set(ours) & set(theirs))],
+                      sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours)))
+    if not matched.pairs:
+        raise PluginError(f"no image of {restored} has a reference of the same name in {reference} "
+                          f"({matched.left_out(restored, reference)}); images are matched by name, without the extension")
+    return matched
 
 
 def image_size(path: Path) -> tuple[int, int]:

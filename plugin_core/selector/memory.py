@@ -53,7 +53,9 @@ class InstructionMemory(nn.Module):
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor], tasks: Sequence[str]) -> "InstructionMemory":
         neighbours, temperature, weight = state["settings"].tolist()
-        return cls(state["embeddings"], state["wanted"], tasks, int(neighbours), temperature, weight)
+        memory = cls(state["embeddings"], state["wanted"], tasks, int(neighbours), temperature, weight)
+        memory.embeddings.copy_(state["embeddings"].float())  # stored unit-length: normalising again moves them by ulps
+        return memory
 
     @torch.no_grad()
     def votes(self, text_encoder, texts: Sequence[str], normalizer=None) -> torch.Tensor:
