@@ -1,8 +1,9 @@
 """ComfyUI sampling with a Task-Plugin applied vs the plain model, measured in one run.
 
 SD1.5-shaped random weights (the full 860M UNet, loaded through ComfyUI), the real
-ApplyTaskPlugin path, ComfyUI's own sampler (euler, `--steps` steps) at cfg 1 and cfg 2,
-256 and 512 px. Peak memory: each configuration in its own process, peak RSS from after
+ApplyTaskPlugin path, ComfyUI's own sampler (euler, `--steps` steps) at cfg 1 and cfg 7,
+256 and 512 px: the plain model, the patched one (one UNet evaluation per step at any cfg) and
+the patched one with plugin_guidance (the uncond side on the plain model). Peak memory: each configuration in its own process, peak RSS from after
 the models are loaded. Not a test. Run with ComfyUI's Python:
 
     COMFYUI_DIR=/path/to/ComfyUI $COMFYUI_DIR/.venv/bin/python -m benchmarks.bench_comfyui
@@ -18,18 +19,17 @@ from tests import comfy_support as cs
 
 ROOT = Path(__file__).resolve().parent.parent
 
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "official"
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "official"  # the reference-layout SD1.5-shaped plugin
 
 
 def setup(attention: str):
-    """(plain model, {size: (patched model, latent)}) with random SD1.5 weights."""
+    """(plain model, {size: (patched model, patched with plugin_guidance, latent)}) with random SD1.5 weights."""
     import torch
 
     cs.import_comfy(pytorch_attention=attention == "pytorch")
     import comfy.clip_vision
     import comfy.sd
     from diffusers import UNet2DConditionModel
-    from PIL import Image
 
     models = cs.model_files(FIXTURES)
     pack = cs.load_pack()
@@ -52,12 +52,15 @@ def setup(attention: str):
     loaders = importlib.import_module(f"{pack.__name__}.nodes.loaders")
     bridge = importlib.import_module(f"{pack.__name__}.nodes.bridge")
     handle = loaders.load_plugin_handle("derain.safetensors")
-    photo = Image.open(ROOT.parent / "shared" / "data" / "degraded" / "demo_rain.jpg").convert("RGB")
+    from tests.photos import make_photo
+
+    photo = make_photo("rain.png")
     patched = {}
     for size in (256, 512):
         image = photo.resize((size, size))
         model_p, latent, _ = apply.apply_plugin(model, handle, clip_vision, vae, [image], [image])
-        patched[size] = (model_p, latent)
+        guided = apply.apply_plugin(model, handle, clip_vision, vae, [image], [image], guidance=True)[0]
+        patched[size] = (model_p, guided, latent)
     return model, patched, bridge
 
 
@@ -76,10 +79,12 @@ def timings(steps, repeats, sizes, attention):
     plain, patched, _ = setup(attention)
     rows = {}
     for size in sizes:
-        model_p, latent = patched[size]
-        for cfg in (1.0, 2.0):
+        model_p, guided, latent = patched[size]
+        for cfg in (1.0, 7.0):
             # "plain 256": the plain model with a 256-token prompt, Fp's length: the context's share.
             candidates = {"plain": (plain, 77), "plain 256": (plain, 256), "plugin": (model_p, 77)}
+            if cfg > 1:
+                candidates["guided"] = (guided, 77)
             rows[size, cfg] = interleaved(
                 {name: (lambda m=m, tokens=tokens: run(m, latent, cfg, steps, tokens)) for name, (m, tokens) in candidates.items()},
                 repeats,
@@ -89,7 +94,7 @@ def timings(steps, repeats, sizes, attention):
 
 def memory(which, size, cfg, steps, attention):
     plain, patched, _ = setup(attention)
-    model_p, latent = patched[size]
+    model_p, _, latent = patched[size]
     model = model_p if which == "plugin" else plain
     run(model, latent, cfg, 1)  # loads the models (and the plugin) before the mark
     base = reset_peak()
@@ -114,12 +119,13 @@ def main():
           f"attention: {args.attention}")
     rows = {} if args.no_timing else timings(args.steps, args.repeats, args.sizes, args.attention)
     if rows:
-        print("\n| ComfyUI sampling | plain (s) | with plugin (s) | **ratio** | of which: 256-token context | SCB |"
-              "\n|---|---:|---:|---:|---:|---:|")
+        print("\n| ComfyUI sampling | plain (s) | with plugin (s) | **ratio** | of which: 256-token context | SCB "
+              "| plugin_guidance (s) | **ratio** |\n|---|---:|---:|---:|---:|---:|---:|---:|")
     for (size, cfg), t in rows.items():
         context = t["plain 256"] / t["plain"]
+        guided = f"{t['guided']:.2f} | **{t['guided'] / t['plain']:.3f}**" if "guided" in t else "– | –"
         print(f"| {size} px, cfg {cfg:g} | {t['plain']:.2f} | {t['plugin']:.2f} | **{t['plugin'] / t['plain']:.3f}** | "
-              f"{context:.3f} | {t['plugin'] / t['plain 256']:.3f} |")
+              f"{context:.3f} | {t['plugin'] / t['plain 256']:.3f} | {guided} |")
     if not args.no_memory:
         print("\n| peak memory (cfg 1) | plain (GiB) | with plugin − plugin weights (GiB) | **ratio** |\n|---|---:|---:|---:|")
         for size in args.sizes:

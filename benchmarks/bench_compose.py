@@ -10,7 +10,7 @@ to the chain of the same plugins.
     python -m benchmarks.bench_compose                 # the docs' table (20 steps)
     python -m benchmarks.bench_compose --steps 4       # quicker; the ratios move with the steps
 
-cfg 1 against cfg 7 with a plugin is ComfyUI's: `benchmarks/bench_comfyui.py --cfg`.
+cfg 1 against cfg 7 with a plugin is ComfyUI's concern: `benchmarks/bench_comfyui.py`.
 """
 
 from __future__ import annotations

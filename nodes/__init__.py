@@ -8,6 +8,7 @@ from typing_extensions import override
 from . import library
 from .apply import ApplyTaskPlugin
 from .colorfix import DiffPluginColorFix
+from .compose import ComposeTaskPlugins
 from .loaders import LoadTaskPlugin, LoadTaskPluginLibrary
 from .metrics import ImageMetrics
 from .restore import RestoreWithTaskPlugins
@@ -22,6 +23,7 @@ NODES: list[type[io.ComfyNode]] = [
     ApplyTaskPlugin,
     PluginSelector,
     RestoreWithTaskPlugins,
+    ComposeTaskPlugins,
     DiffPluginColorFix,
     SynthesizeDegradedPairs,
     TrainTaskPlugin,

@@ -21,7 +21,7 @@ log = logging.getLogger("diffplugin")
 
 
 def apply_plugin(model, handle, clip_vision, vae, originals, working, *, strength=1.0, start_percent=0.0, end_percent=1.0,
-                 mask=None, tiles=None):
+                 mask=None, tiles=None, guidance=False):
     """Everything ApplyTaskPlugin does: plugin_core's check and inputs (Fp, the input's latent), then
     the patch. originals: the input images (CLIP sees them as the reference does); working: the
     same images at the working size (the VAE encodes these); tiles: plugin_core TileSettings.
@@ -38,7 +38,7 @@ def apply_plugin(model, handle, clip_vision, vae, originals, working, *, strengt
     if plan is not None:
         log.info("Diff-Plugin: %dx%d in %s, Fp per %s", width, height, plan.describe(bridge.VAE_FACTOR), tiles.prompt)
     return patch_model(model, handle, visual_prompt.float().cpu(), raw, strength=strength, start_percent=start_percent,
-                       end_percent=end_percent, mask=mask, plan=plan, tile_batch=tiles.batch)
+                       end_percent=end_percent, mask=mask, plan=plan, tile_batch=tiles.batch, guidance=guidance)
 
 
 def check_mask_batch(mask, images: int) -> None:
@@ -60,15 +60,15 @@ class ApplyTaskPlugin(io.ComfyNode):
             display_name="Apply Task-Plugin",
             category=CATEGORY,
             description=(
-                "Patch an SD 1.x MODEL with a Task-Plugin: its visual prompt replaces the text context "
-                "(the prompt you encode is ignored while the plugin is active) and its spatial branch feeds "
-                "the UNet's last decoder stage. Sample the returned LATENT with denoise 1.0. cfg 1 is the "
-                "reference; at cfg > 1 both cond and uncond carry the plugin, so the result is the same at "
-                "twice the cost."
+                "Patch an SD 1.x MODEL with a Task-Plugin (or several in one pass, from Compose Task-Plugins): its "
+                "visual prompt replaces the text context (the prompt you encode is ignored while the plugin is active) "
+                "and its spatial branch feeds the UNet's last decoder stage. Sample the returned LATENT with denoise 1.0. "
+                "cfg 1 is the reference; a higher cfg gives exactly the same result at the same cost (one UNet "
+                "evaluation per step), unless plugin_guidance is on."
             ),
             inputs=[
                 io.Model.Input("model", tooltip="An SD 1.x model (checkpoint loader output, LoRAs allowed)."),
-                TaskPluginIO.Input("task_plugin", tooltip="From Load Task-Plugin."),
+                TaskPluginIO.Input("task_plugin", tooltip="From Load Task-Plugin (or Compose Task-Plugins: several in one pass)."),
                 io.ClipVision.Input("clip_vision", tooltip="CLIP ViT-L/14 vision (Load CLIP Vision)."),
                 io.Vae.Input("vae", tooltip="The checkpoint's VAE: encodes the input image for the plugin."),
                 io.Image.Input("image", tooltip="The degraded photo(s). Any size and aspect ratio."),
@@ -84,6 +84,7 @@ class ApplyTaskPlugin(io.ComfyNode):
                 io.Mask.Input("mask", optional=True,
                               tooltip="Limit the plugin to a region: scales its residuals and sets the LATENT's noise mask so the rest "
                                       "of the photo is kept. One mask for every image, or one per image."),
+                guidance_input(),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The patched model (the input MODEL is not changed)."),
@@ -100,7 +101,7 @@ class ApplyTaskPlugin(io.ComfyNode):
     @classmethod
     def execute(cls, model, task_plugin, clip_vision, vae, image, strength, start_percent, end_percent, resolution,
                 tile_size=DEFAULTS.size, tile_overlap=DEFAULTS.overlap, tile_batch=DEFAULTS.batch, tile_prompt=DEFAULTS.prompt,
-                mask=None) -> io.NodeOutput:
+                mask=None, plugin_guidance=False) -> io.NodeOutput:
         if start_percent > end_percent:
             raise ValueError(f"start_percent {start_percent} is after end_percent {end_percent}")
         check_mask_batch(mask, image.shape[0])
@@ -109,6 +110,13 @@ class ApplyTaskPlugin(io.ComfyNode):
         patched, latent, _ = apply_plugin(
             model, task_plugin, clip_vision, vae, originals, working,
             strength=strength, start_percent=start_percent, end_percent=end_percent, mask=mask,
-            tiles=tile_settings(tile_size, tile_overlap, tile_batch, tile_prompt),
+            tiles=tile_settings(tile_size, tile_overlap, tile_batch, tile_prompt), guidance=plugin_guidance,
         )
         return io.NodeOutput(patched, latent)
+
+
+def guidance_input() -> io.Boolean.Input:
+    return io.Boolean.Input("plugin_guidance", default=False, optional=True,
+                            tooltip="Off: at any cfg the patched model costs one UNet evaluation per step and gives exactly the "
+                                    "cfg 1 result. On: the uncond side runs the model without the plugin, so cfg > 1 pushes the "
+                                    "result away from the unrestored prediction (as InstructPix2Pix's image guidance).")

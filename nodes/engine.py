@@ -4,6 +4,7 @@ and `patch_model`, the one place a MODEL gets a Task-Plugin (Apply Task-Plugin u
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import comfy.model_management
@@ -14,7 +15,8 @@ import torch
 from comfy.patcher_extension import WrappersMP
 
 from . import bridge
-from .patch import DiffPluginPatch, remove_plugin_patches
+from .guidance import PluginGuidance
+from .patch import DiffPluginPatch, attention_blocks, remove_plugin_patches
 
 ADDITIONAL_MODELS_KEY = "diff_plugin"
 
@@ -27,16 +29,16 @@ class Sampling:
     sampler_name: str = "uni_pc_bh2"  # the reference's UniPC bh2
     scheduler: str = "normal"  # evenly spaced timesteps, as the reference
     strength: float = 1.0
+    guidance: bool = False  # plugin guidance (guidance.py)
 
 
 def patch_model(model, plugin, visual_prompt: torch.Tensor, raw: torch.Tensor, *, strength=1.0, start_percent=0.0,
-                end_percent=1.0, mask=None, plan=None, tile_batch: int = 1):
-    """A clone of `model` carrying the plugin (a TaskPluginHandle): Fp as the cross-attention context,
-    the SCB residuals on the last decoder stage's skips; and the start LATENT. The input MODEL is
-    never changed; a MODEL carries one Task-Plugin, so an earlier one on it is replaced.
-    visual_prompt: Fp per image ([N, tokens, context]) or per tile; raw: the images' VAE latent."""
-    import logging
-
+                end_percent=1.0, mask=None, plan=None, tile_batch: int = 1, guidance: bool = False):
+    """A clone of `model` carrying the plugin (a TaskPluginHandle, or a PluginMix of them: several in
+    one pass): Fp as the cross-attention context, the SCB residuals on the last decoder stage's
+    skips, cfg as guidance.py says; and the start LATENT. The input MODEL is never changed; a MODEL
+    carries one Task-Plugin (or mix), so an earlier one on it is replaced. visual_prompt: Fp per
+    image ([N, tokens, context]) or per tile; raw: the images' VAE latent."""
     if not 0.0 <= start_percent <= end_percent <= 1.0:
         raise ValueError(f"need 0 <= start_percent <= end_percent <= 1, got {start_percent} and {end_percent}")
     latent_mask = noise_mask = None
@@ -46,21 +48,39 @@ def patch_model(model, plugin, visual_prompt: torch.Tensor, raw: torch.Tensor, *
     patched = model.clone()
     if remove_plugin_patches(patched, ADDITIONAL_MODELS_KEY):
         logging.getLogger("diffplugin").info("Diff-Plugin: '%s' replaces the Task-Plugin applied to this MODEL before", plugin.task)
-    plugin_patcher = plugin.patcher_for(model)
+    module, patchers = _managed(plugin, model)
     sampling = model.get_model_object("model_sampling")
-    patch = DiffPluginPatch(plugin_patcher.model, visual_prompt, bridge.scaled_latent(model, raw), sampling,
+    patch = DiffPluginPatch(module, visual_prompt, bridge.scaled_latent(model, raw), sampling,
                             bridge.output_blocks(model), strength=strength, sigma_start=sampling.percent_to_sigma(start_percent),
                             sigma_end=sampling.percent_to_sigma(end_percent), mask=latent_mask, plan=plan, tile_batch=tile_batch)
     patched.set_model_attn2_patch(patch.context_patch)
     patched.set_model_output_block_patch(patch.skip_patch)
+    for block, index in attention_blocks(model) if patch.attention_patch is not None else ():
+        patched.set_model_attn2_replace(patch.attention_patch, block, index)
+    previous = patched.model_options.get("sampler_calc_cond_batch_function")
+    patched.set_model_sampler_calc_cond_batch_function(PluginGuidance(patch, guidance, previous))
     patched.add_wrapper_with_key(WrappersMP.CALC_COND_BATCH, ADDITIONAL_MODELS_KEY, patch.calc_cond_batch)
     if plan is not None:
         patched.add_wrapper_with_key(WrappersMP.APPLY_MODEL, ADDITIONAL_MODELS_KEY, patch.apply_model)
-    patched.set_additional_models(ADDITIONAL_MODELS_KEY, [plugin_patcher])
+    patched.set_additional_models(ADDITIONAL_MODELS_KEY, patchers)
     latent = {"samples": raw if plugin.start_mode == "input" else torch.zeros_like(raw)}
     if noise_mask is not None:
         latent["noise_mask"] = noise_mask  # outside the mask the sampler keeps the input
     return patched, latent, patch
+
+
+def _managed(plugin, model):
+    """(the plugin module the patch runs, in the MODEL's dtype and managed with it; their
+    ModelPatchers): one plugin's copy, or a PluginMix of its members' copies."""
+    from ..plugin_core import PluginMix
+
+    if not hasattr(plugin, "plugins"):
+        patcher = plugin.patcher_for(model)
+        return patcher.model, [patcher]
+    patchers = [member.patcher_for(model) for member in plugin.plugins]
+    module = PluginMix([p.model for p in patchers], plugin.weights, plugin.context)
+    module.groups = plugin.groups  # the joined prompt's token counts, known since it was joined
+    return module, patchers
 
 
 def ksample(model, seed, steps, cfg, sampler_name, scheduler, conditioning, latent):
@@ -110,8 +130,8 @@ class ComfyRestoreBackend:
     def sample(self, plugin, input_latent, visual_prompt, *, steps, seed, renoise_until=None, plan=None, tile_batch=1,
                progress=None) -> torch.Tensor:
         comfy.model_management.throw_exception_if_processing_interrupted()
-        patched, latent, _ = patch_model(self.model, plugin, visual_prompt.float().cpu(), input_latent,
-                                         strength=self.sampling.strength, plan=plan, tile_batch=tile_batch)
+        patched, latent, _ = patch_model(self.model, plugin, visual_prompt.float().cpu(), input_latent, plan=plan,
+                                         strength=self.sampling.strength, tile_batch=tile_batch, guidance=self.sampling.guidance)
         # The plugin replaces the text context, so the sampler's conditioning only has to exist.
         conditioning = [[torch.zeros(1, 77, self.facts.context_width), {}]]
         s = self.sampling

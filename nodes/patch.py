@@ -25,6 +25,7 @@ import torch
 from comfy.patcher_extension import WrappersMP
 
 TILES_KEY = "diff_plugin_tiles"  # transformer_options: the tile indices of this UNet call, in row-block order
+OFF_KEY = "diff_plugin_off"  # transformer_options: this UNet call runs the base model without the plugin (guidance.py)
 
 
 def skip_index(transformer_options, first_patched_block: int) -> int | None:
@@ -70,16 +71,41 @@ class SkipPatch(_PatchPoint):
         return self.patch.output_block(h, hsp, transformer_options)
 
 
+class CrossAttentionPatch(_PatchPoint):
+    """An attn2 replace patch (several plugins in one pass): the cross-attention over the joined
+    prompts by the PluginMix's rule, with ComfyUI's own attention function."""
+
+    def __call__(self, q, k, v, extra_options):
+        return self.patch.cross_attention(q, k, v, extra_options)
+
+
+def attention_blocks(model) -> list[tuple[str, int]]:
+    """The (block, index) of every UNet block holding a cross-attention (as transformer_options names them)."""
+    diffusion = model.get_model_object("diffusion_model")
+    has = lambda block: any(hasattr(m, "attn2") for m in block.modules())  # noqa: E731
+    found = [("input", i) for i, block in enumerate(diffusion.input_blocks) if has(block)]
+    found += [("middle", 0)] if getattr(diffusion, "middle_block", None) is not None and has(diffusion.middle_block) else []
+    return found + [("output", i) for i, block in enumerate(diffusion.output_blocks) if has(block)]
+
+
 def remove_plugin_patches(model, key: str) -> bool:
     """Take a Diff-Plugin patch (its patch points, wrappers and plugin weights, filed under `key`)
     off a MODEL clone; whether there was one."""
-    patches = model.model_options.get("transformer_options", {}).get("patches", {})
+    options = model.model_options.get("transformer_options", {})
+    patches, replace = options.get("patches", {}), options.get("patches_replace", {}).get("attn2", {})
     removed = False
     for name in ("attn2_patch", "output_block_patch"):
         kept = [p for p in patches.get(name, []) if not isinstance(p, _PatchPoint)]
         removed |= len(kept) != len(patches.get(name, []))
         if name in patches:
             patches[name] = kept
+    for block in [block for block, p in replace.items() if isinstance(p, _PatchPoint)]:
+        del replace[block]
+    if isinstance(model.model_options.get("sampler_calc_cond_batch_function"), _PatchPoint):
+        removed = True
+        previous = model.model_options.pop("sampler_calc_cond_batch_function").previous
+        if previous is not None:
+            model.model_options["sampler_calc_cond_batch_function"] = previous
     for wrapper in (WrappersMP.APPLY_MODEL, WrappersMP.CALC_COND_BATCH):
         removed |= bool(model.get_wrappers(wrapper, key))
         model.remove_wrappers_with_key(wrapper, key)
@@ -102,6 +128,7 @@ class DiffPluginPatch:
         plan=None,  # plugin_core's TilePlan over the latent, or None (untiled)
         tile_batch: int = 1,
     ):
+        """plugin: one plugin, or a PluginMix of them (several plugins in one pass)."""
         self.plugin = plugin
         self.visual_prompt = visual_prompt
         self.input_latent = input_latent
@@ -118,14 +145,16 @@ class DiffPluginPatch:
         self._residuals: tuple[tuple, list[torch.Tensor]] | None = None
         self._areas: dict = {}  # cond uuid -> (y, x) of its area, during a calc_cond_batch
         self.context_patch, self.skip_patch = ContextPatch(self), SkipPatch(self)
+        self.attention_patch = CrossAttentionPatch(self) if hasattr(plugin, "plugins") else None
 
     def __deepcopy__(self, memo):
         return self  # shared by every clone of the MODEL: no weight copies
 
     # ------------------------------------------------------------------ helpers
 
-    def is_active(self, sigmas: torch.Tensor | None) -> bool:
-        if not self.enabled:
+    def is_active(self, sigmas: torch.Tensor | None, options: dict | None = None) -> bool:
+        """Whether the plugin acts at this sigma (and in this call: not one guidance runs without it)."""
+        if not self.enabled or (options or {}).get(OFF_KEY):
             return False
         if sigmas is None:
             return True
@@ -159,7 +188,7 @@ class DiffPluginPatch:
     # ------------------------------------------------------------------ patch points
 
     def attn2(self, n, context, value, extra_options):
-        if not self.is_active(extra_options.get("sigmas")):
+        if not self.is_active(extra_options.get("sigmas"), extra_options):
             return n, context, value
         tiles = extra_options.get(TILES_KEY) or [None]
         chunks = len(extra_options.get("cond_or_uncond", [0]))
@@ -169,7 +198,7 @@ class DiffPluginPatch:
 
     def output_block(self, h, hsp, transformer_options):
         index = skip_index(transformer_options, self.first_patched_block)
-        if index is None or not self.is_active(transformer_options.get("sigmas")):
+        if index is None or not self.is_active(transformer_options.get("sigmas"), transformer_options):
             return h, hsp
         sigmas = transformer_options["sigmas"]
         tiles = transformer_options.get(TILES_KEY) or [None]
@@ -186,6 +215,23 @@ class DiffPluginPatch:
             else:
                 blocks.append(self._per_row(residual, rows, chunks))
         return h, hsp + torch.cat(blocks)
+
+    def cross_attention(self, q, k, v, extra_options):
+        """A cross-attention of the MODEL (the attn2 replace patch of a PluginMix): over the joined
+        prompts by the mix's rule while the plugins act, else the plain attention (as the host's)."""
+        from comfy.ldm.modules.attention import optimized_attention, optimized_attention_masked
+
+        heads, precision = extra_options["n_heads"], extra_options.get("attn_precision")
+
+        def attend(q, k, v, bias):
+            if bias is None:
+                return optimized_attention(q, k, v, heads, attn_precision=precision, transformer_options=extra_options)
+            return optimized_attention_masked(q, k, v, heads, bias.view(1, -1), attn_precision=precision,
+                                              transformer_options=extra_options)
+
+        if not self.is_active(extra_options.get("sigmas"), extra_options):
+            return attend(q, k, v, None)
+        return self.plugin.attention(attend, q, k, v)
 
     def _area_crops(self, residual, hsp, rows, chunks, transformer_options) -> torch.Tensor:
         """Residuals for a call on crops of x (area conditioning): each chunk's cond area, cut out."""
@@ -240,7 +286,8 @@ class DiffPluginPatch:
     def apply_model(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
         """Tiles: one call per batch of tiles on their crops of x, predictions blended."""
         plan = self.plan
-        if plan is None or tuple(x.shape[-2:]) != (plan.height, plan.width) or not self.is_active(transformer_options.get("sigmas")):
+        if (plan is None or tuple(x.shape[-2:]) != (plan.height, plan.width)
+                or not self.is_active(transformer_options.get("sigmas"), transformer_options)):
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         if control is not None:
             raise ValueError("Diff-Plugin tiles do not combine with a ControlNet yet: set tile_size to 0 (no tiles)")

@@ -11,6 +11,7 @@ from comfy_api.latest import io
 from ..plugin_core import RestoreSettings, restore_groups
 from ..plugin_core.restore import OUTPUT_SIZES
 from . import bridge
+from .apply import guidance_input
 from .engine import ComfyRestoreBackend, Sampling
 from .plugin_types import TaskPluginsIO
 from .tiles import DEFAULTS, check_tiles, color_fix_input, tile_inputs, tile_settings
@@ -35,8 +36,8 @@ class RestoreWithTaskPlugins(io.ComfyNode):
             category=CATEGORY,
             description=(
                 "Run the given Task-Plugins one after another (e.g. the Plugin-Selector's choice), as the "
-                "reference does for multi-task instructions; each image runs what was selected for it. No plugin: "
-                "the photo is returned unchanged."
+                "reference does for multi-task instructions, or as Compose Task-Plugins says (together in one pass, "
+                "weights); each image runs what was selected for it. No plugin: the photo is returned unchanged."
             ),
             inputs=[
                 io.Model.Input("model", tooltip="An SD 1.x model."),
@@ -51,7 +52,7 @@ class RestoreWithTaskPlugins(io.ComfyNode):
                 io.Int.Input("later_steps", default=SETTINGS.later_steps, min=1, max=200,
                              tooltip=f"Steps of every later plugin (reference: {SETTINGS.later_steps})."),
                 Float("cfg", default=SAMPLING.cfg, min=1.0, max=30.0, step=0.1,
-                      tooltip="1 is the reference (no guidance); higher values give the same result at twice the cost."),
+                      tooltip="1 is the reference; a higher cfg gives the same result at the same cost unless plugin_guidance is on."),
                 Choice("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default=SAMPLING.sampler_name,
                        tooltip="Sampler (the reference uses UniPC bh2)."),
                 Choice("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default=SAMPLING.scheduler,
@@ -62,6 +63,7 @@ class RestoreWithTaskPlugins(io.ComfyNode):
                        tooltip="'original': back to the input's size; 'processed': the working size the plugins ran at."),
                 *tile_inputs(),
                 color_fix_input(),
+                guidance_input(),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The restored photo(s).")],
         )
@@ -73,10 +75,12 @@ class RestoreWithTaskPlugins(io.ComfyNode):
     @classmethod
     def execute(cls, model, task_plugins, clip_vision, vae, image, seed, steps, later_steps, cfg, sampler_name,
                 scheduler, resolution, output_size, tile_size=DEFAULTS.size, tile_overlap=DEFAULTS.overlap,
-                tile_batch=DEFAULTS.batch, tile_prompt=DEFAULTS.prompt, color_fix=SETTINGS.color_fix) -> io.NodeOutput:
+                tile_batch=DEFAULTS.batch, tile_prompt=DEFAULTS.prompt, color_fix=SETTINGS.color_fix,
+                plugin_guidance=False) -> io.NodeOutput:
         if not any(group.plugins for group in task_plugins.groups_for(image.shape[0])):
             return io.NodeOutput(image)
         settings = RestoreSettings(steps=steps, later_steps=later_steps, seed=seed, resolution=resolution, output_size=output_size,
-                                   color_fix=color_fix, tiles=tile_settings(tile_size, tile_overlap, tile_batch, tile_prompt))
-        sampling = Sampling(cfg=cfg, sampler_name=sampler_name, scheduler=scheduler)
+                                   color_fix=color_fix, tiles=tile_settings(tile_size, tile_overlap, tile_batch, tile_prompt),
+                                   **task_plugins.composition)
+        sampling = Sampling(cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, guidance=plugin_guidance)
         return io.NodeOutput(bridge.pil_to_image(restore_images(model, task_plugins, clip_vision, vae, image, settings, sampling)))

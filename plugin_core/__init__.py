@@ -41,6 +41,7 @@ _EXPORTS = {
     "BaseFacts": "models",
     "PluginConfig": "models",
     "PluginInfo": "models",
+    "PluginMix": "models",
     "TaskPlugin": "models",
     "check_fits": "models",
     "convert_reference_plugin": "models",

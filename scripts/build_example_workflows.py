@@ -84,7 +84,8 @@ NODE_TYPES = {
         [("model", "MODEL"), ("task_plugin", "TASK_PLUGIN"), ("clip_vision", "CLIP_VISION"), ("vae", "VAE"),
          ("image", "IMAGE"), ("mask", "MASK")],
         [("strength", "FLOAT"), ("start_percent", "FLOAT"), ("end_percent", "FLOAT"), ("resolution", "INT"),
-         ("tile_size", "INT"), ("tile_overlap", "INT"), ("tile_batch", "INT"), ("tile_prompt", "COMBO")],
+         ("tile_size", "INT"), ("tile_overlap", "INT"), ("tile_batch", "INT"), ("tile_prompt", "COMBO"),
+         ("plugin_guidance", "BOOLEAN")],
         [("model", "MODEL"), ("latent", "LATENT")],
     ),
     "PluginSelector": (
@@ -110,9 +111,12 @@ NODE_TYPES = {
         [("model", "MODEL"), ("task_plugins", "TASK_PLUGINS"), ("clip_vision", "CLIP_VISION"), ("vae", "VAE"), ("image", "IMAGE")],
         [("seed", "INT"), ("steps", "INT"), ("later_steps", "INT"), ("cfg", "FLOAT"), ("sampler_name", "COMBO"),
          ("scheduler", "COMBO"), ("resolution", "INT"), ("output_size", "COMBO"), ("tile_size", "INT"), ("tile_overlap", "INT"),
-         ("tile_batch", "INT"), ("tile_prompt", "COMBO"), ("color_fix", "COMBO")],
+         ("tile_batch", "INT"), ("tile_prompt", "COMBO"), ("color_fix", "COMBO"), ("plugin_guidance", "BOOLEAN")],
         [("image", "IMAGE")],
     ),
+    "ComposeTaskPlugins": ([("task_plugins", "TASK_PLUGINS")],
+                           [("compose", "COMBO"), ("joint_context", "COMBO"), ("weights", "STRING")],
+                           [("task_plugins", "TASK_PLUGINS"), ("task_plugin", "TASK_PLUGIN")]),
     # Frontend-only: never in a prompt.
     "MarkdownNote": ([], [("text", "STRING")], []),
 }
@@ -146,7 +150,8 @@ SIZES = {
     "LoadTaskPluginLibrary": (360, 110), "CLIPTextEncode": (360, 100), "KSampler": (360, 280), "VAEDecode": (360, 60),
     "VAEDecodeTiled": (360, 160), "DiffPluginColorFix": (360, 90), "SaveImage": (420, 460), "GetImageSize": (360, 80),
     "ImageScale": (360, 140), "ApplyTaskPlugin": (380, 350), "PluginSelector": (400, 260), "SynthesizeDegradedPairs": (380, 300),
-    "TrainTaskPlugin": (380, 470), "RestoreWithTaskPlugins": (380, 470), "MarkdownNote": (460, 300),
+    "TrainTaskPlugin": (380, 470), "RestoreWithTaskPlugins": (380, 500), "MarkdownNote": (460, 300),
+    "ComposeTaskPlugins": (380, 160),
 }
 NODE_TITLE = 30  # the frontend draws a node's title bar above its pos
 GROUP_TITLE = 40  # a group's title bar (font size 24)
@@ -329,7 +334,7 @@ def plugins_note(node_id: int = 20) -> Node:
 # The tile widgets of Apply / Restore: the defaults (a photo that fits one 1536 px tile is not tiled).
 TILES = {"tile_size": 1536, "tile_overlap": 256, "tile_batch": 1, "tile_prompt": "tile"}
 SAMPLER = {"seed": 42, "steps": 20, "cfg": 1.0, "sampler_name": "uni_pc_bh2", "scheduler": "normal", "denoise": 1.0}
-APPLY = {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0, "resolution": 512, **TILES}
+APPLY = {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0, "resolution": 512, **TILES, "plugin_guidance": False}
 
 
 def checkpoint(node_id: int = 2) -> Node:
@@ -421,7 +426,7 @@ def text_driven() -> Workflow:
                     title="Plugin-Selector: type what to fix")
     restore = Node(6, "RestoreWithTaskPlugins",
                    {"seed": 42, "steps": 20, "later_steps": 3, "cfg": 1.0, "sampler_name": "uni_pc_bh2", "scheduler": "normal",
-                    "resolution": 512, "output_size": "original", **TILES, "color_fix": "none"},
+                    "resolution": 512, "output_size": "original", **TILES, "color_fix": "none", "plugin_guidance": False},
                    {"model": (2, 0), "task_plugins": (5, 0), "clip_vision": (3, 0), "vae": (2, 2), "image": (1, 0)})
     save = Node(7, "SaveImage", {"filename_prefix": "diff-plugin/restored"}, {"images": (6, 0)}, title="The restored photo")
     groups = [
@@ -436,6 +441,25 @@ def text_driven() -> Workflow:
                    "reference folder (`plugin_selector/PromptTunner.pt`); after `diffplugin convert` choose "
                    "`selector.safetensors`.", "Note: this workflow", height=200)
     return Workflow("diff_plugin_text_driven_multi_task", "Diff-Plugin - Restore by instruction (Plugin-Selector)",
+                    [plugins_note(), how], groups)
+
+
+def rain_and_haze_one_pass() -> Workflow:
+    """Two plugins together in one denoising pass (Compose Task-Plugins, joint), each at its weight."""
+    photo = Node(1, "LoadImage", {"image": "demo_rain_and_haze.jpg"}, title="Photo with rain and haze")
+    library = Node(4, "LoadTaskPluginLibrary", {"tasks": "derain, dehaze", "selector_name": "plugin_selector/PromptTunner.pt"},
+                   title="The derain and dehaze Task-Plugins")
+    compose = Node(10, "ComposeTaskPlugins", {"compose": "joint", "joint_context": "attention", "weights": "derain=1, dehaze=1"},
+                   {"task_plugins": (4, 0)}, title="Together in one pass, each at its weight")
+    links = {"model": (2, 0), "task_plugin": (10, 1), "clip_vision": (3, 0), "vae": (2, 2), "image": (1, 0)}
+    groups, _ = restore_groups(photo, links, [library], apply_title="Apply both Task-Plugins")
+    groups[1] = Group("2 - Compose and apply", [compose, *groups[1].nodes])
+    how = note(21, "## Remove rain and haze in one pass\n\nCompose Task-Plugins runs the derain and dehaze plugins together: "
+                   "every step each plugin's spatial branch reads its own visual prompt and their residuals add up at the "
+                   "weights, and the model reads both prompts; one pass of 20 steps instead of one after another. Change the "
+                   "weights (`dehaze=0.5`: half the haze removal; 0 leaves a plugin out) or choose `chain` for the reference's "
+                   "one-after-another (with Restore with Task-Plugins).", "Note: this workflow", height=220)
+    return Workflow("diff_plugin_rain_and_haze_one_pass", "Diff-Plugin - Remove rain and haze in one pass",
                     [plugins_note(), how], groups)
 
 
@@ -484,6 +508,7 @@ THUMBNAILS = {
     "diff_plugin_text_driven_multi_task": (["snow", "haze"], '"remove the snow and the haze"', None),
     "diff_plugin_region_mask": (["rain"], "only a region of the photo", (0.0, 0.5)),
     "diff_plugin_large_photo_tiles": (["rain"], "a large photo, in tiles", None),
+    "diff_plugin_rain_and_haze_one_pass": (["rain", "haze"], "rain and haze, in one pass", None),
     "diff_plugin_train_task_plugin": (["rain"], "train a plugin on synthetic rain", None),
 }
 
@@ -491,22 +516,14 @@ THUMBNAILS = {
 def thumbnail(kinds: list[str], caption: str, region):
     """A drawn scene, its left part degraded by plugin_core's own synthetic degradations (the
     restored right part is the clean scene), with the caption; a restored region is outlined."""
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
     sys.path.insert(0, str(OUT.parent))
     from plugin_core.synthetic import degrade
+    from tests.photos import landscape  # the tests' photos are drawn there too
 
     width, height = 400, 300
-    scene = Image.new("RGB", (width, height))
-    draw = ImageDraw.Draw(scene)
-    for y in range(height):  # sky
-        draw.line((0, y, width, y), fill=(90 + y // 4, 150 + y // 6, 230 - y // 5))
-    draw.ellipse((290, 40, 350, 100), fill=(255, 220, 120))
-    draw.polygon([(0, 200), (110, 120), (230, 200)], fill=(70, 120, 80))
-    draw.polygon([(150, 210), (290, 110), (400, 200), (400, 210)], fill=(50, 100, 70))
-    draw.rectangle((0, 200, width, height), fill=(60, 140, 70))
-    draw.rectangle((60, 150, 120, 210), fill=(200, 80, 60))
-    draw.polygon([(50, 150), (90, 115), (130, 150)], fill=(120, 50, 40))
+    scene = landscape(width, height)
     split = int((region[1] if region else 0.5) * width)
     degraded = degrade(scene, kinds, seed=3, intensity=0.8)
     image = scene.copy()
@@ -526,7 +543,7 @@ def thumbnail(kinds: list[str], caption: str, region):
     return image
 
 
-BUILDERS = [single_task, text_driven, region_mask, large_photo, train_then_apply]
+BUILDERS = [single_task, text_driven, rain_and_haze_one_pass, region_mask, large_photo, train_then_apply]
 
 
 def workflows() -> list[Workflow]:

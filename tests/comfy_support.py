@@ -28,6 +28,14 @@ CACHE = Path(os.environ.get("DIFFPLUGIN_TEST_CACHE", Path.home() / ".cache" / "d
 
 CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"  # the names the example workflows use (ComfyUI's SD 1.5 template's)
 CLIP_VISION = "clip-vit-large-patch14.safetensors"
+# The photos the example workflows load (LoadImage) -> the made photos (tests/photos.py) served under those names.
+WORKFLOW_PHOTOS = {"demo_rain.jpg": "rain.png", "demo_snow_and_haze.jpg": "snow_and_haze.png",
+                   "demo_rain_and_haze.jpg": "rain_and_haze.png"}
+
+
+def workflow_photos(photo_dir: Path) -> dict[str, Path]:
+    """Input file name -> source photo, for a server that runs the example workflows."""
+    return {name: photo_dir / made for name, made in WORKFLOW_PHOTOS.items()}
 
 
 def import_comfy(pytorch_attention: bool = False) -> None:
@@ -147,7 +155,8 @@ def _cached(path: Path, build) -> Path:
 
 
 def model_files(fixtures: Path) -> Path:
-    """A models/ tree with a random SD1.5 checkpoint, CLIP ViT-L vision, and the reference plugins."""
+    """A models/ tree with a random SD1.5 checkpoint, CLIP ViT-L vision, and the reference plugins
+    (`fixtures`: ../shared's fixtures/official, for its sd15/ plugins)."""
     import_comfy()
     models = CACHE / "models"
 
@@ -211,7 +220,7 @@ class ComfyServer:
 
             with Image.open(source) as image:
                 image.thumbnail((max_side, max_side))
-                image.save(base / "input" / name, format=image.format)  # some .jpg files here are PNGs
+                image.save(base / "input" / name, format=image.format)  # a .jpg name may hold a PNG: LoadImage reads either
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = base / "comfyui.log"
@@ -282,3 +291,33 @@ class ComfyServer:
         query = f"/view?filename={info['filename']}&subfolder={info.get('subfolder', '')}&type={info['type']}"
         with urllib.request.urlopen(self.url + query, timeout=60) as response:
             return response.read()
+
+
+class WebSocketMessages:
+    """The JSON messages ComfyUI sends one websocket client (progress, executing, ...), collected
+    by a thread of their own; queue prompts with {"client_id": this.client_id} to get theirs."""
+
+    def __init__(self, server: ComfyServer, timeout: float = 30):
+        import asyncio
+        import threading
+        import uuid
+
+        self.client_id, self.items = uuid.uuid4().hex, []
+        self._url = f"ws://127.0.0.1:{server.port}/ws?clientId={self.client_id}"
+        self._connected = threading.Event()
+        threading.Thread(target=asyncio.run, args=(self._listen(),), daemon=True).start()
+        if not self._connected.wait(timeout):
+            raise TimeoutError(f"no websocket connection to {self._url}")
+
+    async def _listen(self):
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session, session.ws_connect(self._url) as socket:
+            self._connected.set()
+            async for message in socket:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    self.items.append(json.loads(message.data))
+
+    def of(self, kind: str, node: str | None = None) -> list[dict]:
+        """The data of every message of one type (for one node id) so far."""
+        return [m["data"] for m in self.items if m["type"] == kind and (node is None or m["data"].get("node") == node)]

@@ -41,8 +41,8 @@ API_WORKFLOWS = sorted((REPO / "example_workflows" / "api").glob("*.json"))
 
 
 @pytest.fixture(scope="module")
-def models(fixtures_dir):
-    return cs.model_files(fixtures_dir)
+def models(sd15_fixtures_dir):
+    return cs.model_files(sd15_fixtures_dir)
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +72,9 @@ def base(models, pack):
 
 
 @pytest.fixture(scope="module")
-def photos(degraded_dir, pack):
+def photos(photo_dir, pack):
     bridge = module(pack, "bridge")
-    images = [Image.open(degraded_dir / n).convert("RGB").resize((80, 64)) for n in ("demo_rain.jpg", "demo_snow.jpg")]
+    images = [Image.open(photo_dir / n).convert("RGB").resize((80, 64)) for n in ("rain.png", "snow.png")]
     return bridge.pil_to_image(images)
 
 
@@ -134,7 +134,7 @@ def test_one_step_equals_reference_computation(pack, base, photos, diffusers_une
     calls = one_step(patched, latent, cfg)
     assert len(calls) == 1
     call = calls[0]
-    assert call["cond_or_uncond"] == ([0] if cfg == 1.0 else [1, 0])
+    assert call["cond_or_uncond"] == [0]  # at cfg > 1 too: the cond chunk alone (guidance.py)
     sampling = base["model"].get_model_object("model_sampling")
     x, sigma = call["input"].float(), call["timestep"].float()
     eps = (x - call["output"].float()) / sigma.view(-1, 1, 1, 1)
@@ -242,6 +242,8 @@ def test_one_scb_evaluation_serves_both_chunks_and_the_tpb_none(pack, base, phot
 
     monkeypatch.setattr(patch.plugin, "skip_residuals", counting("scb", scb))
     monkeypatch.setattr(patch.plugin, "visual_prompt", counting("tpb", tpb))
+    # ComfyUI's own batched cfg (both chunks in one call), as with another pack's cond-batch function.
+    patched.model_options.pop("sampler_calc_cond_batch_function")
     calls = one_step(patched, latent, 2.0)
     assert len(calls) == 1 and calls[0]["cond_or_uncond"] == [1, 0]
     assert counts == {"scb": 1, "tpb": 0}
@@ -371,7 +373,7 @@ def test_comfy_clip_reads_instructions_as_transformers_clip(pack, base, transfor
     assert encoder(base["clip"]).width == 768 and "rain" in encoder(base["clip"]).vocabulary()
 
 
-def test_selector_node_equals_plugin_core(pack, base, photos, fixtures_dir, transformers_clip_text):
+def test_selector_node_equals_plugin_core(pack, base, photos, sd15_fixtures_dir, transformers_clip_text):
     from plugin_core import load_plugin, load_selector
     from plugin_core.selector import Selection, pooled_prompts
 
@@ -383,7 +385,7 @@ def test_selector_node_equals_plugin_core(pack, base, photos, fixtures_dir, tran
     selected, text = result.args
     report = result.ui["diff_plugin_scores"][0]
     # plugin_core on the same inputs: the same CLIP vision features, transformers' CLIP text.
-    core_selector, _ = load_selector(fixtures_dir / "sd15" / "plugin_selector" / "PromptTunner.pt")
+    core_selector, _ = load_selector(sd15_fixtures_dir / "sd15" / "plugin_selector" / "PromptTunner.pt")
     tokens = bridge.clip_tokens(base["clip_vision"], bridge.image_to_pil(image), 24)
     core_plugins = [load_plugin(loaders.library.resolve(h.source)) for h in plugins.plugins]
     tasks = [p.task for p in core_plugins]
@@ -479,7 +481,7 @@ def test_selection_is_per_image_and_restore_runs_each_images_choice(pack, base, 
     assert torch.allclose(out[0], first[0], atol=1 / 255)
 
 
-def test_a_folder_with_bad_files_still_serves_the_good_plugins(pack, base, photos, models, fixtures_dir, caplog):
+def test_a_folder_with_bad_files_still_serves_the_good_plugins(pack, base, photos, models, fixtures_dir, sd15_fixtures_dir, caplog):
     """A refused pickle, a truncated reference folder, a corrupt file and a plugin for another
     base in models/diff_plugins: the good plugins still reach Library, Selector and Restore; each
     bad one is left out with a warning naming it and why; asking for a bad one by name fails, saying so."""
@@ -491,9 +493,9 @@ def test_a_folder_with_bad_files_still_serves_the_good_plugins(pack, base, photo
     folder = models / "diff_plugins"
     added = [folder / "evil", folder / "half", folder / "broken.safetensors", folder / "tiny.safetensors"]
     try:
-        shutil.copytree(fixtures_dir / "sd15" / "derain", folder / "evil")
+        shutil.copytree(sd15_fixtures_dir / "sd15" / "derain", folder / "evil")
         torch.save({"model": {"x": _Payload()}}, folder / "evil" / "tpb.pt")  # would run code if unpickled freely
-        shutil.copytree(fixtures_dir / "sd15" / "derain", folder / "half")
+        shutil.copytree(sd15_fixtures_dir / "sd15" / "derain", folder / "half")
         data = (folder / "half" / "tpb.pt").read_bytes()
         (folder / "half" / "tpb.pt").write_bytes(data[: len(data) // 2])
         (folder / "broken.safetensors").write_bytes(b"\x00" * 64)
@@ -648,8 +650,8 @@ def test_without_diffusers_every_node_loads_and_the_ones_needing_it_say_so(model
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, models, degraded_dir):
-    inputs = {name: degraded_dir / name for name in os.listdir(degraded_dir)}
+def server(tmp_path_factory, models, photo_dir):
+    inputs = {name: photo_dir / name for name in os.listdir(photo_dir)} | cs.workflow_photos(photo_dir)
     inputs["example.png"] = cs.COMFYUI_DIR / "input" / "example.png"  # ComfyUI's own sample photo: the "clean" one
     instance = cs.ComfyServer(tmp_path_factory.mktemp("comfy"), models, inputs).start()
     yield instance
@@ -722,9 +724,9 @@ def test_bad_values_are_refused_when_queued(server):
     apply_id = next(k for k, n in prompt.items() if n["class_type"] == "ApplyTaskPlugin")
     loader_id = next(k for k, n in prompt.items() if n["class_type"] == "LoadTaskPlugin")
     cases = [
-        (apply_id, "strength", float("nan"), "strength must be a finite number"),
-        (apply_id, "strength", 99.0, "strength must be at most 5.0"),
-        (apply_id, "resolution", 60, "resolution must be at least 64"),
+        (apply_id, "strength", float("nan"), "Value nan smaller than min of 0.0"),  # the host's own range check
+        (apply_id, "strength", 99.0, "Value 99.0 bigger than max of 5.0"),
+        (apply_id, "resolution", 60, "Value 60 smaller than min of 64"),
         (loader_id, "plugin_name", "missing.safetensors", "plugin_name 'missing.safetensors' is not available"),
     ]
     for node_id, name, value, message in cases:
@@ -742,13 +744,13 @@ def test_templates_have_thumbnails(server):
         assert body[:3] == b"\xff\xd8\xff", workflow.stem  # a JPEG, where the template browser asks for it
 
 
-def test_the_submit_script_of_the_readme_runs_a_workflow(server, degraded_dir, tmp_path):
+def test_the_submit_script_of_the_readme_runs_a_workflow(server, photo_dir, tmp_path):
     """scripts/submit_workflow.py (the README's scripted use): upload a photo, change widgets, get the files."""
     import subprocess
     import sys
 
     photo = tmp_path / "my photo.png"
-    Image.open(degraded_dir / "demo_haze.png").convert("RGB").resize((72, 56)).save(photo)
+    Image.open(photo_dir / "haze.png").convert("RGB").resize((72, 56)).save(photo)
     command = [sys.executable, str(REPO / "scripts" / "submit_workflow.py"), str(REPO / "example_workflows" / "api" / "diff_plugin_single_task.json"),
                "--server", server.url, "--image", str(photo), "--set", "7.steps=2", "--set", "5.resolution=64",
                "--set", "4.plugin_name=dehaze.safetensors", "-o", str(tmp_path / "out")]
@@ -946,7 +948,7 @@ def test_image_metrics_node_over_http_equals_scikit_image(server):
     skimage_metrics = pytest.importorskip("skimage.metrics")
     from plugin_core.synthetic import degrade
 
-    clean_name = "derain_val_sample1.jpg"
+    clean_name = "scene_00.png"  # a clean scene (tests/photos.py)
     with Image.open(server.base / "input" / clean_name) as image:
         clean = image.convert("RGB")
     degrade(clean, "haze", seed=3).save(server.base / "input" / "metrics_hazy.png")

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -44,12 +43,12 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, fixtures_dir, degraded_dir):
+def server(tmp_path_factory, sd15_fixtures_dir, photo_dir):
     """A ComfyUI with this pack, the plugins and the workflows' photos, and no checkpoint or CLIP
     vision at all: loading a workflow must offer both for download."""
     models = tmp_path_factory.mktemp("models")
-    (models / "diff_plugins").symlink_to(cs.model_files(fixtures_dir) / "diff_plugins", target_is_directory=True)
-    photos = {name: degraded_dir / name for name in ("demo_rain.jpg", "demo_snow_and_haze.jpg")}
+    (models / "diff_plugins").symlink_to(cs.model_files(sd15_fixtures_dir) / "diff_plugins", target_is_directory=True)
+    photos = cs.workflow_photos(photo_dir)
     photos["example.png"] = cs.COMFYUI_DIR / "input" / "example.png"
     instance = cs.ComfyServer(tmp_path_factory.mktemp("comfy"), models, photos, max_side=640).start()
     try:

@@ -19,8 +19,9 @@ input latent.
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -68,6 +69,10 @@ class PluginMix:
     @property
     def task(self) -> str:
         return "+".join(p.task for p in self.plugins)
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]:
+        """Every member's parameters (where the mix's weights live: their device and dtype)."""
+        return itertools.chain.from_iterable(p.parameters() for p in self.plugins)
 
     @property
     def start_mode(self) -> str:

@@ -22,7 +22,12 @@ class BaseFacts:
 
 
 def check_fits(plugin, facts: BaseFacts) -> None:
-    """Refuse a base the plugin was not built for, naming every problem and both sides."""
+    """Refuse a base the plugin (or each plugin of a PluginMix) was not built for, naming every
+    problem and both sides."""
+    for member in getattr(plugin, "plugins", None) or []:
+        check_fits(member, facts)
+    if hasattr(plugin, "plugins"):
+        return
     config, problems = plugin.config, []
     if facts.context_width is None:
         raise PluginMismatchError(f"Diff-Plugin patches UNet models with skip connections and cross-attention; "

@@ -30,6 +30,7 @@ _EXPORTS = {
     "RestoreSettings": "settings",
     "TILE_PROMPTS": "settings",
     "TileSettings": "settings",
+    "parse_weights": "settings",
 }
 
 __all__ = sorted(_EXPORTS)
