@@ -89,6 +89,35 @@ def test_two_plugins_in_one_comfyui_step_equal_diffusers_with_the_joint_attentio
     assert relative_error(call["output"], derain_only) > 1e-3  # the second plugin counts
 
 
+def test_strength_mask_tiles_and_batches_work_in_a_joint_pass(pack, base, photos):
+    """As for one plugin: strength 0 or an empty mask is the plain model; tiles as large as the
+    latent give the untiled step; 2 x 2 tiles carry both prompts per tile; a batch of two photos."""
+    from comfy.patcher_extension import WrappersMP
+
+    from plugin_core.tiling import TilePlan
+
+    _, mix = composed(pack, "derain, dehaze", weights="dehaze=0.5")
+    joint, latent = apply_plugin(pack, base, photos, mix)
+    start = {"samples": latent["samples"]}
+    assert start["samples"].shape[0] == 2 and not torch.equal(photos[0], photos[1])
+    plain = one_step(base["model"], start, 1.0)[0]["output"]
+    for off in ({"strength": 0.0}, {"mask": torch.zeros(1, 64, 80)}):
+        assert torch.equal(one_step(apply_plugin(pack, base, photos, mix, **off)[0], start, 1.0)[0]["output"], plain)
+    untiled = one_step(joint, start, 1.0)[0]["output"]
+    patch, tiled = _patch_of(joint), joint.clone()
+    tiled.add_wrapper_with_key(WrappersMP.APPLY_MODEL, "diff_plugin", patch.apply_model)
+    patch.plan = TilePlan(*start["samples"].shape[-2:], max(start["samples"].shape[-2:]), 0)
+    try:
+        assert relative_error(one_step(tiled, start, 1.0)[0]["output"], untiled) <= 1e-5
+    finally:
+        patch.plan = None
+    in_tiles, _ = apply_plugin(pack, base, photos, mix, tile_size=48, tile_overlap=16, tile_batch=2)
+    tiled_patch = _patch_of(in_tiles)
+    assert len(tiled_patch.plan.tiles) == 4 and tiled_patch.visual_prompt.shape[-2] == 512  # per tile: both prompts
+    out = one_step(in_tiles, start, 1.0)[0]["output"]
+    assert out.shape == untiled.shape and torch.isfinite(out).all() and relative_error(out, plain) > 1e-3
+
+
 def test_cfg_above_one_costs_one_unet_evaluation_and_gives_the_cfg_one_result(pack, base, photos):
     for plugin in ("derain.safetensors", None):
         if plugin:

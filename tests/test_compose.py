@@ -135,6 +135,23 @@ def test_a_joint_pass_of_two_plugins_equals_an_independent_loop(tiny, restorer, 
     assert_close_rel(got, expected, 1e-4)
 
 
+def test_tiles_and_batches_work_in_a_joint_pass(restorer, photo, plugins):
+    """Tiled (per-tile Fp for each plugin), a joint pass of one plugin is still that plugin tiled;
+    in a batch each photo gets the joint pass it gets alone."""
+    tiles = {"tile_size": 48, "tile_overlap": 16}
+    alone = restore(restorer, photo, [plugins["derain"]], **tiles)
+    assert_close_rel(restore(restorer, photo, [plugins["derain"]], compose="joint", **tiles), alone, 1e-6)
+    both = restore(restorer, photo, [plugins["derain"], plugins["dehaze"]], compose="joint", **tiles)
+    assert both.shape == alone.shape and not torch.allclose(both, alone)
+    other = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    pair = [plugins["derain"], plugins["dehaze"]]
+    batch = restorer.restore([photo, other], pair, steps=STEPS, seed=3, resolution=64, compose="joint",
+                             weights=(("dehaze", 0.5),)).latents
+    for image, latent in zip((photo, other), batch):
+        single = restorer.restore([image], pair, steps=STEPS, seed=3, resolution=64, compose="joint", weights=(("dehaze", 0.5),))
+        assert_close_rel(latent, single.latents[0], 1e-5)
+
+
 def test_a_joint_pass_starts_from_noise_when_a_plugin_does(restorer, photo, plugins):
     """lowlight starts from pure noise: a joint pass with it does too, so the input's latent is not its start."""
     from plugin_core.models import PluginMix

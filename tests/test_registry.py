@@ -112,10 +112,14 @@ def test_tool_comfy_table():
 
 
 def test_the_pack_has_what_the_registry_publishes():
-    """`comfy node publish` packs the repository: the entry point, the README it shows, the
-    example workflows and the web extension are there."""
-    for path in ("__init__.py", "README.md", "requirements.txt", "example_workflows", "web"):
+    """`comfy node publish` packs the repository's tracked files less .comfyignore's patterns: the
+    entry point, the README it shows, the example workflows, the web extension, the library and the
+    nodes are there and not ignored; the tests' pickled fixtures are left out."""
+    ignored = [line.strip() for line in (REPO / ".comfyignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    for path in ("__init__.py", "README.md", "requirements.txt", "example_workflows", "web", "plugin_core", "nodes", "docs"):
         assert (REPO / path).exists(), path
+        assert not any(path == p.rstrip("/") or path.startswith(p) for p in ignored), (path, ignored)
+    assert "tests/" in ignored
 
 
 def test_ready_to_publish():
