@@ -39,7 +39,20 @@ def restore(capsys, base, out, sd, clip, *extra):
                out.with_suffix(".safetensors"), *extra)
 
 
-def test_single_files_restore_as_the_folders_they_were_made_from(capsys, base, tmp_path):
+@pytest.fixture
+def offline(monkeypatch):
+    """No network: any connection attempt fails the test."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_single_files_restore_as_the_folders_they_were_made_from(capsys, base, tmp_path, offline):
     from safetensors.torch import load_file
 
     code, output = restore(capsys, base, tmp_path / "folders.png", base / "sd", base / "clip_vision")
@@ -72,3 +85,14 @@ def test_other_families_are_one_message_before_any_model_loads(capsys, base, tmp
         code, output = restore(capsys, base, tmp_path / "out.png", sd, clip)
         assert code == 2 and "Traceback" not in output and needle in output, output
         assert not (tmp_path / "out.png").exists()
+        # train and evaluate read --sd / --clip-vision through the same check
+        for folder in ("input", "target"):
+            (tmp_path / "pairs" / folder).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (32, 32)).save(tmp_path / "pairs" / folder / "a.png")
+        code, output = cli(capsys, "train", "--data", tmp_path / "pairs", "--task", "t", "--sd", sd, "--clip-vision", clip,
+                           "-o", tmp_path / "run", "--steps", "1")
+        assert code == 2 and "Traceback" not in output and needle in output, output
+        code, output = cli(capsys, "evaluate", "--plugin", base / "derain.safetensors", "--data", tmp_path / "pairs",
+                           "--sd", sd, "--clip-vision", clip, "--lpips", "off")
+        assert code == 2 and "Traceback" not in output and needle in output, output
+        assert not (tmp_path / "run").exists()
