@@ -93,7 +93,7 @@ def memory(kind: str, checkpointing: bool) -> dict:
     else:
         trainer = build_trainer(backend, cache=kind == "cached", checkpointing=checkpointing, output_dir=Path(tempfile.mkdtemp()))
         if kind == "cached":
-            trainer._fill_cache()  # the steps only read it
+            trainer.encodings.fill_cache()  # the steps only read it
         run = trainer.train_step
     # The mark is set before the first step: freed memory stays with the allocator, so a mark
     # after a warm-up step would hide what the step needs. AdamW's state (the same with and

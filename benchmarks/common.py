@@ -42,7 +42,11 @@ def peak_rss() -> int:
 
 
 def _child(measure, args, queue):
-    queue.put(measure(*args))
+    try:
+        queue.put(measure(*args))
+    except BaseException as error:  # the parent waits on the queue: it must hear of a failure too
+        queue.put(RuntimeError(f"{type(error).__name__}: {error}"))
+        raise
 
 
 def in_fresh_process(measure: Callable[..., dict], *args) -> dict:
@@ -54,6 +58,8 @@ def in_fresh_process(measure: Callable[..., dict], *args) -> dict:
     process.start()
     result = queue.get()
     process.join()
+    if isinstance(result, BaseException):
+        raise RuntimeError(f"{measure.__name__}{args} failed in its process") from result
     return result
 
 

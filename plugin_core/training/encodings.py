@@ -19,7 +19,7 @@ class Encodings:
     def __call__(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(input latent mean, target posterior mean and std, CLIP tokens) of a micro-batch."""
         if self.config.cache:
-            self._fill_cache()
+            self.fill_cache()
             parts = [self._cache[int(i), bool(f)] for i, f in zip(batch["index"], batch["flip"])]
             return tuple(torch.stack(p).to(self.device) for p in zip(*parts))
         source, target = batch["source"].to(self.device), batch["target"].to(self.device)
@@ -29,7 +29,7 @@ class Encodings:
         count = source.shape[0]
         return mean[:count], mean[count:], std[count:], tokens
 
-    def _fill_cache(self) -> None:
+    def fill_cache(self) -> None:
         if self._cache is not None:
             return
         flips = (False, True) if self.config.random_flip else (False,)
