@@ -16,8 +16,9 @@ from .select import PluginSelector
 from .synthetic import SynthesizeDegradedPairs
 from .train import TrainTaskPlugin
 from .train_selector import TrainPluginSelector
+from .validation import printable_errors
 
-NODES: list[type[io.ComfyNode]] = [
+NODES: list[type[io.ComfyNode]] = [printable_errors(node) for node in (
     LoadTaskPlugin,
     LoadTaskPluginLibrary,
     ApplyTaskPlugin,
@@ -29,7 +30,7 @@ NODES: list[type[io.ComfyNode]] = [
     TrainTaskPlugin,
     TrainPluginSelector,
     ImageMetrics,
-]
+)]
 
 
 class DiffPluginExtension(ComfyExtension):

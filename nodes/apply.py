@@ -11,8 +11,8 @@ from ..plugin_core import RestoreSettings, TileSettings, check_fits
 from ..plugin_core.restore import plugin_inputs
 from . import bridge
 from .engine import ComfyRestoreBackend, patch_model
-from .plugin_types import TaskPluginIO
-from .tiles import DEFAULTS, check_tiles, tile_inputs, tile_settings
+from .plugin_types import ChainOnly, TaskPluginIO
+from .tiles import DEFAULTS, tile_inputs, tile_settings
 from .validation import Float
 
 CATEGORY = "Diff-Plugin"
@@ -93,17 +93,13 @@ class ApplyTaskPlugin(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, tile_size, tile_overlap):
-        # Every other input is the host's to check (validation.py); start_percent against
-        # end_percent is checked first thing when the node runs.
-        return check_tiles(cls, tile_size, tile_overlap)
-
-    @classmethod
     def execute(cls, model, task_plugin, clip_vision, vae, image, strength, start_percent, end_percent, resolution,
                 tile_size=DEFAULTS.size, tile_overlap=DEFAULTS.overlap, tile_batch=DEFAULTS.batch, tile_prompt=DEFAULTS.prompt,
                 mask=None, plugin_guidance=False) -> io.NodeOutput:
+        if isinstance(task_plugin, ChainOnly):
+            raise ValueError(task_plugin.message())
         if start_percent > end_percent:
-            raise ValueError(f"start_percent {start_percent} is after end_percent {end_percent}")
+            raise ValueError(f"start_percent ({start_percent}) is after end_percent ({end_percent}): lower start_percent")
         check_mask_batch(mask, image.shape[0])
         originals = bridge.image_to_pil(image)
         working = bridge.working_images(originals, resolution)

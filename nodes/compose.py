@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..plugin_core import PluginMix, RestoreSettings
+from ..plugin_core import PluginMix, RestoreSettings, printable, text_problem
 from ..plugin_core.restore import COMPOSE_MODES, JOINT_CONTEXTS, parse_weights
-from .plugin_types import PluginSet, TaskPluginIO, TaskPluginsIO
+from .plugin_types import ChainOnly, PluginSet, TaskPluginIO, TaskPluginsIO
 from .validation import Choice
 
 CATEGORY = "Diff-Plugin"
@@ -26,8 +26,10 @@ def weights_problem(weights) -> str | None:
     """plugin_core's rule for a weights text ('derain=1, dehaze=0.5'); None when fine or a link."""
     if not isinstance(weights, str):
         return None
+    if problem := text_problem("weights", weights):
+        return problem
     parsed = parse_weights(weights)
-    return str(parsed).replace("--weights: ", "weights: ") if isinstance(parsed, str) else None
+    return printable(str(parsed).replace("--weights: ", "weights: "), 300) if isinstance(parsed, str) else None
 
 
 def composed_set(task_plugins: PluginSet, compose: str, joint_context: str, weights: str) -> PluginSet:
@@ -78,7 +80,8 @@ class ComposeTaskPlugins(io.ComfyNode):
             ],
             outputs=[
                 TaskPluginsIO.Output(display_name="task_plugins", tooltip="For Restore with Task-Plugins."),
-                TaskPluginIO.Output(display_name="task_plugin", tooltip="The plugins in one pass, as one plugin, for Apply Task-Plugin."),
+                TaskPluginIO.Output(display_name="task_plugin", tooltip="The plugins in one pass, as one plugin, for Apply Task-Plugin "
+                                                                        "(compose = joint only: a chain is no one plugin)."),
             ],
         )
 
@@ -91,4 +94,6 @@ class ComposeTaskPlugins(io.ComfyNode):
         if problem := weights_problem(weights):  # a linked text, not seen when queued
             raise ValueError(problem)
         plugins = composed_set(task_plugins, compose, joint_context, weights)
+        if compose == "chain":  # no one plugin: Apply Task-Plugin says so (ChainOnly)
+            return io.NodeOutput(plugins, ChainOnly(tuple(handle.task for handle in plugins.plugins)))
         return io.NodeOutput(plugins, one_pass(plugins))

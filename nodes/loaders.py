@@ -7,7 +7,7 @@ import os
 
 from comfy_api.latest import io
 
-from ..plugin_core import printable
+from ..plugin_core import printable, shown, text_problem
 from . import library
 from .dependencies import require
 from .plugin_types import (
@@ -18,7 +18,7 @@ from .plugin_types import (
     TaskPluginIO,
     TaskPluginsIO,
 )
-from .validation import check_inputs
+from .validation import Choice, check_inputs
 
 CATEGORY = "Diff-Plugin"
 log = logging.getLogger("diffplugin")
@@ -117,10 +117,11 @@ class LoadTaskPluginLibrary(io.ComfyNode):
                     default="",
                     tooltip="Comma-separated task names to load (e.g. 'derain, dehaze'); empty loads every plugin found.",
                 ),
-                io.Combo.Input(
+                Choice(
                     "selector_name",
-                    options=library.selector_choices() or [library.NONE],
-                    tooltip="Plugin-Selector weights (the reference PromptTunner.pt or a converted .safetensors).",
+                    options=[*library.selector_choices(), library.NONE],
+                    tooltip="Plugin-Selector weights (selector.safetensors as `diffplugin convert` writes it, or the release's "
+                            "plugin_selector/PromptTunner.pt); 'none' when no Plugin-Selector follows.",
                 ),
             ],
             outputs=[
@@ -130,8 +131,9 @@ class LoadTaskPluginLibrary(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, selector_name):
-        return check_inputs(cls, selector_name=selector_name)
+    def validate_inputs(cls, tasks):
+        # The one input of its own rule (validation.py); selector_name is the host's to check.
+        return text_problem("tasks", tasks) or True
 
     @classmethod
     def fingerprint_inputs(cls, tasks, selector_name):
@@ -145,6 +147,8 @@ class LoadTaskPluginLibrary(io.ComfyNode):
         from ..plugin_core import PluginError
         from ..plugin_core.models import one_per_task
 
+        if problem := text_problem("tasks", tasks):  # a linked text, not seen when queued
+            raise ValueError(problem)
         wanted = [t.strip() for t in tasks.split(",") if t.strip()]
         by_task: dict[str, list[str]] = {}
         for choice in library.plugin_choices():
@@ -154,8 +158,8 @@ class LoadTaskPluginLibrary(io.ComfyNode):
                 log.warning("Diff-Plugin: %s left out: %s", choice, printable(error))
         missing = [t for t in wanted if t not in by_task]
         if missing:
-            raise ValueError(f"no plugin for task(s) {', '.join(missing)} in {library.folder_paths.get_folder_paths(library.FOLDER)}; "
-                             f"found: {', '.join(by_task) or 'none'}")
+            raise ValueError(f"tasks: no plugin for {shown(', '.join(missing))} in "
+                             f"{library.folder_paths.get_folder_paths(library.FOLDER)}; found: {', '.join(by_task) or 'none'}")
         found = one_per_task({task: by_task[task] for task in wanted or by_task})
         chosen = []
         for task, choice in found.items():

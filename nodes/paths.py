@@ -16,7 +16,8 @@ from pathlib import Path
 
 import folder_paths
 
-from ..plugin_core import inside, normal_path, text_problem
+from ..plugin_core import inside, normal_path, shown, text_problem
+from .validation import NAME_BYTES
 
 DATA_PATHS_ENV = "DIFF_PLUGIN_DATA_PATHS"
 
@@ -27,15 +28,26 @@ def data_roots() -> list[str]:
     return [normal_path(p) for p in (folder_paths.get_input_directory(), folder_paths.get_output_directory(), *extra)]
 
 
-def input_subfolder(name: str) -> Path:
-    """A folder under ComfyUI's input directory; refuses names that climb out of it."""
-    if problem := text_problem("the folder name", name):
-        raise ValueError(problem)
+def save_to_problem(value, name: str = "save_to") -> str | None:
+    """Why a folder name under ComfyUI's input directory may not be written (None: it may, or it is
+    empty or a link): not text, a part too long for a file system, or a path that climbs out."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    if problem := text_problem(name, value):
+        return problem
+    if any(len(part.encode()) > NAME_BYTES for part in Path(value.strip()).parts):
+        return f"{name} has a folder name longer than {NAME_BYTES} bytes, which file systems refuse"
     root = normal_path(folder_paths.get_input_directory())
-    folder = normal_path(os.path.join(root, name.strip()))
-    if not inside(folder, [root]):
-        raise ValueError(f"'{name}' is outside ComfyUI's input folder {root}")
-    return Path(folder)
+    if not inside(normal_path(os.path.join(root, value.strip())), [root]):
+        return f"{name} '{shown(value)}' is outside ComfyUI's input folder {root}: give a folder inside it"
+    return None
+
+
+def input_subfolder(name: str) -> Path:
+    """A folder under ComfyUI's input directory (the rule of `save_to_problem`, raised)."""
+    if problem := save_to_problem(name):
+        raise ValueError(problem)
+    return Path(normal_path(os.path.join(folder_paths.get_input_directory(), name.strip())))
 
 
 def data_path_problem(value) -> str | None:
@@ -45,10 +57,12 @@ def data_path_problem(value) -> str | None:
         return None
     if problem := text_problem("data_path", value):
         return problem
+    if any(len(part.encode()) > NAME_BYTES for part in Path(value.strip()).parts):
+        return f"data_path has a file or folder name longer than {NAME_BYTES} bytes, which file systems refuse"
     path = _resolve(value)
     if inside(path, data_roots()):
         return None
-    return outside_message(f"data_path '{value}'")
+    return outside_message(f"data_path '{shown(value)}'")
 
 
 def allow_hint() -> str:

@@ -94,3 +94,17 @@ class PluginSet:
 class SelectorHandle:
     selector: object  # plugin_core PluginSelector (its tasks, text encoder, memory...)
     source: str
+
+
+@dataclass(frozen=True)
+class ChainOnly:
+    """Compose Task-Plugins' task_plugin output when compose is 'chain': a chain runs the plugins
+    one after another on each other's output, which no one patched MODEL can do, so Apply
+    Task-Plugin refuses it, saying what to connect instead."""
+
+    tasks: tuple[str, ...]
+
+    def message(self) -> str:
+        return (f"task_plugin: Compose Task-Plugins is set to compose = chain ({', '.join(self.tasks)} one after another), which "
+                "no single patched model can run: set compose to joint on Compose Task-Plugins to apply the plugins in one "
+                "pass, or connect its task_plugins output to Restore with Task-Plugins to run them as a chain")

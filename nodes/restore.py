@@ -14,7 +14,7 @@ from . import bridge
 from .apply import guidance_input
 from .engine import ComfyRestoreBackend, Sampling
 from .plugin_types import TaskPluginsIO
-from .tiles import DEFAULTS, check_tiles, color_fix_input, tile_inputs, tile_settings
+from .tiles import DEFAULTS, color_fix_input, tile_inputs, tile_settings
 from .validation import Choice, Float
 
 CATEGORY = "Diff-Plugin"
@@ -67,10 +67,6 @@ class RestoreWithTaskPlugins(io.ComfyNode):
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The restored photo(s).")],
         )
-
-    @classmethod
-    def validate_inputs(cls, tile_size, tile_overlap):
-        return check_tiles(cls, tile_size, tile_overlap)  # every other input is the host's to check (validation.py)
 
     @classmethod
     def execute(cls, model, task_plugins, clip_vision, vae, image, seed, steps, later_steps, cfg, sampler_name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..plugin_core import text_problem
-from ..plugin_core.selector import SELECT_THRESHOLD
+from ..plugin_core.selector import SELECT_THRESHOLD, SELECT_THRESHOLD_MIN
 from . import bridge
 from .plugin_types import PluginSelectorIO, PluginSet, TaskPluginsIO
 from .validation import Float
@@ -54,8 +54,9 @@ class PluginSelector(io.ComfyNode):
                 TaskPluginsIO.Input("task_plugins", tooltip="The candidates (Load Task-Plugin Library)."),
                 PluginSelectorIO.Input("selector", tooltip="Plugin-Selector weights (Load Task-Plugin Library)."),
                 io.ClipVision.Input("clip_vision", tooltip="CLIP ViT-L/14 vision, as for Apply Task-Plugin."),
-                Float("threshold", default=SELECT_THRESHOLD, min=-100.0, max=100.0, step=0.01,
-                      tooltip="θ: plugins scoring above it are selected (the reference uses 0)."),
+                Float("threshold", default=SELECT_THRESHOLD, min=SELECT_THRESHOLD_MIN, max=100.0, step=0.01,
+                      tooltip="θ: plugins scoring above it are selected (the reference uses 0). A negative score counts as 0, "
+                              "as in the reference, so θ starts at 0."),
                 io.Clip.Input("clip", optional=True,
                               tooltip="The SD 1.x checkpoint's CLIP: its pooled text embedding is what the reference selector reads "
                                       "(not needed by a selector trained on the offline sentence model)."),
@@ -68,13 +69,13 @@ class PluginSelector(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, instruction):
-        return text_problem("instruction", instruction) or True
+        return text_problem("instruction", instruction, multiline=True) or True
 
     @classmethod
     def execute(cls, image, instruction, task_plugins, selector, clip_vision, threshold, clip=None) -> io.NodeOutput:
         if selector is None:
             raise ValueError("no Plugin-Selector loaded: put PromptTunner.pt or a selector .safetensors into models/diff_plugins")
-        if problem := text_problem("instruction", instruction):  # a linked text, not seen when queued
+        if problem := text_problem("instruction", instruction, multiline=True):  # a linked text, not seen when queued
             raise ValueError(problem)
         images = bridge.image_to_pil(image)
         selected, selections = select_plugins(task_plugins, selector, clip, clip_vision, images, instruction, threshold)

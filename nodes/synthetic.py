@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..plugin_core import OutputsExist, printable
 from . import bridge
-from .paths import input_subfolder
-from .validation import Choice, check_inputs
+from .paths import input_subfolder, save_to_problem
+from .validation import Choice, Float
 
 CATEGORY = "Diff-Plugin"
 
@@ -33,18 +34,19 @@ class SynthesizeDegradedPairs(io.ComfyNode):
                        tooltip="; ".join(f"{name}: {spec.description}" for name, spec in DEGRADATIONS.items())),
                 Choice("second_degradation", options=["none", *DEGRADATIONS], default="none",
                        tooltip="Optionally a second degradation applied after the first (e.g. rain then haze)."),
-                io.Float.Input("intensity_min", default=0.3, min=0.0, max=1.0, step=0.01,
+                Float("intensity_min", default=0.3, min=0.0, max=1.0, step=0.01,
                                tooltip="Lowest intensity drawn per pair (0 = barely visible, 1 = the strongest the model makes)."),
-                io.Float.Input("intensity_max", default=0.9, min=0.0, max=1.0, step=0.01,
+                Float("intensity_max", default=0.9, min=0.0, max=1.0, step=0.01,
                                tooltip="Highest intensity drawn per pair."),
                 io.Int.Input("pairs_per_image", default=4, min=1, max=64,
                              tooltip="Differently seeded degradations of each clean photo."),
                 io.Int.Input("seed", default=0, min=0, max=2**62, tooltip="Pair k of the batch depends only on (seed, k)."),
                 io.String.Input("save_to", default="",
                                 tooltip="Optional folder under ComfyUI's input/ to also write the pairs to "
-                                        "(input/, target/, pairs.csv): Train Task-Plugin's data_path can read it later."),
+                                        "(input/, target/, pairs.csv): Train Task-Plugin's data_path can read it later. "
+                                        "A rerun with the same photos and settings finds its own pairs there and keeps them."),
                 io.Boolean.Input("overwrite", default=False, optional=True,
-                                 tooltip="Replace pairs already in save_to (without it the node stops and writes nothing)."),
+                                 tooltip="Replace other pairs already in save_to (without it the node stops and writes nothing)."),
             ],
             outputs=[
                 io.Image.Output(display_name="input_images", tooltip="The degraded photos (training inputs)."),
@@ -53,12 +55,10 @@ class SynthesizeDegradedPairs(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, intensity_min, intensity_max):
-        # The one rule between two inputs, filed under both; the other inputs are the host's to check.
-        checked = check_inputs(cls, intensity_min=intensity_min, intensity_max=intensity_max)
-        if checked is True and None not in (intensity_min, intensity_max) and intensity_min > intensity_max:
-            return f"intensity_min {intensity_min} is above intensity_max {intensity_max}"
-        return checked
+    def validate_inputs(cls, save_to):
+        # The one input of its own rule (validation.py); intensity_min against intensity_max is
+        # checked first thing when the node runs.
+        return save_to_problem(save_to) or True
 
     @classmethod
     def execute(cls, clean_images, degradation, second_degradation, intensity_min, intensity_max, pairs_per_image, seed,
@@ -66,12 +66,18 @@ class SynthesizeDegradedPairs(io.ComfyNode):
         from ..plugin_core.synthetic import SyntheticPairs, write_pairs
 
         if intensity_min > intensity_max:
-            raise ValueError(f"intensity_min {intensity_min} is above intensity_max {intensity_max}")
+            raise ValueError(f"intensity_min ({intensity_min}) is above intensity_max ({intensity_max}): lower intensity_min")
         kinds = [degradation] + ([second_degradation] if second_degradation != "none" else [])
         clean = bridge.image_to_pil(clean_images)
         pairs = SyntheticPairs(clean, kinds, seed=seed, intensity=(intensity_min, intensity_max), pairs_per_image=pairs_per_image)
         if save_to.strip():
-            write_pairs(clean, input_subfolder(save_to), kinds, seed=seed, intensity=(intensity_min, intensity_max),
-                        pairs_per_image=pairs_per_image, overwrite=overwrite)
+            folder = input_subfolder(save_to)
+            try:
+                write_pairs(clean, folder, kinds, seed=seed, intensity=(intensity_min, intensity_max),
+                            pairs_per_image=pairs_per_image, overwrite=overwrite)
+            except OutputsExist as error:
+                raise ValueError(f"save_to '{printable(save_to)}' already holds other pairs ({len(error.paths)} files, e.g. "
+                                 f"{printable(error.paths[0].relative_to(folder))}), made from other photos or settings: "
+                                 "choose another save_to folder, or turn on overwrite to replace them") from None
         inputs, targets = zip(*(pairs[i] for i in range(len(pairs))))
         return io.NodeOutput(bridge.pil_to_image(list(inputs)), bridge.pil_to_image(list(targets)))

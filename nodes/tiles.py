@@ -13,7 +13,7 @@ from ..plugin_core import (
     RestoreSettings,
     TileSettings,
 )
-from .validation import Choice, check_inputs
+from .validation import Choice
 
 DEFAULTS = TileSettings()
 
@@ -39,23 +39,14 @@ def color_fix_input() -> io.Combo.Input:
 
 
 def tile_settings(tile_size: int, tile_overlap: int, tile_batch: int, tile_prompt: str) -> TileSettings:
-    return TileSettings(size=tile_size, overlap=tile_overlap, batch=tile_batch, prompt=tile_prompt)
-
-
-def check_tiles(node_class, tile_size, tile_overlap):
-    """A node's queue-time check of its tile inputs (its `validate_inputs` names only these two, so
-    a problem with either is filed under both, and nothing else): their ranges, then plugin_core's
-    rule between them."""
-    checked = check_inputs(node_class, tile_size=tile_size, tile_overlap=tile_overlap)
-    return checked if checked is not True else tile_problem(tile_size, tile_overlap) or True
-
-
-def tile_problem(tile_size, tile_overlap) -> str | None:
-    """plugin_core's rule for a tile size and overlap (None values are links, checked when the node runs)."""
-    if None in (tile_size, tile_overlap):
-        return None
+    """plugin_core's TileSettings of a node's tile inputs, checked first thing when the node runs:
+    their ranges are the host's to check when queued, but the multiple of 8 and the rule between
+    size and overlap are not, and a queue-time rule between two inputs is filed under both
+    (validation.py). The message names the input to change."""
+    for name, value in (("tile_size", tile_size), ("tile_overlap", tile_overlap)):
+        if value % 8:
+            raise ValueError(f"{name} must be a multiple of 8 px, got {value}")
     try:
-        TileSettings(size=tile_size, overlap=tile_overlap)
+        return TileSettings(size=tile_size, overlap=tile_overlap, batch=tile_batch, prompt=tile_prompt)
     except PluginError as error:
-        return str(error)
-    return None
+        raise ValueError(f"tile_overlap: {error}; lower tile_overlap or raise tile_size") from None

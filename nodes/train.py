@@ -17,7 +17,7 @@ from ..plugin_core.training import TrainConfig
 from . import bridge, library
 from .comfy_backend import ComfyBackend
 from .dependencies import require
-from .paths import allow_hint, data_location, data_path_problem, data_roots
+from .paths import allow_hint, data_location, data_roots
 from .plugin_types import TaskPluginHandle, TaskPluginIO
 from .validation import Choice, Float, name_problem, plain_name
 
@@ -83,10 +83,10 @@ class TrainTaskPlugin(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, save_name, data_path):
-        # Where the node writes and reads; the other inputs are the host's to check (validation.py).
-        problems = [p for p in (name_problem("save_name", save_name), data_path_problem(data_path)) if p]
-        return "; ".join(problems) or True
+    def validate_inputs(cls, save_name):
+        # The one input of its own rule (validation.py); data_path is read when the node runs: an
+        # earlier node of the same prompt may write it (Synthesize Degraded Pairs' save_to).
+        return name_problem("save_name", save_name) or True
 
     @classmethod
     def execute(cls, model, vae, clip_vision, data_path, save_name, steps, batch_size, learning_rate, resolution, seed,

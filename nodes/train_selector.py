@@ -14,7 +14,7 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..plugin_core import text_problem
+from ..plugin_core import shown, text_problem
 from ..plugin_core.selector import (  # light: torch only
     FINE_TUNE_STEPS,
     SelectorTrainConfig,
@@ -32,7 +32,7 @@ DEFAULTS = SelectorTrainConfig()
 
 def parse_task_instructions(text: str) -> dict[str, dict[str, list[str]]]:
     """'task: instruction' lines -> {task: {"train": [...], "heldout": []}}."""
-    if problem := text_problem("task_instructions", text):
+    if problem := text_problem("task_instructions", text, multiline=True):
         raise ValueError(problem)
     extra: dict[str, dict[str, list[str]]] = {}
     for number, line in enumerate(text.splitlines(), 1):
@@ -41,7 +41,7 @@ def parse_task_instructions(text: str) -> dict[str, dict[str, list[str]]]:
             continue
         task, colon, instruction = line.partition(":")
         if not colon or not task.strip() or not instruction.strip():
-            raise ValueError(f"task_instructions line {number}: expected 'task: instruction', got {line!r}")
+            raise ValueError(f"task_instructions line {number}: expected 'task: instruction', got '{shown(line)}'")
         extra.setdefault(task.strip(), {"train": [], "heldout": []})["train"].append(instruction.strip())
     return extra
 
@@ -104,6 +104,7 @@ class TrainPluginSelector(io.ComfyNode):
         )
         from .text_encoder import ComfyClipTextEncoder
 
+        extra = parse_task_instructions(task_instructions)  # its second text: checked first, when the node runs
         if not task_plugins.plugins:
             raise ValueError("no Task-Plugins to train the selector for")
         name = plain_name("save_name", save_name, "selector")
@@ -140,7 +141,7 @@ class TrainPluginSelector(io.ComfyNode):
         with torch.inference_mode(False), torch.enable_grad():
             run = train_selector(
                 plugins, lambda layer: bridge.clip_tokens(clip_vision, photos, layer), encoder, config, init=init,
-                extra_instructions=parse_task_instructions(task_instructions), progress=progress,
+                extra_instructions=extra, progress=progress,
                 should_stop=lambda: bool(cancelled) or comfy.model_management.processing_interrupted(),
             )
         if cancelled or comfy.model_management.processing_interrupted():

@@ -10,18 +10,26 @@ How this host files a queue-time error (execution.py `validate_inputs`, v0.3.64)
   range checks for those, and whatever it returns (a message) is filed under *every* input
   its signature names, the same message each time. Raising files it under another node.
 
-So each check here is made where it names the right input: numbers by the host's own range check
-(`Float` gives NaN a bound it fails too), options by the host's own list check (`Choice`), and a
-node's `validate_inputs` names only the inputs of one rule that the host cannot check (a file
-name, a path, a text, or a rule between two inputs, filed under both)."""
+So each check here is made where it names the one input that is wrong: numbers by the host's own
+range check (`Float` gives NaN a bound it fails too), options by the host's own list check
+(`Choice`), and a node's `validate_inputs` names exactly one input, the one whose own rule the
+host cannot check (a text, a file name, a folder). What needs two inputs (a rule between them, a
+second text of a node, a path an earlier node of the same prompt may write) is checked first
+thing when the node runs, before any model is touched, by a message naming the input to change.
+Every text a node checks is text (plugin_core's `text_problem`), and every error a node raises is
+one its host can log (`printable_errors`)."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 from comfy_api.latest import io
 
-from ..plugin_core import printable, text_problem
+from ..plugin_core import printable, shown, text_problem
+
+MESSAGE_CHARACTERS = 2000  # the longest error message a node sends the host
+NAME_BYTES = 255  # the longest file name the usual file systems take
 
 
 class Bound(float):
@@ -96,8 +104,10 @@ def name_problem(name: str, value) -> str | None:
     if problem := text_problem(name, value):
         return problem
     stem = value.strip().removesuffix(".safetensors")
-    if stem and (not stem.strip(".") or any(c in stem for c in "/\\:") or any(ord(c) < 32 for c in stem)):
-        return f"{name} '{value}' is not a plain file name (one without '/', '\\', ':' or control characters, not only dots)"
+    if stem and (not stem.strip(".") or any(c in stem for c in "/\\:")):
+        return f"{name} '{shown(value)}' is not a plain file name (one without '/', '\\', ':', not only dots)"
+    if len(f"{stem}.safetensors".encode()) > NAME_BYTES:
+        return f"{name} is {len(stem):,} characters long: a file name of at most {NAME_BYTES - 12} bytes, please"
     return None
 
 
@@ -107,3 +117,25 @@ def plain_name(name: str, value: str, default: str) -> str:
     if problem := name_problem(name, value):
         raise ValueError(problem)
     return value.strip().removesuffix(".safetensors") or default
+
+
+def printable_errors(node_class):
+    """Every error a node raises reaches ComfyUI as text its log writer takes: the host logs an
+    error's message as it is, and a message quoting a user's text that is not valid Unicode (a
+    lone surrogate) stopped its prompt worker for good. Such a message, or one too long to read,
+    is raised again as a ValueError with that text escaped and cut; any other error (the host's
+    own interrupt among them) passes unchanged."""
+    execute = node_class.__dict__["execute"].__func__
+
+    @functools.wraps(execute)
+    def guarded(cls, *args, **kwargs):
+        try:
+            return execute(cls, *args, **kwargs)
+        except Exception as error:
+            message = str(error)
+            if printable(message, MESSAGE_CHARACTERS) == message:
+                raise
+            raise ValueError(printable(message, MESSAGE_CHARACTERS)) from None
+
+    node_class.execute = classmethod(guarded)
+    return node_class

@@ -92,16 +92,30 @@ def add_options(parser, options: dict[str, Option], defaults: dict[str, Any]) ->
     return actions
 
 
-def printable(text) -> str:
+SHOWN_CHARACTERS = 120  # of a user's text quoted back in a message
+
+
+def printable(text, limit: int | None = None) -> str:
     """Text any log writer or JSON encoder takes: what is not valid Unicode (a file name's bytes
     that are not UTF-8, held by Python as lone surrogates) written as escapes ('\\udcff'). Such
-    text, passed to the log as it is, raises inside ComfyUI's log writer."""
-    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    text, passed to the log as it is, raises inside ComfyUI's log writer. With `limit`, at most
+    that many characters, then how many more there were."""
+    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    if limit is not None and len(text) > limit:
+        return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+    return text
 
 
-def text_problem(name: str, value) -> str | None:
+def shown(text) -> str:
+    """A user's text as a message quotes it: printable, control characters escaped, and short."""
+    escaped = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in printable(text))
+    return printable(escaped, SHOWN_CHARACTERS)
+
+
+def text_problem(name: str, value, *, multiline: bool = False) -> str | None:
     """A text that is not text: a lone surrogate (JSON's "\\ud800" escapes decode to one), which no
-    tokenizer or file system takes. None when fine or a link (None)."""
+    tokenizer or file system takes, or a control character (NUL, escape sequences; line breaks and
+    tabs only in a multi-line text). None when fine or a link (None)."""
     if not isinstance(value, str):
         return None
     try:
@@ -110,4 +124,9 @@ def text_problem(name: str, value) -> str | None:
         bad = value[error.start]
         return (f"{name} holds a character that is not text (a lone surrogate U+{ord(bad):04X} at position {error.start}): "
                 f"retype it")
+    allowed = "\n\r\t" if multiline else ""
+    for position, character in enumerate(value):
+        if (ord(character) < 32 or 0x7F <= ord(character) < 0xA0) and character not in allowed:
+            return (f"{name} holds a control character (U+{ord(character):04X} at position {position}), which no text here "
+                    f"may hold: retype it")
     return None

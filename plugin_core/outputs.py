@@ -19,6 +19,15 @@ class OutputError(PluginError):
     """An output that would replace an input or an existing file, or cannot be written."""
 
 
+class OutputsExist(OutputError):
+    """Outputs that exist already, and no `overwrite`: `paths` names them, so that a front end
+    other than the command line can word its own remedy (the message names the CLI's)."""
+
+    def __init__(self, message: str, paths: Sequence[Path]):
+        super().__init__(message)
+        self.paths = list(paths)
+
+
 def _same_file(a: Path, b: Path) -> bool:
     if a.resolve() == b.resolve():
         return True
@@ -46,7 +55,8 @@ def check_new_files(targets: Iterable[Path], *, overwrite: bool = False, inputs:
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         shown = ", ".join(str(p) for p in existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
-        raise OutputError(f"{shown} already exist{'s' if len(existing) == 1 else ''}; {OVERWRITE_HINT}, or choose another -o")
+        raise OutputsExist(f"{shown} already exist{'s' if len(existing) == 1 else ''}; {OVERWRITE_HINT}, or choose another -o",
+                           existing)
     return targets
 
 

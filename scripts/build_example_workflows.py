@@ -149,10 +149,12 @@ SIZES = {
     "LoadImage": (360, 440), "CheckpointLoaderSimple": (360, 110), "CLIPVisionLoader": (360, 70), "LoadTaskPlugin": (360, 70),
     "LoadTaskPluginLibrary": (360, 110), "CLIPTextEncode": (360, 100), "KSampler": (360, 280), "VAEDecode": (360, 60),
     "VAEDecodeTiled": (360, 160), "DiffPluginColorFix": (360, 90), "SaveImage": (420, 460), "GetImageSize": (360, 80),
-    "ImageScale": (360, 140), "ApplyTaskPlugin": (380, 350), "PluginSelector": (400, 260), "SynthesizeDegradedPairs": (380, 300),
+    "ImageScale": (360, 140), "ApplyTaskPlugin": (380, 350), "PluginSelector": (400, 450), "SynthesizeDegradedPairs": (380, 300),
     "TrainTaskPlugin": (380, 470), "RestoreWithTaskPlugins": (380, 500), "MarkdownNote": (460, 300),
     "ComposeTaskPlugins": (380, 160),
 }
+# PluginSelector: room for its scores after a run (web/plugin_scores.js: 18 px a row) for the
+# reference's eight tasks and "(none)", so the node stays inside its group.
 NODE_TITLE = 30  # the frontend draws a node's title bar above its pos
 GROUP_TITLE = 40  # a group's title bar (font size 24)
 PAD, GAP, COLUMN_GAP = 20, 40, 80
@@ -419,7 +421,7 @@ def large_photo() -> Workflow:
 
 def text_driven() -> Workflow:
     photo = Node(1, "LoadImage", {"image": "demo_snow_and_haze.jpg"}, title="Degraded photo")
-    library = Node(4, "LoadTaskPluginLibrary", {"tasks": "", "selector_name": "plugin_selector/PromptTunner.pt"},
+    library = Node(4, "LoadTaskPluginLibrary", {"tasks": "", "selector_name": "selector.safetensors"},
                    title="Every Task-Plugin and the Plugin-Selector")
     selector = Node(5, "PluginSelector", {"instruction": "remove the snow and the haze", "threshold": 0.0},
                     {"image": (1, 0), "task_plugins": (4, 0), "selector": (4, 1), "clip": (2, 1), "clip_vision": (3, 0)},
@@ -437,9 +439,9 @@ def text_driven() -> Workflow:
     ]
     how = note(21, "## Restore by instruction\n\nType what to fix (*\"remove the snow and the haze\"*): the Plugin-Selector "
                    "scores every Task-Plugin against the instruction and the photo, draws the scores on the node and passes "
-                   "the chosen ones on; Restore with Task-Plugins runs them one after another. The selector here is the "
-                   "reference folder (`plugin_selector/PromptTunner.pt`); after `diffplugin convert` choose "
-                   "`selector.safetensors`.", "Note: this workflow", height=200)
+                   "the chosen ones on; Restore with Task-Plugins runs them one after another. The selector is "
+                   "`selector.safetensors`, as `diffplugin convert` writes it (the release's unconverted "
+                   "`plugin_selector/PromptTunner.pt` works too).", "Note: this workflow", height=200)
     return Workflow("diff_plugin_text_driven_multi_task", "Diff-Plugin - Restore by instruction (Plugin-Selector)",
                     [plugins_note(), how], groups)
 
@@ -447,7 +449,7 @@ def text_driven() -> Workflow:
 def rain_and_haze_one_pass() -> Workflow:
     """Two plugins together in one denoising pass (Compose Task-Plugins, joint), each at its weight."""
     photo = Node(1, "LoadImage", {"image": "demo_rain_and_haze.jpg"}, title="Photo with rain and haze")
-    library = Node(4, "LoadTaskPluginLibrary", {"tasks": "derain, dehaze", "selector_name": "plugin_selector/PromptTunner.pt"},
+    library = Node(4, "LoadTaskPluginLibrary", {"tasks": "derain, dehaze", "selector_name": "none"},
                    title="The derain and dehaze Task-Plugins")
     compose = Node(10, "ComposeTaskPlugins", {"compose": "joint", "joint_context": "attention", "weights": "derain=1, dehaze=1"},
                    {"task_plugins": (4, 0)}, title="Together in one pass, each at its weight")

@@ -174,9 +174,10 @@ def model_files(fixtures: Path) -> Path:
     # `diffplugin convert` writes it, dehaze.safetensors (other weights) and a reference-layout
     # folder, deblur/ (derain's weights under another task name).
     shutil.rmtree(plugins / "derain", ignore_errors=True)  # left by older versions of this cache
-    if not all((plugins / name).exists() for name in ("dehaze.safetensors", "derain.safetensors", "deblur")):
+    if not all((plugins / name).exists() for name in ("dehaze.safetensors", "derain.safetensors", "deblur", "selector.safetensors")):
         sys.path.insert(0, str(REPO))
         from plugin_core import load_plugin, save_plugin
+        from plugin_core.selector import convert_reference_selector
 
         shutil.copytree(fixtures / "sd15" / "derain", plugins / "deblur", dirs_exist_ok=True)
         shutil.copytree(fixtures / "sd15" / "plugin_selector", plugins / "plugin_selector", dirs_exist_ok=True)
@@ -187,6 +188,7 @@ def model_files(fixtures: Path) -> Path:
                 parameter.mul_(-1.0)
         save_plugin(dehaze, plugins / "dehaze.safetensors")
         save_plugin(load_plugin(fixtures / "sd15" / "derain"), plugins / "derain.safetensors")  # as `diffplugin convert` writes it
+        convert_reference_selector(fixtures / "sd15" / "plugin_selector" / "PromptTunner.pt", plugins / "selector.safetensors")
     return models
 
 

@@ -916,6 +916,10 @@ def test_selector_scores_are_drawn_on_the_node_in_the_browser(server, tmp_path):
             page.wait_for_function("id => app.graph.getNodeById(id).widgets.some(w => w.name === 'diff_plugin_scores' && w.value)",
                                    arg=selector_id, timeout=600_000)
             shown = page.evaluate("id => app.graph.getNodeById(id).widgets.find(w => w.name === 'diff_plugin_scores').value", selector_id)
+            boxes = page.evaluate("""id => { const n = app.graph.getNodeById(id);
+                const g = app.graph.groups.find(g => g.title.startsWith("2 - Select"));
+                return {node: [n.pos[0], n.pos[1], n.size[0], n.size[1]], group: [g.pos[0], g.pos[1], g.size[0], g.size[1]]}; }""",
+                                  selector_id)
             saved = page.evaluate("id => app.graph.getNodeById(id).serialize().widgets_values", selector_id)
             sent = page.evaluate("async id => (await app.graphToPrompt()).output[String(id)].inputs", selector_id)
             page.screenshot(path=str(tmp_path / "selector_scores.png"))
@@ -932,6 +936,9 @@ def test_selector_scores_are_drawn_on_the_node_in_the_browser(server, tmp_path):
     assert len(shown) == 1
     shown = shown[0]
     assert {"dehaze", "derain"} <= set(shown["scores"]) and "null" in shown and shown["threshold"] == 0
+    # issue 32 item 7: with the scores drawn (up to the reference's 8 tasks), the node stays inside its group
+    (nx, ny, nw, nh), (gx, gy, gw, gh) = boxes["node"], boxes["group"]
+    assert len(shown["scores"]) <= 8 and gx <= nx and nx + nw <= gx + gw and gy <= ny and ny + nh <= gy + gh, boxes
     assert saved == ["remove the snow and the haze", 0]
     assert "diff_plugin_scores" not in sent and sent["instruction"] == "remove the snow and the haze"
     assert not [e for e in errors if "plugin_scores.js" in e], errors

@@ -162,10 +162,11 @@ CASES = [  # (prompt, node, input changes, the only inputs named, text of the me
     ("single", "apply", {"end_percent": 1.5}, {"end_percent"}, "bigger than max of 1.0"),
     ("single", "apply", {"resolution": 60}, {"resolution"}, "smaller than min of 64"),
     ("single", "apply", {"tile_prompt": "bogus"}, {"tile_prompt"}, "'bogus' not in"),
-    ("single", "apply", {"tile_size": -8}, {"tile_size", "tile_overlap"}, "tile_size must be at least 0"),
-    ("single", "apply", {"tile_size": 100}, {"tile_size", "tile_overlap"}, "tile_size must be a multiple of 8"),
-    ("single", "apply", {"tile_size": 256, "tile_overlap": 256}, {"tile_size", "tile_overlap"}, "must be smaller than the tile"),
-    ("multi", "restore", {"tile_size": 128, "tile_overlap": 128}, {"tile_size", "tile_overlap"}, "must be smaller than the tile"),
+    ("single", "apply", {"tile_size": -8}, {"tile_size"}, "smaller than min of 0"),
+    ("single", "apply", {"tile_overlap": 9000}, {"tile_overlap"}, "bigger than max of 8192"),
+    ("single", "plug", {"plugin_name": "x\udc80"}, {"plugin_name"}, "'x\\udc80' is not available"),
+    ("multi", "library", {"tasks": "derain\x00"}, {"tasks"}, "control character"),
+    ("multi", "library", {"selector_name": "missing.pt"}, {"selector_name"}, "'missing.pt' not in"),
     ("multi", "restore", {"cfg": float("nan")}, {"cfg"}, "Value nan smaller than min"),
     ("multi", "restore", {"sampler_name": "bogus"}, {"sampler_name"}, "'bogus' not in"),
     ("multi", "restore", {"steps": 0}, {"steps"}, "smaller than min of 1"),
@@ -186,11 +187,26 @@ def test_a_queued_mistake_is_filed_under_the_inputs_it_concerns(server, kind, no
     assert any(text in details for _, details in errors[node]), errors
 
 
+@pytest.mark.parametrize("kind,node,changes,text", [
+    ("single", "apply", {"tile_size": 100}, "tile_size must be a multiple of 8 px, got 100"),
+    ("single", "apply", {"tile_size": 256, "tile_overlap": 256}, "tile_overlap: the tile overlap (256 px) must be smaller than the tile"),
+    ("multi", "restore", {"tile_size": 128, "tile_overlap": 128}, "lower tile_overlap or raise tile_size"),
+], ids=["multiple-of-8", "apply-overlap", "restore-overlap"])
+def test_a_rule_between_two_inputs_stops_the_node_naming_the_input_to_change(server, kind, node, changes, text):
+    """Filed under both inputs when queued, it would mark both widgets: the node stops first thing
+    when it runs, its message naming the input to change."""
+    prompt = single_task(seed=7) if kind == "single" else multi_task(seed=7)
+    prompt[node]["inputs"].update(changes)
+    error = run_error(server, prompt)
+    assert error["node_id"] == node and text in error["exception_message"], error
+    assert error["exception_type"] == "ValueError", error
+
+
 def test_start_after_end_stops_the_node_with_a_message(server):
     """A rule between two inputs a node cannot file when queued (its one queue-time rule is the
     tiles'): the node stops first thing when it runs, saying which."""
     error = run_error(server, single_task(start_percent=0.8, end_percent=0.2))
-    assert error["node_id"] == "apply" and "start_percent 0.8 is after end_percent 0.2" in error["exception_message"], error
+    assert error["node_id"] == "apply" and "start_percent (0.8) is after end_percent (0.2)" in error["exception_message"], error
 
 
 # ---------------------------------------------------------------------- item 7 (b), (c)
@@ -288,18 +304,24 @@ def written(server) -> set:  # everything under the server's output/ and models/
     ({"save_name": ".."}, "save_name", "is not a plain file name"),
     ({"save_name": "../x"}, "save_name", "is not a plain file name"),
     ({"save_name": "x\udc80"}, "save_name", "lone surrogate"),
+    ({"save_name": "x" * 300}, "save_name", "a file name of at most"),
     ({"data_path": "/etc"}, "data_path", "data_path '/etc' is outside ComfyUI's input and output folders"),
     ({"data_path": "../../../etc"}, "data_path", "is outside ComfyUI's input and output folders"),
-], ids=["dotdot", "dotdot-slash", "surrogate", "absolute", "relative-climb"])
+], ids=["dotdot", "dotdot-slash", "surrogate", "too-long", "absolute", "relative-climb"])
 def test_training_names_and_data_paths_stay_inside(server, changes, named, text):
-    """Refused when queued (nothing runs, nothing is written); the message says how the server's
-    owner can allow another folder."""
+    """A save_name is refused when queued, filed under save_name alone; a data_path (which an
+    earlier node of the prompt may write) stops the node when it runs, before any model is used.
+    Nothing is written; the message says how the server's owner can allow another folder."""
     before = written(server)
-    errors = refused(server, training(**changes))
-    assert set(errors) == {"train"}, errors
-    assert any(name == named and text in details for name, details in errors["train"]), errors
-    if named == "data_path":
-        assert any("DIFF_PLUGIN_DATA_PATHS" in details for _, details in errors["train"])
+    if named == "save_name":
+        errors = refused(server, training(**changes))
+        assert set(errors) == {"train"}, errors
+        assert {name for name, _ in errors["train"]} == {"save_name"}, errors
+        assert any(text in details for _, details in errors["train"]), errors
+    else:
+        error = run_error(server, training(**changes))
+        assert error["node_id"] == "train" and text in error["exception_message"], error
+        assert "DIFF_PLUGIN_DATA_PATHS" in error["exception_message"]
     assert written(server) == before
 
 
@@ -400,3 +422,57 @@ def test_selector_scores_that_are_not_finite_reach_the_browser_as_text(models, m
     result = select.PluginSelector.execute(torch.zeros(1, 8, 8, 3), "remove the rain", plugin_types.PluginSet([]), object(), None, 0.0)
     sent = json.loads(json.dumps(result.ui, allow_nan=False))["diff_plugin_scores"][0]
     assert sent["scores"] == {"derain": "inf", "dehaze": "nan"} and sent["null"] == "-inf"
+
+
+def test_the_shipped_synthetic_pairs_run_again_as_shipped(server):
+    """Issue 32 item 2: Synthesize Degraded Pairs as the training workflow ships it (save_to
+    'diff-plugin-synthetic/rain', overwrite off), run twice with ComfyUI's cache emptied between:
+    the second run finds its own pairs and keeps them, untouched. Other pairs in that folder (another
+    seed) stop the node with a message naming its own inputs, as a ValueError."""
+    shipped = json.loads((cs.REPO / "example_workflows" / "api" / "diff_plugin_train_task_plugin.json").read_text())
+    synth = next(node for node in shipped.values() if node["class_type"] == "SynthesizeDegradedPairs")
+    prompt = {"img": {"class_type": "LoadImage", "inputs": {"image": "rain.png"}},
+              "synth": {"class_type": "SynthesizeDegradedPairs", "inputs": synth["inputs"] | {"clean_images": ["img", 0]}},
+              "show": {"class_type": "PreviewImage", "inputs": {"images": ["synth", 0]}}}
+    folder = server.base / "input" / synth["inputs"]["save_to"]
+    server.run_prompt(prompt)
+    stamps = {path: path.stat().st_mtime_ns for path in folder.rglob("*")}
+    assert len(stamps) > 4 and (folder / "pairs.csv").is_file()
+    server.post("/free", {"free_memory": True})  # the next prompt runs every node again
+    time.sleep(1)
+    server.run_prompt(prompt)
+    assert {path: path.stat().st_mtime_ns for path in folder.rglob("*")} == stamps
+    prompt["synth"]["inputs"]["seed"] = synth["inputs"]["seed"] + 1
+    error = run_error(server, prompt)
+    assert error["node_id"] == "synth" and error["exception_type"] == "ValueError", error
+    message = error["exception_message"]
+    assert "save_to 'diff-plugin-synthetic/rain' already holds other pairs" in message and "overwrite" in message, error
+    assert "--overwrite" not in message and " -o" not in message, error
+    assert {path: path.stat().st_mtime_ns for path in folder.rglob("*")} == stamps
+
+
+def test_compose_chain_wired_to_apply_is_refused_with_a_message(server):
+    """Issue 32 item 4: Compose Task-Plugins' task_plugin output is the plugins in one pass; with
+    compose = chain, Apply Task-Plugin stops, saying what to connect instead."""
+    prompt = single_task(seed=11)
+    prompt["library"] = {"class_type": "LoadTaskPluginLibrary", "inputs": {"tasks": "derain, dehaze", "selector_name": "none"}}
+    prompt["compose"] = {"class_type": "ComposeTaskPlugins", "inputs": {
+        "task_plugins": ["library", 0], "compose": "chain", "joint_context": "attention", "weights": ""}}
+    prompt["apply"]["inputs"]["task_plugin"] = ["compose", 1]
+    error = run_error(server, prompt)
+    assert error["node_id"] == "apply" and "compose = chain" in error["exception_message"], error
+    assert "set compose to joint" in error["exception_message"] and "Restore with Task-Plugins" in error["exception_message"]
+    prompt["compose"]["inputs"]["compose"] = "joint"
+    server.run_prompt(prompt)  # the same graph in one pass runs
+
+
+def test_the_selector_threshold_starts_at_zero(server):
+    """Issue 32 item 5: the reference rule counts a negative score as 0, so a θ below 0 selected
+    every plugin while the tooltip said 'scoring above it': θ's range starts at 0, and the host
+    refuses less under threshold alone."""
+    info = server.get("/object_info/PluginSelector")["PluginSelector"]["input"]["required"]["threshold"][1]
+    assert info["min"] == 0.0 and "starts at 0" in info["tooltip"]
+    prompt = multi_task()
+    prompt["select"]["inputs"]["threshold"] = -0.3
+    errors = refused(server, prompt)
+    assert errors == {"select": [("threshold", "Value -0.3 smaller than min of 0.0: threshold")]}, errors

@@ -281,3 +281,34 @@ def test_saved_sizes_cover_the_node_contents(workflow):
         widgets = len([name for name in frontend_widget_names(node["type"]) if name != "upload"])
         assert node["size"][1] >= rows * 20 + widgets * 20 + 6, (node["type"], node["size"])
         assert node["size"][0] >= 300, node["type"]
+
+
+def test_the_readmes_convert_step_gives_exactly_the_files_the_workflows_name(tmp_path, fixtures_dir, selector_file):
+    """README, 'First restore': `diffplugin convert path/to/pre-trained -o models/diff_plugins` on the
+    authors' release layout (<task>/tpb.pt + scb/, plugin_selector/PromptTunner.pt), through the real
+    entry point; every file under diff_plugins that a workflow names is among what it wrote, and
+    every task a library node asks for has its file."""
+    import shutil
+
+    release = tmp_path / "pre-trained"
+    for task in ("derain", "dehaze"):  # the tasks the workflows use, with the tiny plugins' weights
+        shutil.copytree(fixtures_dir / "tiny" / "derain", release / task)
+    shutil.copytree(selector_file.parent, release / "plugin_selector")
+    out = tmp_path / "models" / "diff_plugins"
+    result = subprocess.run([sys.executable, "-m", "plugin_core", "convert", str(release), "-o", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    written = {p.name for p in out.iterdir()}
+    named, tasks = set(), set()
+    for workflow in WORKFLOWS:
+        for node in api(workflow).values():
+            inputs = node["inputs"]
+            if node["class_type"] == "LoadTaskPlugin":
+                named.add(inputs["plugin_name"])
+            if node["class_type"] == "LoadTaskPluginLibrary":
+                tasks.update(t.strip() for t in inputs["tasks"].split(",") if t.strip())
+                if inputs["selector_name"] != "none":
+                    named.add(inputs["selector_name"])
+    assert named and "selector.safetensors" in named
+    assert named <= written, f"the workflows name {sorted(named - written)}, which convert does not write ({sorted(written)})"
+    assert {f"{task}.safetensors" for task in tasks} <= written

@@ -430,3 +430,27 @@ def test_write_pairs_empty_or_missing_folder(tmp_path):
         write_pairs([], tmp_path / "out", "rain")
     with pytest.raises(ValueError, match="missing.png"):
         SyntheticPairs([tmp_path / "missing.png"], "rain")
+
+
+def test_write_pairs_again_keeps_its_own_pairs_and_refuses_others(tmp_path, photos):
+    """A second run of the same photos and settings finds its own pairs there and writes nothing;
+    other settings (another seed, another degradation), or one file changed, are refused before
+    anything is written, naming the files (OutputsExist.paths), unless overwrite."""
+    from plugin_core import OutputsExist
+
+    clean = list(photos[:2])
+    out = tmp_path / "pairs"
+    write_pairs(clean, out, "rain", seed=1, pairs_per_image=2)
+    stamps = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    assert write_pairs(clean, out, "rain", seed=1, pairs_per_image=2) == out / "pairs.csv"
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()} == stamps
+    for changes in ({"kinds": "rain", "seed": 2}, {"kinds": "haze", "seed": 1}):
+        with pytest.raises(OutputsExist) as refused:
+            write_pairs(clean, out, changes["kinds"], seed=changes["seed"], pairs_per_image=2)
+        assert out / "pairs.csv" in refused.value.paths and "--overwrite" in str(refused.value)
+    first = out / "input" / "image00000_0.png"
+    Image.new("RGB", Image.open(first).size).save(first)  # one image no longer the pair it was
+    with pytest.raises(OutputsExist):
+        write_pairs(clean, out, "rain", seed=1, pairs_per_image=2)
+    write_pairs(clean, out, "rain", seed=1, pairs_per_image=2, overwrite=True)
+    assert first.read_bytes() == stamps[first][1]

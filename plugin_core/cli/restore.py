@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import PluginError
 from ..restore.settings import RestoreSettings
-from ..selector.config import SELECT_THRESHOLD
+from ..selector.config import SELECT_THRESHOLD, SELECT_THRESHOLD_MIN
 from .args import (
     base_arguments,
     command,
@@ -52,7 +52,7 @@ def selection_arguments(parser, need: bool = False) -> None:
     plugins = parser.add_argument("--plugins", type=Path, help="folder of plugins to choose among (.safetensors files "
                                                                "and/or reference task folders)")
     selector = parser.add_argument("--selector", type=Path, help="Plugin-Selector (.safetensors or the reference PromptTunner.pt)")
-    parser.add_argument("--select-threshold", type=number("--select-threshold", float), default=SELECT_THRESHOLD,
+    parser.add_argument("--select-threshold", type=number("--select-threshold", float, low=SELECT_THRESHOLD_MIN), default=SELECT_THRESHOLD,
                         help="θ: plugins scoring above it are selected")
     if need:
         required(parser, prompt, plugins, selector)

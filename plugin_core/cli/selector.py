@@ -12,6 +12,7 @@ from ..selector.config import (
     FINE_TUNE_STEPS,
     READER_WIDTH,
     SELECT_THRESHOLD,
+    SELECT_THRESHOLD_MIN,
     TEXT_ENCODERS,
     TRAIN_OPTIONS,
     SelectorTrainConfig,
@@ -52,9 +53,9 @@ def register(commands) -> None:
     required(evaluate, evaluate.add_argument("--selector", type=Path, help="the selector to measure"))
     evaluate.add_argument("--split", type=choice("--split", ("heldout", "train")), default="heldout", metavar="{heldout,train}",
                           help="which instructions of the corpus")
-    evaluate.add_argument("--select-threshold", type=number("--select-threshold", float), default=SELECT_THRESHOLD,
+    evaluate.add_argument("--select-threshold", type=number("--select-threshold", float, low=SELECT_THRESHOLD_MIN), default=SELECT_THRESHOLD,
                           help="θ of the selection rule")
-    renamed(evaluate, "--threshold", "--select-threshold", "select_threshold", number("--threshold", float))
+    renamed(evaluate, "--threshold", "--select-threshold", "select_threshold", number("--threshold", float, low=SELECT_THRESHOLD_MIN))
 
 
 def selector_inputs(parser) -> None:

@@ -20,6 +20,7 @@ _EXPORTS = {
     "FINE_TUNE_STEPS": "config",
     "READER_WIDTH": "config",
     "SELECT_THRESHOLD": "config",
+    "SELECT_THRESHOLD_MIN": "config",
     "TEXT_ENCODERS": "config",
     "TRAIN_OPTIONS": "config",
     "SelectorTrainConfig": "config",

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from ..options import Option
 
 SELECT_THRESHOLD = 0.0  # θ: plugins scoring above it are selected (the reference's)
+# The reference's rule counts a negative score as 0 (apply_selection_rule), so a θ below 0 would
+# select every plugin: θ starts at 0.
+SELECT_THRESHOLD_MIN = 0.0
 TEXT_ENCODERS = ("clip", "minilm")  # SD's CLIP-L (the reference's), or the offline sentence model
 READER_WIDTH, EMBED_WIDTH = 256, 256  # the selectors trained here (the reference's: no reader, 768)
 

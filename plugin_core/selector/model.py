@@ -248,7 +248,7 @@ def select(selector: PluginSelector, encoder, instruction: str, plugins: Sequenc
     """The selection for each image (whose CLIP tokens `clip_tokens(layer)` gives): the
     command line's and the node's one policy, per image. Plugins the selector (or the CLIP
     vision model, of `clip_width`) cannot read are left out, each with a warning."""
-    if problem := text_problem("the instruction", instruction):
+    if problem := text_problem("the instruction", instruction, multiline=True):
         raise PluginError(problem)
     usable = []
     for plugin in plugins:

@@ -102,7 +102,8 @@ def write_pairs(
     overwrite: bool = False,
 ) -> Path:
     """Write `SyntheticPairs(clean, ...)` to disk; returns the CSV path. Files already there are
-    refused, before anything is written, unless `overwrite` (a clean image never is).
+    refused, before anything is written, unless `overwrite` (a clean image never is), or unless
+    they are exactly these pairs (a rerun of the same photos and settings: nothing is written).
 
     `clean`: a folder of images (images.IMAGE_SUFFIXES, sorted by name) or a list of paths
     (or PIL images). Writes out_dir/input/<name>.png, out_dir/target/<name>.png and
@@ -131,19 +132,39 @@ def write_pairs(
     from ..outputs import check_new_files
 
     clean_files = [Path(item) for item in images if not isinstance(item, Image.Image)]
-    check_new_files([out_dir / "pairs.csv"] + [out_dir / sub / f"{name}.png" for name in names for sub in ("input", "target")],
-                    overwrite=overwrite, inputs=clean_files)
+    csv_path = out_dir / "pairs.csv"
+    rows = [("image", "conditioning_image")] + [(f"target/{name}.png", f"input/{name}.png") for name in names]
+    targets = [csv_path] + [out_dir / sub / f"{name}.png" for name in names for sub in ("input", "target")]
+    check_new_files(targets, overwrite=True, inputs=clean_files)  # never an input, whatever is there
+    if not overwrite and _already_written(out_dir, names, dataset, rows):
+        return csv_path  # a rerun with the same photos and settings: the pairs there are these
+    check_new_files(targets, overwrite=overwrite)
     (out_dir / "input").mkdir(parents=True, exist_ok=True)
     (out_dir / "target").mkdir(parents=True, exist_ok=True)
-    rows = []
     for index, name in enumerate(names):
         degraded, target = dataset[index]
         degraded.save(out_dir / "input" / f"{name}.png")
         target.save(out_dir / "target" / f"{name}.png")
-        rows.append((f"target/{name}.png", f"input/{name}.png"))
-    csv_path = out_dir / "pairs.csv"
     with csv_path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(("image", "conditioning_image"))
-        writer.writerows(rows)
+        csv.writer(handle).writerows(rows)
     return csv_path
+
+
+def _already_written(out_dir: Path, names: list[str], dataset: "SyntheticPairs", rows: list[tuple]) -> bool:
+    """Whether out_dir holds exactly these pairs: the same CSV rows and, pixel for pixel, the same
+    images (what a second run of the same photos and settings would write)."""
+    csv_path = out_dir / "pairs.csv"
+    if not csv_path.is_file():
+        return False
+    with csv_path.open(newline="") as handle:
+        if [tuple(row) for row in csv.reader(handle)] != rows:
+            return False
+    for index, name in enumerate(names):
+        for image, sub in zip(dataset[index], ("input", "target")):
+            path = out_dir / sub / f"{name}.png"
+            if not path.is_file():
+                return False
+            with Image.open(path) as held:
+                if held.mode != image.mode or held.size != image.size or held.tobytes() != image.tobytes():
+                    return False
+    return True
