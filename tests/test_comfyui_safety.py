@@ -190,8 +190,7 @@ def test_a_queued_mistake_is_filed_under_the_inputs_it_concerns(server, kind, no
 @pytest.mark.parametrize("kind,node,changes,text", [
     ("single", "apply", {"tile_size": 100}, "tile_size must be a multiple of 8 px, got 100"),
     ("single", "apply", {"tile_size": 256, "tile_overlap": 256}, "tile_overlap: the tile overlap (256 px) must be smaller than the tile"),
-    ("multi", "restore", {"tile_size": 128, "tile_overlap": 128}, "lower tile_overlap or raise tile_size"),
-], ids=["multiple-of-8", "apply-overlap", "restore-overlap"])
+], ids=["multiple-of-8", "apply-overlap"])
 def test_a_rule_between_two_inputs_stops_the_node_naming_the_input_to_change(server, kind, node, changes, text):
     """Filed under both inputs when queued, it would mark both widgets: the node stops first thing
     when it runs, its message naming the input to change."""
@@ -449,21 +448,6 @@ def test_the_shipped_synthetic_pairs_run_again_as_shipped(server):
     assert "save_to 'diff-plugin-synthetic/rain' already holds other pairs" in message and "overwrite" in message, error
     assert "--overwrite" not in message and " -o" not in message, error
     assert {path: path.stat().st_mtime_ns for path in folder.rglob("*")} == stamps
-
-
-def test_compose_chain_wired_to_apply_is_refused_with_a_message(server):
-    """Issue 32 item 4: Compose Task-Plugins' task_plugin output is the plugins in one pass; with
-    compose = chain, Apply Task-Plugin stops, saying what to connect instead."""
-    prompt = single_task(seed=11)
-    prompt["library"] = {"class_type": "LoadTaskPluginLibrary", "inputs": {"tasks": "derain, dehaze", "selector_name": "none"}}
-    prompt["compose"] = {"class_type": "ComposeTaskPlugins", "inputs": {
-        "task_plugins": ["library", 0], "compose": "chain", "joint_context": "attention", "weights": ""}}
-    prompt["apply"]["inputs"]["task_plugin"] = ["compose", 1]
-    error = run_error(server, prompt)
-    assert error["node_id"] == "apply" and "compose = chain" in error["exception_message"], error
-    assert "set compose to joint" in error["exception_message"] and "Restore with Task-Plugins" in error["exception_message"]
-    prompt["compose"]["inputs"]["compose"] = "joint"
-    server.run_prompt(prompt)  # the same graph in one pass runs
 
 
 def test_the_selector_threshold_starts_at_zero(server):
