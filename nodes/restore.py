@@ -73,10 +73,10 @@ class RestoreWithTaskPlugins(io.ComfyNode):
                 scheduler, resolution, output_size, tile_size=DEFAULTS.size, tile_overlap=DEFAULTS.overlap,
                 tile_batch=DEFAULTS.batch, tile_prompt=DEFAULTS.prompt, color_fix=SETTINGS.color_fix,
                 plugin_guidance=False) -> io.NodeOutput:
+        tiles = tile_settings(tile_size, tile_overlap, tile_batch, tile_prompt)  # first: even when nothing runs
         if not any(group.plugins for group in task_plugins.groups_for(image.shape[0])):
             return io.NodeOutput(image)
         settings = RestoreSettings(steps=steps, later_steps=later_steps, seed=seed, resolution=resolution, output_size=output_size,
-                                   color_fix=color_fix, tiles=tile_settings(tile_size, tile_overlap, tile_batch, tile_prompt),
-                                   **task_plugins.composition)
+                                   color_fix=color_fix, tiles=tiles, **task_plugins.composition)
         sampling = Sampling(cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, guidance=plugin_guidance)
         return io.NodeOutput(bridge.pil_to_image(restore_images(model, task_plugins, clip_vision, vae, image, settings, sampling)))
