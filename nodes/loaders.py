@@ -18,7 +18,7 @@ from .plugin_types import (
     TaskPluginIO,
     TaskPluginsIO,
 )
-from .validation import Choice, check_inputs
+from .validation import Choice, choice_problem
 
 CATEGORY = "Diff-Plugin"
 log = logging.getLogger("diffplugin")
@@ -92,7 +92,7 @@ class LoadTaskPlugin(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, plugin_name):
-        return check_inputs(cls, plugin_name=plugin_name)
+        return choice_problem(cls, "plugin_name", plugin_name) or True
 
     @classmethod
     def fingerprint_inputs(cls, plugin_name):

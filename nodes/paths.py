@@ -28,17 +28,28 @@ def data_roots() -> list[str]:
     return [normal_path(p) for p in (folder_paths.get_input_directory(), folder_paths.get_output_directory(), *extra)]
 
 
+def _path_problem(name: str, value: str) -> str | None:
+    """What a typed path must be, wherever it points: text, and no part longer than a file name may be."""
+    if problem := text_problem(name, value):
+        return problem
+    if any(len(part.encode()) > NAME_BYTES for part in Path(value.strip()).parts):
+        return f"{name} has a file or folder name longer than {NAME_BYTES} bytes, which file systems refuse"
+    return None
+
+
+def _under_input(value: str) -> str:
+    return normal_path(os.path.join(folder_paths.get_input_directory(), value.strip()))
+
+
 def save_to_problem(value, name: str = "save_to") -> str | None:
     """Why a folder name under ComfyUI's input directory may not be written (None: it may, or it is
     empty or a link): not text, a part too long for a file system, or a path that climbs out."""
     if not isinstance(value, str) or not value.strip():
         return None
-    if problem := text_problem(name, value):
+    if problem := _path_problem(name, value):
         return problem
-    if any(len(part.encode()) > NAME_BYTES for part in Path(value.strip()).parts):
-        return f"{name} has a folder name longer than {NAME_BYTES} bytes, which file systems refuse"
     root = normal_path(folder_paths.get_input_directory())
-    if not inside(normal_path(os.path.join(root, value.strip())), [root]):
+    if not inside(_under_input(value), [root]):
         return f"{name} '{shown(value)}' is outside ComfyUI's input folder {root}: give a folder inside it"
     return None
 
@@ -47,7 +58,7 @@ def input_subfolder(name: str) -> Path:
     """A folder under ComfyUI's input directory (the rule of `save_to_problem`, raised)."""
     if problem := save_to_problem(name):
         raise ValueError(problem)
-    return Path(normal_path(os.path.join(folder_paths.get_input_directory(), name.strip())))
+    return Path(_under_input(name))
 
 
 def data_path_problem(value) -> str | None:
@@ -55,10 +66,8 @@ def data_path_problem(value) -> str | None:
     is inside ComfyUI's input folder; an absolute one must lie in a folder of `data_roots`."""
     if not isinstance(value, str) or not value.strip():
         return None
-    if problem := text_problem("data_path", value):
+    if problem := _path_problem("data_path", value):
         return problem
-    if any(len(part.encode()) > NAME_BYTES for part in Path(value.strip()).parts):
-        return f"data_path has a file or folder name longer than {NAME_BYTES} bytes, which file systems refuse"
     path = _resolve(value)
     if inside(path, data_roots()):
         return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..plugin_core import OutputsExist, printable
+from ..plugin_core import OutputsExist, printable, shown
 from . import bridge
 from .paths import input_subfolder, save_to_problem
 from .validation import Choice, Float
@@ -76,7 +76,7 @@ class SynthesizeDegradedPairs(io.ComfyNode):
                 write_pairs(clean, folder, kinds, seed=seed, intensity=(intensity_min, intensity_max),
                             pairs_per_image=pairs_per_image, overwrite=overwrite)
             except OutputsExist as error:
-                raise ValueError(f"save_to '{printable(save_to)}' already holds other pairs ({len(error.paths)} files, e.g. "
+                raise ValueError(f"save_to '{shown(save_to)}' already holds other pairs ({len(error.paths)} files, e.g. "
                                  f"{printable(error.paths[0].relative_to(folder))}), made from other photos or settings: "
                                  "choose another save_to folder, or turn on overwrite to replace them") from None
         inputs, targets = zip(*(pairs[i] for i in range(len(pairs))))

@@ -42,11 +42,8 @@ def tile_settings(tile_size: int, tile_overlap: int, tile_batch: int, tile_promp
     """plugin_core's TileSettings of a node's tile inputs, checked first thing when the node runs:
     their ranges are the host's to check when queued, but the multiple of 8 and the rule between
     size and overlap are not, and a queue-time rule between two inputs is filed under both
-    (validation.py). The message names the input to change."""
-    for name, value in (("tile_size", tile_size), ("tile_overlap", tile_overlap)):
-        if value % 8:
-            raise ValueError(f"{name} must be a multiple of 8 px, got {value}")
+    (validation.py). plugin_core's message names the input to change, by the node's input names."""
     try:
         return TileSettings(size=tile_size, overlap=tile_overlap, batch=tile_batch, prompt=tile_prompt)
     except PluginError as error:
-        raise ValueError(f"tile_overlap: {error}; lower tile_overlap or raise tile_size") from None
+        raise ValueError(str(error)) from None  # a plain ValueError: the host shows its type's full module path

@@ -65,35 +65,16 @@ class Choice(io.Combo.Input):
         return list(self.options)
 
 
-def check_inputs(node_class, **values):
-    """True, or a message naming each value that is not one of its combo's options, not finite,
-    outside its input's range or not a multiple of its step: for the inputs a node's own
-    `validate_inputs` names (the host skips its checks for those). None is a link, checked
-    when the node runs."""
-    inputs = {i.id: i for i in node_class.define_schema().inputs}
-    problems = [problem for name, value in values.items() if (problem := _problem(inputs[name], name, value))]
-    return True if not problems else "; ".join(problems)
-
-
-def _problem(spec, name, value) -> str | None:
-    options = getattr(spec, "options", None)
-    if value is None:
+def choice_problem(node_class, name: str, value) -> str | None:
+    """Why a queued value is not one of a V3 combo's options (a combo whose type is the word COMBO,
+    which the host does not check), for the one input a node's own `validate_inputs` names; the
+    value is escaped in the message, where the host's own check would log it as it is. None when
+    fine or a link (None, checked when the node runs)."""
+    options = next(i for i in node_class.define_schema().inputs if i.id == name).options
+    if value is None or value in options:
         return None
-    if options is not None:
-        if value in options:
-            return None
-        shown = ", ".join(map(str, options[:10])) + (" ..." if len(options) > 10 else "") if options else "none found"
-        return f"{name} '{printable(value)}' is not available; choose one of: {shown}"
-    low, high = getattr(spec, "min", None), getattr(spec, "max", None)
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{name} must be a finite number, got {value}"
-    if low is not None and value < low:
-        return f"{name} must be at least {low}, got {value}"
-    if high is not None and value > high:
-        return f"{name} must be at most {high}, got {value}"
-    if isinstance(value, int) and getattr(spec, "step", None) and (value - (low or 0)) % spec.step:
-        return f"{name} must be a multiple of {spec.step}, got {value}"
-    return None
+    listed = ", ".join(map(str, options[:10])) + (" ..." if len(options) > 10 else "") if options else "none found"
+    return f"{name} '{shown(value)}' is not available; choose one of: {listed}"
 
 
 def name_problem(name: str, value) -> str | None:

@@ -20,6 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,6 +37,19 @@ WORKFLOW_PHOTOS = {"demo_rain.jpg": "rain.png", "demo_snow_and_haze.jpg": "snow_
 def workflow_photos(photo_dir: Path) -> dict[str, Path]:
     """Input file name -> source photo, for a server that runs the example workflows."""
     return {name: photo_dir / made for name, made in WORKFLOW_PHOTOS.items()}
+
+
+def require_host(what: str = "these tests") -> None:
+    """Skip the calling test module, saying why, unless COMFYUI_DIR names a ComfyUI that imports
+    under this Python (the run's summary counts these skips by the word COMFYUI_DIR)."""
+    if COMFYUI_DIR is None:
+        pytest.skip(f"COMFYUI_DIR is not set: {what} need a real ComfyUI checkout (see README, 'Tests')", allow_module_level=True)
+    try:
+        import_comfy()
+        import comfy.model_management  # noqa: F401
+    except ImportError as error:  # pragma: no cover - depends on the interpreter
+        pytest.skip(f"COMFYUI_DIR is set but ComfyUI does not import here ({error}); run with ComfyUI's own Python",
+                    allow_module_level=True)
 
 
 def import_comfy(pytorch_attention: bool = False) -> None:
@@ -272,22 +286,26 @@ class ComfyServer:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"{}")
 
+    def wait(self, prompt_id: str, timeout: float = 900, poll: float = 1.0) -> dict:
+        """The history entry of a queued prompt once it has finished, failed or not; TimeoutError
+        (the prompt worker stuck) after `timeout` seconds."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            entry = self.get(f"/history/{prompt_id}").get(prompt_id)
+            if entry and entry.get("status", {}).get("completed") is not None:
+                return entry
+            time.sleep(poll)
+        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout}s\n{self.log_text()[-3000:]}")
+
     def run_prompt(self, prompt: dict, timeout: float = 900) -> dict:
         """Queue an API-format prompt and wait for its history entry."""
         status, answer = self.post("/prompt", {"prompt": prompt})
         if status != 200:
             raise AssertionError(f"/prompt refused the workflow ({status}): {json.dumps(answer)[:2000]}")
-        prompt_id = answer["prompt_id"]
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            history = self.get(f"/history/{prompt_id}")
-            if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
-                entry = history[prompt_id]
-                if entry["status"].get("status_str") == "error" or not entry["status"]["completed"]:
-                    raise AssertionError(f"prompt failed: {json.dumps(entry['status'])[:3000]}\n{self.log_text()[-3000:]}")
-                return entry
-            time.sleep(1)
-        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout}s\n{self.log_text()[-3000:]}")
+        entry = self.wait(answer["prompt_id"], timeout)
+        if entry["status"].get("status_str") == "error" or not entry["status"]["completed"]:
+            raise AssertionError(f"prompt failed: {json.dumps(entry['status'])[:3000]}\n{self.log_text()[-3000:]}")
+        return entry
 
     def image(self, info: dict) -> bytes:
         query = f"/view?filename={info['filename']}&subfolder={info.get('subfolder', '')}&type={info['type']}"

@@ -21,17 +21,12 @@ import pytest
 import torch
 from PIL import Image
 
+from tests import comfy_support as cs
+
 pytestmark = pytest.mark.comfyui
 
-if not os.environ.get("COMFYUI_DIR"):
-    pytest.skip("COMFYUI_DIR is not set: these tests need a real ComfyUI checkout (see README, 'Tests')", allow_module_level=True)
-try:
-    from tests import comfy_support as cs
-
-    cs.import_comfy()
-    import comfy.model_management  # noqa: F401
-except ImportError as error:  # pragma: no cover - depends on the interpreter
-    pytest.skip(f"COMFYUI_DIR is set but ComfyUI does not import here ({error}); run with ComfyUI's own Python", allow_module_level=True)
+cs.require_host()
+import comfy.model_management  # noqa: E402  (ComfyUI's, importable once require_host passed)
 
 REPO = cs.REPO
 API_WORKFLOWS = sorted((REPO / "example_workflows" / "api").glob("*.json"))

@@ -14,21 +14,15 @@ prompt worker failing.
 from __future__ import annotations
 
 import json
-import os
-import time
+import re
 
 import pytest
 
+from tests import comfy_support as cs
+
 pytestmark = pytest.mark.comfyui
 
-if not os.environ.get("COMFYUI_DIR"):
-    pytest.skip("COMFYUI_DIR is not set: these tests need a real ComfyUI checkout (see README, 'Tests')", allow_module_level=True)
-try:
-    from tests import comfy_support as cs
-
-    cs.import_comfy()
-except ImportError as error:  # pragma: no cover - depends on the interpreter
-    pytest.skip(f"COMFYUI_DIR is set but ComfyUI does not import here ({error}); run with ComfyUI's own Python", allow_module_level=True)
+cs.require_host()
 
 BAD_TEXTS = {
     "surrogate": "derain, \ud800",
@@ -37,8 +31,6 @@ BAD_TEXTS = {
     "1MB": "x" * 1_000_000,
     "path": "../../../../../../etc/passwd",
 }
-import re
-
 # The host's own refusal of a value not among a combo's options logs the value as it is; its log
 # writer catches the UnicodeEncodeError ("--- Logging error ---") and the server goes on. Those
 # lines are the host's; any other logging error, and any thread that dies, fails the test.
@@ -118,23 +110,13 @@ def fuzzed_inputs(server) -> list[tuple[str, str, str]]:
     return found
 
 
-def wait(server, prompt_id: str, timeout: float = 300) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        entry = server.get(f"/history/{prompt_id}").get(prompt_id)
-        if entry and entry.get("status", {}).get("completed") is not None:
-            return entry
-        time.sleep(0.1)
-    raise AssertionError(f"prompt {prompt_id} did not finish in {timeout} s: the prompt worker is stuck\n{server.log_text()[-3000:]}")
-
-
 def plain_prompt_finishes(server, number: int) -> None:
     """A prompt with nothing of the pack in it (a new colour each time, so it is never cached)."""
     prompt = {"image": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": number}},
               "preview": {"class_type": "PreviewImage", "inputs": {"images": ["image", 0]}}}
     status, answer = server.post("/prompt", {"prompt": prompt})
     assert status == 200, answer
-    entry = wait(server, answer["prompt_id"], timeout=60)
+    entry = server.wait(answer["prompt_id"], timeout=60, poll=0.1)
     assert entry["status"]["status_str"] == "success", entry["status"]
 
 
@@ -147,7 +129,7 @@ def check_outcome(server, node_type: str, node_id: str, input_name: str, status:
         assert named == {input_name}, f"{node_type}.{input_name}: filed under {named}: {errors}"
         return "refused"
     assert status == 200, answer
-    entry = wait(server, answer["prompt_id"])
+    entry = server.wait(answer["prompt_id"], timeout=300, poll=0.1)
     failures = [data for kind, data in entry["status"]["messages"] if kind == "execution_error"]
     if not failures:
         return "ran"

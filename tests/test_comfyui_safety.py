@@ -21,17 +21,11 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
+from tests import comfy_support as cs
+
 pytestmark = pytest.mark.comfyui
 
-if not os.environ.get("COMFYUI_DIR"):
-    pytest.skip("COMFYUI_DIR is not set: these tests need a real ComfyUI checkout (see README, 'Tests')", allow_module_level=True)
-try:
-    from tests import comfy_support as cs
-
-    cs.import_comfy()
-    import comfy.model_management  # noqa: F401
-except ImportError as error:  # pragma: no cover - depends on the interpreter
-    pytest.skip(f"COMFYUI_DIR is set but ComfyUI does not import here ({error}); run with ComfyUI's own Python", allow_module_level=True)
+cs.require_host()
 
 BAD_NAME = b"bad-\xff-name.safetensors"  # not UTF-8
 
@@ -130,21 +124,11 @@ def refused(server, prompt: dict) -> dict:
             for node, entry in answer["node_errors"].items()}
 
 
-def finished(server, prompt_id: str, timeout: float = 600) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        entry = server.get(f"/history/{prompt_id}").get(prompt_id)
-        if entry and entry.get("status", {}).get("completed") is not None:
-            return entry
-        time.sleep(0.2)
-    raise TimeoutError(server.log_text()[-3000:])
-
-
 def run_error(server, prompt: dict) -> dict:
     """The execution_error message of a prompt that is queued and fails when it runs."""
     status, answer = server.post("/prompt", {"prompt": prompt})
     assert status == 200, answer
-    entry = finished(server, answer["prompt_id"])
+    entry = server.wait(answer["prompt_id"], 600, poll=0.2)
     errors = [data for kind, data in entry["status"]["messages"] if kind == "execution_error"]
     assert errors, entry["status"]
     return errors[0]
@@ -188,9 +172,11 @@ def test_a_queued_mistake_is_filed_under_the_inputs_it_concerns(server, kind, no
 
 
 @pytest.mark.parametrize("kind,node,changes,text", [
-    ("single", "apply", {"tile_size": 100}, "tile_size must be a multiple of 8 px, got 100"),
-    ("single", "apply", {"tile_size": 256, "tile_overlap": 256}, "tile_overlap: the tile overlap (256 px) must be smaller than the tile"),
-], ids=["multiple-of-8", "apply-overlap"])
+    ("single", "apply", {"tile_size": 100}, "tile_size must be a multiple of 8 (the VAE's factor), got 100"),
+    ("single", "apply", {"tile_size": 256, "tile_overlap": 256},
+     "tile_overlap (256 px) must be smaller than tile_size (256 px): lower tile_overlap or raise tile_size"),
+    ("multi", "restore", {"tile_size": 128, "tile_overlap": 128}, "lower tile_overlap or raise tile_size"),
+], ids=["multiple-of-8", "apply-overlap", "restore-overlap"])
 def test_a_rule_between_two_inputs_stops_the_node_naming_the_input_to_change(server, kind, node, changes, text):
     """Filed under both inputs when queued, it would mark both widgets: the node stops first thing
     when it runs, its message naming the input to change."""
@@ -386,7 +372,7 @@ def test_apply_shows_its_progress_and_stops_when_cancelled(server):
     messages = cs.WebSocketMessages(server)
     status, answer = server.post("/prompt", {"prompt": tiled_apply(96, 0.5), "client_id": messages.client_id})
     assert status == 200, answer
-    entry = finished(server, answer["prompt_id"])
+    entry = server.wait(answer["prompt_id"], 600, poll=0.2)
     assert entry["status"]["status_str"] == "success", entry["status"]
     # One step per tile's CLIP vision call and one for the VAE encode (whose tiled encode shows a
     # bar of ComfyUI's own in between).
@@ -401,7 +387,7 @@ def test_apply_shows_its_progress_and_stops_when_cancelled(server):
         assert time.time() < deadline, server.log_text()[-3000:]
         time.sleep(0.05)
     server.post("/interrupt", {})
-    entry = finished(server, answer["prompt_id"])
+    entry = server.wait(answer["prompt_id"], 600, poll=0.2)
     interrupted = [data for kind, data in entry["status"]["messages"] if kind == "execution_interrupted"]
     assert interrupted and interrupted[0]["node_id"] == "apply", entry["status"]
     reached = [p for p in messages.of("progress", "apply") if p["prompt_id"] == answer["prompt_id"]]
@@ -448,6 +434,22 @@ def test_the_shipped_synthetic_pairs_run_again_as_shipped(server):
     assert "save_to 'diff-plugin-synthetic/rain' already holds other pairs" in message and "overwrite" in message, error
     assert "--overwrite" not in message and " -o" not in message, error
     assert {path: path.stat().st_mtime_ns for path in folder.rglob("*")} == stamps
+
+
+def test_compose_chain_wired_to_apply_is_refused_with_a_message(server):
+    """Issue 32 item 4: Compose Task-Plugins' task_plugin output is the plugins in one pass; with
+    compose = chain, Apply Task-Plugin stops, saying what to connect instead."""
+    prompt = single_task(seed=11)
+    # derain and deblur: an earlier test leaves a second dehaze plugin in this server's folder
+    prompt["library"] = {"class_type": "LoadTaskPluginLibrary", "inputs": {"tasks": "derain, deblur", "selector_name": "none"}}
+    prompt["compose"] = {"class_type": "ComposeTaskPlugins", "inputs": {
+        "task_plugins": ["library", 0], "compose": "chain", "joint_context": "attention", "weights": ""}}
+    prompt["apply"]["inputs"]["task_plugin"] = ["compose", 1]
+    error = run_error(server, prompt)
+    assert error["node_id"] == "apply" and "compose = chain" in error["exception_message"], error
+    assert "set compose to joint" in error["exception_message"] and "Restore with Task-Plugins" in error["exception_message"]
+    prompt["compose"]["inputs"]["compose"] = "joint"
+    server.run_prompt(prompt)  # the same graph in one pass runs
 
 
 def test_the_selector_threshold_starts_at_zero(server):

@@ -19,16 +19,11 @@ import sys
 
 import pytest
 
+from tests import comfy_support as cs
+
 pytestmark = pytest.mark.comfyui
 
-if not os.environ.get("COMFYUI_DIR"):
-    pytest.skip("COMFYUI_DIR is not set: the browser tests need a real ComfyUI checkout (see README, 'Tests')", allow_module_level=True)
-try:
-    from tests import comfy_support as cs
-
-    cs.import_comfy()
-except ImportError as error:  # pragma: no cover - depends on the interpreter
-    pytest.skip(f"COMFYUI_DIR is set but ComfyUI does not import here ({error}); run with ComfyUI's own Python", allow_module_level=True)
+cs.require_host("the browser tests")
 
 REPO = cs.REPO
 _spec = importlib.util.spec_from_file_location("build_example_workflows", REPO / "scripts" / "build_example_workflows.py")

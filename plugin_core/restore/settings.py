@@ -47,7 +47,8 @@ class TileSettings:
     def __post_init__(self):
         check_settings(self, self.OPTIONS)
         if self.size and self.overlap >= self.size:
-            raise PluginError(f"the tile overlap ({self.overlap} px) must be smaller than the tile ({self.size} px)")
+            raise PluginError(f"tile_overlap ({self.overlap} px) must be smaller than tile_size ({self.size} px): lower "
+                              "tile_overlap or raise tile_size")
 
     def plan(self, width: int, height: int, factor: int = 8):
         """The tiles of a working size (pixels), or None when the image fits in one tile."""
