@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
 from . import library
+from .api import ComfyExtension, io
 from .apply import ApplyTaskPlugin
 from .colorfix import DiffPluginColorFix
 from .compose import ComposeTaskPlugins

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 
 import comfy.utils
-from comfy_api.latest import io
 
 from ..plugin_core import RestoreSettings, TileSettings, check_fits
 from ..plugin_core.restore import plugin_inputs
 from . import bridge
+from .api import io
 from .engine import ComfyRestoreBackend, patch_model
 from .plugin_types import ChainOnly, TaskPluginIO
 from .tiles import DEFAULTS, tile_inputs, tile_settings

@@ -3,10 +3,9 @@ colour fixes), for graphs that decode themselves (Apply Task-Plugin -> KSampler 
 
 from __future__ import annotations
 
-from comfy_api.latest import io
-
 from ..plugin_core import at_size, fix_colors
 from . import bridge
+from .api import io
 from .tiles import color_fix_input
 
 CATEGORY = "Diff-Plugin"

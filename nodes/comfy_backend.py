@@ -9,6 +9,7 @@ import torch
 
 from ..plugin_core import training_clip_pixels
 from . import bridge
+from .management import compute_dtype
 from .patch import SkipResiduals
 
 
@@ -35,7 +36,7 @@ class ComfyBackend:
         comfy.model_management.load_models_gpu([self.model], force_full_load=True)
         self.diffusion_model = self.model.model.diffusion_model
         bridge.make_autograd_safe(self.diffusion_model)
-        self.dtype = self.model.model_dtype()
+        self.dtype = compute_dtype(self.model)  # fp8 storage computes in its manual cast dtype
 
     @torch.no_grad()
     def encode(self, pixels):

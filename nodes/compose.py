@@ -11,10 +11,9 @@ better; type the weights you want instead."""
 
 from __future__ import annotations
 
-from comfy_api.latest import io
-
 from ..plugin_core import PluginMix, RestoreSettings, printable, text_problem
 from ..plugin_core.restore import COMPOSE_MODES, JOINT_CONTEXTS, parse_weights
+from .api import io
 from .plugin_types import ChainOnly, PluginSet, TaskPluginIO, TaskPluginsIO
 from .validation import Choice
 

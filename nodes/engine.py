@@ -16,6 +16,7 @@ from comfy.patcher_extension import WrappersMP
 
 from . import bridge
 from .guidance import PluginGuidance
+from .management import unload_with
 from .patch import DiffPluginPatch, attention_blocks, remove_plugin_patches
 
 ADDITIONAL_MODELS_KEY = "diff_plugin"
@@ -62,7 +63,7 @@ def patch_model(model, plugin, visual_prompt: torch.Tensor, raw: torch.Tensor, *
     patched.add_wrapper_with_key(WrappersMP.CALC_COND_BATCH, ADDITIONAL_MODELS_KEY, patch.calc_cond_batch)
     if plan is not None:
         patched.add_wrapper_with_key(WrappersMP.APPLY_MODEL, ADDITIONAL_MODELS_KEY, patch.apply_model)
-    patched.set_additional_models(ADDITIONAL_MODELS_KEY, patchers)
+    unload_with(patched, ADDITIONAL_MODELS_KEY, patchers)
     latent = {"samples": raw if plugin.start_mode == "input" else torch.zeros_like(raw)}
     if noise_mask is not None:
         latent["noise_mask"] = noise_mask  # outside the mask the sampler keeps the input
@@ -70,7 +71,7 @@ def patch_model(model, plugin, visual_prompt: torch.Tensor, raw: torch.Tensor, *
 
 
 def _managed(plugin, model):
-    """(the plugin module the patch runs, in the MODEL's dtype and managed with it; their
+    """(the plugin module the patch runs, in the MODEL's compute dtype and managed with it; their
     ModelPatchers): one plugin's copy, or a PluginMix of its members' copies."""
     from ..plugin_core import PluginMix
 
@@ -83,15 +84,16 @@ def _managed(plugin, model):
     return module, patchers
 
 
-def ksample(model, seed, steps, cfg, sampler_name, scheduler, conditioning, latent):
-    """KSampler's own path (noise from the seed, previews, progress bar) at denoise 1.0.
+def ksample(model, seed, steps, cfg, sampler_name, scheduler, conditioning, latent, callback=None):
+    """KSampler's own path (noise from the seed and the LATENT's batch_index, previews, progress
+    bar: latent_preview's, or `callback(step, x0, x, total_steps)`) at denoise 1.0.
 
     Not nodes.common_ksampler: this pack's own `nodes` package would shadow ComfyUI's
     `nodes` module wherever the pack folder is on sys.path.
     """
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
-    callback = latent_preview.prepare_callback(model, steps)
+    callback = callback or latent_preview.prepare_callback(model, steps)
     return comfy.sample.sample(
         model, noise, steps, cfg, sampler_name, scheduler, conditioning, conditioning, latent_image,
         denoise=1.0, noise_mask=latent.get("noise_mask"), callback=callback,
@@ -104,7 +106,12 @@ class ComfyRestoreBackend:
     (unscaled) LATENT samples; each plugin's run is ComfyUI's sampler on the patched MODEL, which
     noises the input's latent at its first step itself (the reference's renoise rule is the
     diffusers loop's). Every CLIP vision call and VAE encode first stops if the prompt was
-    cancelled, and calls `progress()` when done (Apply Task-Plugin's progress bar)."""
+    cancelled, and calls `progress()` when done (Apply Task-Plugin's progress bar).
+
+    noise_indices: the frames of a longer IMAGE batch the images of the next samplings are (their
+    noise is drawn as KSampler draws it for those positions of the whole batch); None: 0, 1, ...
+    A sampling given the recipe's progress(done, total) reports its UNet calls there and leaves
+    the sampler's latest preview in `preview`; else it moves ComfyUI's own step bar."""
 
     vae_factor = bridge.VAE_FACTOR
 
@@ -113,6 +120,8 @@ class ComfyRestoreBackend:
         self.device = model.load_device
         self.facts = bridge.base_facts(model, clip_vision)
         self.progress = progress
+        self.noise_indices: list[int] | None = None
+        self.preview = None
 
     def _step(self, work, *args):
         comfy.model_management.throw_exception_if_processing_interrupted()
@@ -134,8 +143,28 @@ class ComfyRestoreBackend:
                                          strength=self.sampling.strength, tile_batch=tile_batch, guidance=self.sampling.guidance)
         # The plugin replaces the text context, so the sampler's conditioning only has to exist.
         conditioning = [[torch.zeros(1, 77, self.facts.context_width), {}]]
+        latent["batch_index"] = self._noise_indices(input_latent.shape[0])
+        calls = 1 if plan is None else len(plan.batches(tile_batch))
+        callback = None if progress is None else self._step_callback(patched, calls, progress)
         s = self.sampling
-        return ksample(patched, seed, steps, s.cfg, s.sampler_name, s.scheduler, conditioning, latent)
+        return ksample(patched, seed, steps, s.cfg, s.sampler_name, s.scheduler, conditioning, latent, callback)
+
+    def _noise_indices(self, images: int) -> list[int]:
+        if self.noise_indices is None:
+            return list(range(images))
+        if len(self.noise_indices) != images:
+            raise ValueError(f"noise positions for {len(self.noise_indices)} frames, but {images} are sampled")
+        return list(self.noise_indices)
+
+    def _step_callback(self, model, calls: int, progress):
+        """The sampler's step callback: the preview of x0 kept in `preview`, UNet calls to `progress`."""
+        previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
+
+        def callback(step, x0, x, total_steps):
+            self.preview = previewer.decode_latent_to_preview_image("JPEG", x0) if previewer else None
+            progress((step + 1) * calls, total_steps * calls)
+
+        return callback
 
     def decode(self, latents: torch.Tensor, tiled: bool = False):
         decoded = self.vae.decode_tiled(latents, tile_x=64, tile_y=64, overlap=8) if tiled else self.vae.decode(latents)

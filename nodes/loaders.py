@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 import os
 
-from comfy_api.latest import io
-
 from ..plugin_core import printable, shown, text_problem
 from . import library
+from .api import io
 from .dependencies import require
 from .plugin_types import (
     PluginSelectorIO,

@@ -4,9 +4,8 @@ compared inside a workflow."""
 
 from __future__ import annotations
 
-from comfy_api.latest import io
-
 from . import bridge
+from .api import io
 
 CATEGORY = "Diff-Plugin"
 

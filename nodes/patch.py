@@ -22,7 +22,7 @@ from __future__ import annotations
 import comfy.model_management
 import einops
 import torch
-from comfy.patcher_extension import WrappersMP
+from comfy.patcher_extension import CallbacksMP, WrappersMP
 
 TILES_KEY = "diff_plugin_tiles"  # transformer_options: the tile indices of this UNet call, in row-block order
 OFF_KEY = "diff_plugin_off"  # transformer_options: this UNet call runs the base model without the plugin (guidance.py)
@@ -50,7 +50,7 @@ class SkipResiduals:
 class _PatchPoint:
     """One patch point of a DiffPluginPatch, recognisable by its type in a MODEL's patch lists."""
 
-    def __init__(self, patch: "DiffPluginPatch"):
+    def __init__(self, patch: DiffPluginPatch):
         self.patch = patch
 
     def __deepcopy__(self, memo):
@@ -82,7 +82,7 @@ class CrossAttentionPatch(_PatchPoint):
 def attention_blocks(model) -> list[tuple[str, int]]:
     """The (block, index) of every UNet block holding a cross-attention (as transformer_options names them)."""
     diffusion = model.get_model_object("diffusion_model")
-    has = lambda block: any(hasattr(m, "attn2") for m in block.modules())  # noqa: E731
+    has = lambda block: any(hasattr(m, "attn2") for m in block.modules())
     found = [("input", i) for i, block in enumerate(diffusion.input_blocks) if has(block)]
     found += [("middle", 0)] if getattr(diffusion, "middle_block", None) is not None and has(diffusion.middle_block) else []
     return found + [("output", i) for i, block in enumerate(diffusion.output_blocks) if has(block)]
@@ -110,6 +110,7 @@ def remove_plugin_patches(model, key: str) -> bool:
         removed |= bool(model.get_wrappers(wrapper, key))
         model.remove_wrappers_with_key(wrapper, key)
     model.remove_additional_models(key)
+    model.remove_callbacks_with_key(CallbacksMP.ON_DETACH, key)
     return removed
 
 
@@ -254,10 +255,10 @@ class DiffPluginPatch:
 
     @torch.no_grad()
     def _compute_residuals(self, sigmas: torch.Tensor, tiles, out_device) -> list[list[torch.Tensor]]:
-        """One SCB evaluation per tile of the call (one for an untiled call), on the device its
-        weights are loaded to: [per tile: the three residuals [N, C, h, w]]."""
-        weight = next(self.plugin.parameters())
-        device, dtype = weight.device, weight.dtype
+        """One SCB evaluation per tile of the call (one for an untiled call), on the UNet call's
+        device in the plugin's dtype (the MODEL's compute dtype; a layer a partial load left on the
+        offload device is cast there per call): [per tile: the three residuals [N, C, h, w]]."""
+        device, dtype = out_device, next(self.plugin.parameters()).dtype
         images = self.input_latent.shape[0]
         timesteps = self.model_sampling.timestep(sigmas.reshape(-1).float()).to(device)
         timesteps = timesteps[:images] if timesteps.numel() >= images else timesteps[:1].expand(images)
@@ -295,8 +296,8 @@ class DiffPluginPatch:
 
         def call(batch: list[int]) -> torch.Tensor:
             comfy.model_management.throw_exception_if_processing_interrupted()  # Cancel stops within a step, at a tile
-            crop = lambda v: plan.crop(v, batch) if v is not None else None  # noqa: E731
-            repeat = lambda v: torch.cat([v] * len(batch)) if isinstance(v, torch.Tensor) and v.shape[:1] == (rows,) else v  # noqa: E731
+            crop = lambda v: plan.crop(v, batch) if v is not None else None
+            repeat = lambda v: torch.cat([v] * len(batch)) if isinstance(v, torch.Tensor) and v.shape[:1] == (rows,) else v
             options = {**transformer_options, TILES_KEY: list(batch)}
             extra = {k: repeat(v) for k, v in kwargs.items()}
             return executor(crop(x), repeat(t), crop(c_concat), repeat(c_crossattn), None, options, **extra)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
-from comfy_api.latest import io
 
 from ..plugin_core import PluginGroup
+from .api import io
 
 TaskPluginIO = io.Custom("TASK_PLUGIN")
 TaskPluginsIO = io.Custom("TASK_PLUGINS")
@@ -18,7 +17,7 @@ PluginSelectorIO = io.Custom("PLUGIN_SELECTOR")
 class TaskPluginHandle:
     """A loaded Task-Plugin: float32 master weights on the CPU, plus one copy per compute
     dtype, each wrapped in a ModelPatcher so ComfyUI's model management loads and offloads
-    it together with the MODEL it patches. plugin_core's recipe reads it as a plugin (its task,
+    it together with the MODEL it patches (management.py). plugin_core's recipe reads it as a plugin (its task,
     config, info and visual prompt)."""
 
     def __init__(self, plugin, source: str):
@@ -47,17 +46,13 @@ class TaskPluginHandle:
         return self.plugin.visual_prompt(clip_tokens)
 
     def patcher_for(self, model):
-        """The plugin in `model`'s dtype, wrapped for model management (made once per dtype/device)."""
-        import comfy.model_patcher
+        """The plugin in the dtype `model` computes in, wrapped for model management with the
+        model's devices (management.py; made once per dtype and devices)."""
+        from .management import compute_dtype, plugin_patcher
 
-        dtype = model.model_dtype()
-        key = (dtype, str(model.load_device), str(model.offload_device))
+        key = (compute_dtype(model), str(model.load_device), str(model.offload_device))
         if key not in self._patchers:
-            module = self.plugin if dtype == torch.float32 else copy.deepcopy(self.plugin).to(dtype)
-            module.to(model.offload_device)
-            self._patchers[key] = comfy.model_patcher.ModelPatcher(
-                module, load_device=model.load_device, offload_device=model.offload_device
-            )
+            self._patchers[key] = plugin_patcher(self.plugin, model)
         return self._patchers[key].clone()
 
     def __repr__(self):

@@ -1,30 +1,36 @@
 """RestoreWithTaskPlugins: plugin_core's restore recipe (the reference's multi-task rule) with
 ComfyUI's own sampling: plugins run one after another, the first with `steps`, every later one
 with `later_steps` on the previous (8-bit) output; Fp always comes from the original photo and
-every run starts from the same seed. Progress bar and previews are ComfyUI's."""
+every run starts from the same seed. A long IMAGE batch runs a chunk of frames at a time
+(frames.py). Progress bar and previews are ComfyUI's."""
 
 from __future__ import annotations
 
 import comfy.samplers
-from comfy_api.latest import io
+import torch
 
-from ..plugin_core import RestoreSettings, restore_groups
+from ..plugin_core import RestoreSettings
 from ..plugin_core.restore import OUTPUT_SIZES
-from . import bridge
+from .api import io
 from .apply import guidance_input
 from .engine import ComfyRestoreBackend, Sampling
+from .frames import restore_frames
 from .plugin_types import TaskPluginsIO
 from .tiles import DEFAULTS, color_fix_input, tile_inputs, tile_settings
 from .validation import Choice, Float
 
 CATEGORY = "Diff-Plugin"
 SETTINGS, SAMPLING = RestoreSettings(), Sampling()
+BATCH_SIZE = 4  # frames restored together by default
 
 
-def restore_images(model, plugin_set, clip_vision, vae, image, settings: RestoreSettings, sampling: Sampling):
-    """Every image with its own chain (the selector's choice per image), back in order."""
+def restore_images(model, plugin_set, clip_vision, vae, image, settings: RestoreSettings, sampling: Sampling, *,
+                   batch_size: int = BATCH_SIZE, same_noise: bool = False) -> torch.Tensor:
+    """Every image with its own chain (the selector's choice per image), `batch_size` at a time
+    (frames.py), back in order as one IMAGE."""
     backend = ComfyRestoreBackend(model, vae, clip_vision, sampling)
-    return restore_groups(backend, bridge.image_to_pil(image), plugin_set.groups_for(image.shape[0]), settings).images
+    return restore_frames(backend, image, plugin_set.groups_for(image.shape[0]), settings, batch_size=batch_size,
+                          same_noise=same_noise)
 
 
 class RestoreWithTaskPlugins(io.ComfyNode):
@@ -64,6 +70,12 @@ class RestoreWithTaskPlugins(io.ComfyNode):
                 *tile_inputs(),
                 color_fix_input(),
                 guidance_input(),
+                io.Int.Input("batch_size", default=BATCH_SIZE, min=1, max=4096, optional=True,
+                             tooltip="Frames restored together: a longer IMAGE batch (video frames) runs in chunks of this "
+                                     "many, so memory does not grow with the frame count. It never changes a frame's result."),
+                io.Boolean.Input("same_noise", default=False, optional=True,
+                                 tooltip="Off: each frame starts from its own noise, as KSampler gives a batch. On: every frame "
+                                         "starts from the same noise (as each photo alone would), for steadier video."),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The restored photo(s).")],
         )
@@ -72,11 +84,12 @@ class RestoreWithTaskPlugins(io.ComfyNode):
     def execute(cls, model, task_plugins, clip_vision, vae, image, seed, steps, later_steps, cfg, sampler_name,
                 scheduler, resolution, output_size, tile_size=DEFAULTS.size, tile_overlap=DEFAULTS.overlap,
                 tile_batch=DEFAULTS.batch, tile_prompt=DEFAULTS.prompt, color_fix=SETTINGS.color_fix,
-                plugin_guidance=False) -> io.NodeOutput:
+                plugin_guidance=False, batch_size=BATCH_SIZE, same_noise=False) -> io.NodeOutput:
         tiles = tile_settings(tile_size, tile_overlap, tile_batch, tile_prompt)  # first: even when nothing runs
         if not any(group.plugins for group in task_plugins.groups_for(image.shape[0])):
             return io.NodeOutput(image)
         settings = RestoreSettings(steps=steps, later_steps=later_steps, seed=seed, resolution=resolution, output_size=output_size,
                                    color_fix=color_fix, tiles=tiles, **task_plugins.composition)
         sampling = Sampling(cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, guidance=plugin_guidance)
-        return io.NodeOutput(bridge.pil_to_image(restore_images(model, task_plugins, clip_vision, vae, image, settings, sampling)))
+        return io.NodeOutput(restore_images(model, task_plugins, clip_vision, vae, image, settings, sampling, batch_size=batch_size,
+                                            same_noise=same_noise))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import io
-
 from ..plugin_core import text_problem
 from ..plugin_core.selector import SELECT_THRESHOLD, SELECT_THRESHOLD_MIN
 from . import bridge
+from .api import io
 from .plugin_types import PluginSelectorIO, PluginSet, TaskPluginsIO
 from .validation import Float
 

@@ -5,10 +5,9 @@ the reference CSV layout (the same files `diffplugin synth` writes)."""
 
 from __future__ import annotations
 
-from comfy_api.latest import io
-
 from ..plugin_core import OutputsExist, printable, shown
 from . import bridge
+from .api import io
 from .paths import input_subfolder, save_to_problem
 from .validation import Choice, Float
 

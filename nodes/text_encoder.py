@@ -4,7 +4,7 @@ layer's token states up to EOS), whatever CLIPSetLastLayer did to the CLIP in th
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

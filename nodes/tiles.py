@@ -4,8 +4,6 @@ plugin_core's defaults; the tiling itself is plugin_core's, applied through the 
 
 from __future__ import annotations
 
-from comfy_api.latest import io
-
 from ..plugin_core import (
     COLOR_FIXES,
     TILE_PROMPTS,
@@ -13,6 +11,7 @@ from ..plugin_core import (
     RestoreSettings,
     TileSettings,
 )
+from .api import io
 from .validation import Choice
 
 DEFAULTS = TileSettings()

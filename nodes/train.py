@@ -11,10 +11,10 @@ import comfy.model_management
 import comfy.utils
 import folder_paths
 import torch
-from comfy_api.latest import io
 
 from ..plugin_core.training import TrainConfig
 from . import bridge, library
+from .api import io
 from .comfy_backend import ComfyBackend
 from .dependencies import require
 from .paths import allow_hint, data_location, data_roots

@@ -12,7 +12,6 @@ import comfy.model_management
 import comfy.utils
 import folder_paths
 import torch
-from comfy_api.latest import io
 
 from ..plugin_core import shown, text_problem
 from ..plugin_core.selector import (  # light: torch only
@@ -20,6 +19,7 @@ from ..plugin_core.selector import (  # light: torch only
     SelectorTrainConfig,
 )
 from . import bridge, library
+from .api import io
 from .dependencies import require
 from .plugin_types import PluginSelectorIO, SelectorHandle, TaskPluginsIO
 from .validation import Choice, Float, name_problem, plain_name

@@ -24,9 +24,8 @@ from __future__ import annotations
 import functools
 import math
 
-from comfy_api.latest import io
-
 from ..plugin_core import printable, shown, text_problem
+from .api import io
 
 MESSAGE_CHARACTERS = 2000  # the longest error message a node sends the host
 NAME_BYTES = 255  # the longest file name the usual file systems take

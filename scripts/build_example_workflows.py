@@ -111,7 +111,8 @@ NODE_TYPES = {
         [("model", "MODEL"), ("task_plugins", "TASK_PLUGINS"), ("clip_vision", "CLIP_VISION"), ("vae", "VAE"), ("image", "IMAGE")],
         [("seed", "INT"), ("steps", "INT"), ("later_steps", "INT"), ("cfg", "FLOAT"), ("sampler_name", "COMBO"),
          ("scheduler", "COMBO"), ("resolution", "INT"), ("output_size", "COMBO"), ("tile_size", "INT"), ("tile_overlap", "INT"),
-         ("tile_batch", "INT"), ("tile_prompt", "COMBO"), ("color_fix", "COMBO"), ("plugin_guidance", "BOOLEAN")],
+         ("tile_batch", "INT"), ("tile_prompt", "COMBO"), ("color_fix", "COMBO"), ("plugin_guidance", "BOOLEAN"),
+         ("batch_size", "INT"), ("same_noise", "BOOLEAN")],
         [("image", "IMAGE")],
     ),
     "ComposeTaskPlugins": ([("task_plugins", "TASK_PLUGINS")],
@@ -147,10 +148,10 @@ def frontend_widgets(node_type: str) -> list[str]:
 # node then covers its neighbours); LoadImage and SaveImage leave room for the image.
 SIZES = {
     "LoadImage": (360, 440), "CheckpointLoaderSimple": (360, 110), "CLIPVisionLoader": (360, 70), "LoadTaskPlugin": (360, 70),
-    "LoadTaskPluginLibrary": (360, 110), "CLIPTextEncode": (360, 100), "KSampler": (360, 280), "VAEDecode": (360, 60),
+    "LoadTaskPluginLibrary": (360, 110), "CLIPTextEncode": (380, 100), "KSampler": (360, 280), "VAEDecode": (360, 60),
     "VAEDecodeTiled": (360, 160), "DiffPluginColorFix": (360, 90), "SaveImage": (420, 460), "GetImageSize": (360, 80),
     "ImageScale": (360, 140), "ApplyTaskPlugin": (380, 350), "PluginSelector": (400, 450), "SynthesizeDegradedPairs": (380, 300),
-    "TrainTaskPlugin": (380, 470), "RestoreWithTaskPlugins": (380, 500), "MarkdownNote": (460, 300),
+    "TrainTaskPlugin": (380, 470), "RestoreWithTaskPlugins": (380, 550), "MarkdownNote": (460, 300),
     "ComposeTaskPlugins": (380, 160),
 }
 # PluginSelector: room for its scores after a run (web/plugin_scores.js: 18 px a row) for the
@@ -428,7 +429,8 @@ def text_driven() -> Workflow:
                     title="Plugin-Selector: type what to fix")
     restore = Node(6, "RestoreWithTaskPlugins",
                    {"seed": 42, "steps": 20, "later_steps": 3, "cfg": 1.0, "sampler_name": "uni_pc_bh2", "scheduler": "normal",
-                    "resolution": 512, "output_size": "original", **TILES, "color_fix": "none", "plugin_guidance": False},
+                    "resolution": 512, "output_size": "original", **TILES, "color_fix": "none", "plugin_guidance": False,
+                    "batch_size": 4, "same_noise": False},
                    {"model": (2, 0), "task_plugins": (5, 0), "clip_vision": (3, 0), "vae": (2, 2), "image": (1, 0)})
     save = Node(7, "SaveImage", {"filename_prefix": "diff-plugin/restored"}, {"images": (6, 0)}, title="The restored photo")
     groups = [
