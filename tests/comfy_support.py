@@ -218,8 +218,9 @@ def _free_port() -> int:
 class ComfyServer:
     """ComfyUI started with --cpu on a base directory holding this pack and the test models."""
 
-    def __init__(self, base: Path, models: Path, inputs: dict[str, Path], max_side: int = 160):
-        self.base = base
+    def __init__(self, base: Path, models: Path, inputs: dict[str, Path], max_side: int = 160, front_end_root: str | None = None):
+        """front_end_root: a frontend's static folder to serve instead of the host's own pin."""
+        self.base, self.front_end_root = base, front_end_root
         (base / "custom_nodes").mkdir(parents=True)
         (base / "custom_nodes" / "diff-plugin").symlink_to(REPO, target_is_directory=True)
         (base / "models").mkdir()
@@ -247,7 +248,7 @@ class ComfyServer:
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port), "--base-directory", str(self.base),
-             "--disable-auto-launch"],
+             "--disable-auto-launch", *(["--front-end-root", self.front_end_root] if self.front_end_root else [])],
             cwd=COMFYUI_DIR, stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + timeout

@@ -1,7 +1,9 @@
-"""Every UI workflow in ComfyUI's own frontend (headless Chromium, a real ComfyUI with this pack):
-each widget reads back the value the workflow means, the saved widgets and the prompt the frontend
-would queue are what the files hold, nothing overlaps at the sizes the frontend gives the nodes,
-the models entries are offered for download, and the template browser shows the titles.
+"""Every UI workflow in ComfyUI's own frontends (headless Chromium, a real ComfyUI with this pack):
+the frontend the host pins and the newest on PyPI (FRONTEND_NEWEST, from .ci/comfy_host), the
+newest with its classic canvas and with its Vue node renderer ("Nodes 2.0"). Each widget reads
+back the value the workflow means, the saved widgets and the prompt the frontend would queue are
+what the files hold, nothing overlaps at the sizes the frontend gives the nodes (the canvas), the
+models entries are offered for download, and the template browser shows the titles (the host's).
 
     COMFYUI_DIR=/path/to/ComfyUI $COMFYUI_DIR/.venv/bin/python -m pytest tests/test_workflows_frontend.py
 
@@ -16,6 +18,7 @@ import json
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,18 +40,57 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-component-update", "--disable-sync"]
 
 
+class Frontend:
+    """One frontend the tests drive: the host's pin (None) or a static folder served with
+    --front-end-root, with or without the Vue node renderer; and where its generation shows
+    dialogs and the models a workflow misses (a dialog in 1.27, the issues panel in 1.5x)."""
+
+    def __init__(self, key: str, root: str | None, vue: bool = False):
+        self.key, self.root, self.vue = key, root, vue
+
+    @property
+    def newer(self) -> bool:
+        return self.root is not None
+
+    def __repr__(self):
+        return self.key
+
+
+FRONTENDS = [Frontend("host", None), Frontend("newest", os.environ.get("FRONTEND_NEWEST")),
+             Frontend("newest-vue", os.environ.get("FRONTEND_NEWEST"), vue=True)]
+
+
+@pytest.fixture(scope="module", params=FRONTENDS, ids=repr)
+def frontend(request):
+    front = request.param
+    if front.newer and not (front.root and os.path.isdir(front.root)):
+        pytest.skip("FRONTEND_NEWEST does not name a frontend's static folder (.ci/comfy_host prints one)")
+    return front
+
+
+def start_server(tmp_path_factory, models, photos, frontend, vue_setting: bool = True):
+    """A ComfyUI with this pack serving `frontend`, its renderer set in the user's settings."""
+    instance = cs.ComfyServer(tmp_path_factory.mktemp("comfy"), models, photos, max_side=640, front_end_root=frontend.root).start()
+    failed = [line for line in instance.log_text().splitlines() if "IMPORT FAILED" in line and "diff-plugin" in line]
+    if failed:
+        instance.stop()
+        raise AssertionError(f"the pack did not import:\n{instance.log_text()[-4000:]}")
+    if frontend.newer and vue_setting:
+        status, _ = instance.post("/settings/Comfy.VueNodes.Enabled", frontend.vue)
+        assert status == 200, status
+    return instance
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, sd15_fixtures_dir, photo_dir):
+def server(tmp_path_factory, sd15_fixtures_dir, photo_dir, frontend):
     """A ComfyUI with this pack, the plugins and the workflows' photos, and no checkpoint or CLIP
     vision at all: loading a workflow must offer both for download."""
     models = tmp_path_factory.mktemp("models")
     (models / "diff_plugins").symlink_to(cs.model_files(sd15_fixtures_dir) / "diff_plugins", target_is_directory=True)
     photos = cs.workflow_photos(photo_dir)
     photos["example.png"] = cs.COMFYUI_DIR / "input" / "example.png"
-    instance = cs.ComfyServer(tmp_path_factory.mktemp("comfy"), models, photos, max_side=640).start()
+    instance = start_server(tmp_path_factory, models, photos, frontend)
     try:
-        failed = [line for line in instance.log_text().splitlines() if "IMPORT FAILED" in line and "diff-plugin" in line]
-        assert not failed, f"the pack did not import:\n{instance.log_text()[-4000:]}"
         yield instance
     finally:
         instance.stop()
@@ -56,50 +98,78 @@ def server(tmp_path_factory, sd15_fixtures_dir, photo_dir):
 
 @pytest.fixture(scope="module")
 def browser():
-    """Playwright and a Chromium, or a skip saying which is missing (before a server is started)."""
+    """(Playwright's sync API, running, and a Chromium), or a skip saying which is missing (before
+    a server is started). One Playwright for the module: pages of every frontend come from it."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (pip install playwright)")
     chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         pytest.skip("the browser tests need Chromium (apt install chromium, or CHROMIUM=/path/to/it)")
-    return sync_api, chromium
+    with sync_api.sync_playwright() as playwright:
+        yield sync_api, playwright, chromium
+
+
+@contextlib.contextmanager
+def browser_page(browser, server, profile):
+    """A page of `server`'s frontend, ready (its start-up workflow loaded, every dialog closed);
+    fails on a page error of this pack's extension."""
+    sync_api, playwright, chromium = browser
+    errors = []
+    context = playwright.chromium.launch_persistent_context(str(profile), executable_path=chromium, args=CHROMIUM_ARGS,
+                                                            viewport={"width": 1600, "height": 1000})
+    try:
+        page = context.new_page()
+        page.on("pageerror", lambda error: errors.append(f"{error}\n{error.stack}"))
+        page.goto(server.url)
+        page.wait_for_function("window.app && window.app.graph", timeout=120_000)
+        # The frontend loads its start-up workflow (and on a first visit opens the template
+        # browser) once it is ready: wait for that, then close every dialog.
+        with contextlib.suppress(sync_api.TimeoutError):
+            page.wait_for_function("window.app.graph.nodes.length > 0", timeout=30_000)
+        page.wait_for_timeout(2000)
+        close_dialogs(page)
+        yield page
+    finally:
+        context.close()
+    assert not [e for e in errors if "diff-plugin" in e or "extensions/" in e], errors
 
 
 @pytest.fixture(scope="module")
 def page(browser, server, tmp_path_factory):
-    sync_api, chromium = browser
-    errors = []
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=chromium, args=CHROMIUM_ARGS,
-            viewport={"width": 1600, "height": 1000})
-        try:
-            page = context.new_page()
-            page.on("pageerror", lambda error: errors.append(f"{error}\n{error.stack}"))
-            page.goto(server.url)
-            page.wait_for_function("window.app && window.app.graph", timeout=120_000)
-            # The frontend loads its start-up workflow (and on a first visit opens the template
-            # browser) once it is ready: wait for that, then close every dialog.
-            with contextlib.suppress(sync_api.TimeoutError):
-                page.wait_for_function("window.app.graph.nodes.length > 0", timeout=30_000)
-            close_dialogs(page)
-            yield page
-        finally:
-            context.close()
-    assert not [e for e in errors if "diff-plugin" in e or "extensions/" in e], errors
+    with browser_page(browser, server, tmp_path_factory.mktemp("chromium-profile")) as page:
+        yield page
+
+
+DIALOGS = ".p-dialog, [role=dialog]"
 
 
 def close_dialogs(page):
     for _ in range(5):
-        if not page.locator(".p-dialog").count():
+        if not page.locator(DIALOGS).count():
             return
         page.keyboard.press("Escape")
         page.wait_for_timeout(300)
-    assert not page.locator(".p-dialog").count(), "a dialog did not close"
+    assert not page.locator(DIALOGS).count(), "a dialog did not close"
 
 
-def load(page, workflow) -> dict:
-    """Load the UI file as the template browser does, wait for the photos, close the missing-models
-    dialog; what the frontend shows, keeps and would queue."""
+def missing_models(page, frontend) -> str:
+    """The models the frontend offers to download, as it lists them: the 1.27 dialog's text, or
+    the 1.5x issues panel's rows as 'directory / name' lines with their Download buttons."""
+    if not frontend.newer:
+        page.wait_for_selector(".comfy-missing-models", timeout=30_000)
+        return page.inner_text(".comfy-missing-models")
+    buttons = page.locator("[data-testid=missing-model-download]")
+    if not buttons.count():
+        page.get_by_text("View details").first.click(timeout=30_000)
+        buttons.first.wait_for(timeout=30_000)
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid=missing-model-download]')].map(button => {
+        const row = button.parentElement;
+        const name = row.querySelector('button[title]').title, folder = row.querySelector('span.block').innerText;
+        return `${folder} / ${name} ${button.innerText}`; }).join('\\n')""")
+
+
+def load(page, workflow, frontend) -> dict:
+    """Load the UI file as the template browser does, wait for the photos, read and close what the
+    frontend says of the missing models; what the frontend shows, keeps and would queue."""
     graph = json.loads(builder.ui_path(workflow).read_text())
     close_dialogs(page)
     page.evaluate("async graph => { await app.loadGraphData(graph); }", graph)
@@ -107,13 +177,12 @@ def load(page, workflow) -> dict:
     page.wait_for_function("() => app.graph.nodes.filter(n => n.type === 'LoadImage').every(n => n.imgs?.length)", timeout=30_000)
     dialog = ""
     if any("models" in n["properties"] for n in graph["nodes"]):
-        page.wait_for_selector(".comfy-missing-models", timeout=30_000)
-        dialog = page.inner_text(".comfy-missing-models")
+        dialog = missing_models(page, frontend)
     close_dialogs(page)
     page.wait_for_timeout(500)  # let sizes settle after the images
     shown = page.evaluate("""async () => ({
         nodes: app.graph.nodes.map(n => ({
-            id: n.id, type: n.type, pos: [...n.pos], size: [...n.size], computed: [...n.computeSize()],
+            id: Number(n.id), type: n.type, pos: [...n.pos], size: [...n.size], computed: [...n.computeSize()],
             widgets: (n.widgets ?? []).filter(w => w.serialize !== false).map(w => [w.name, w.value]),
             saved: n.serialize().widgets_values ?? [] })),
         groups: app.graph.groups.map(g => {
@@ -128,8 +197,8 @@ def load(page, workflow) -> dict:
 
 
 @pytest.fixture(scope="module")
-def loaded(page):
-    return {workflow.key: load(page, workflow) for workflow in WORKFLOWS}
+def loaded(page, frontend):
+    return {workflow.key: load(page, workflow, frontend) for workflow in WORKFLOWS}
 
 
 def intended_widgets(node) -> list[tuple[str, object]]:
@@ -149,7 +218,9 @@ def intended_widgets(node) -> list[tuple[str, object]]:
 # ---------------------------------------------------------------------- tests
 
 
-def test_the_template_browser_shows_the_titles_and_thumbnails(page, server):
+def test_the_template_browser_shows_the_titles_and_thumbnails(page, server, frontend):
+    if frontend.newer:
+        return  # the host's own template browser; the newer one lists the same /api/workflow_templates
     close_dialogs(page)
     page.click(".templates-tab-button")
     page.get_by_text("diff-plugin", exact=True).first.click()  # the pack's folder name: its category
@@ -207,7 +278,7 @@ def test_the_frontend_saves_and_queues_what_the_files_hold(loaded, workflow):
 
 
 @each_workflow
-def test_nothing_overlaps_at_the_sizes_the_frontend_gives(loaded, workflow):
+def test_nothing_overlaps_at_the_sizes_the_frontend_gives(loaded, workflow, frontend):
     shown = loaded[workflow.key]["shown"]
     title = shown["titleHeight"]
     saved = {n["id"]: n["size"] for n in loaded[workflow.key]["file"]["nodes"]}
@@ -248,3 +319,115 @@ def test_the_missing_models_are_offered_for_download(loaded, workflow):
     assert dialog.count("Download") == len(builder.DOWNLOADS), dialog
     for refusal in ("not allowed", "Invalid directory", "Only allowed suffixes"):
         assert refusal not in dialog, dialog
+
+
+# ---------------------------------------------------------------------- what the nodes draw after a run
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory, sd15_fixtures_dir, photo_dir, frontend, browser):
+    """A page of a ComfyUI with every model (the workflows run), serving `frontend`."""
+    instance = start_server(tmp_path_factory, cs.model_files(sd15_fixtures_dir), cs.workflow_photos(photo_dir), frontend)
+    try:
+        with browser_page(browser, instance, tmp_path_factory.mktemp("chromium-profile")) as page:
+            yield page
+    finally:
+        instance.stop()
+
+
+NODE_BOX = """id => { const node = app.graph.getNodeById(id);
+    app.canvas.centerOnNode?.(node); app.canvas.setDirty(true, true);
+    const element = document.querySelector(`[data-node-id="${id}"]`);
+    if (element) { const r = element.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; }
+    const canvas = app.canvas.canvas.getBoundingClientRect(), ds = app.canvas.ds;
+    const [x, y] = ds.convertOffsetToCanvas([node.pos[0], node.pos[1] - LiteGraph.NODE_TITLE_HEIGHT]);
+    return [canvas.x + x, canvas.y + y, node.size[0] * ds.scale, (node.size[1] + LiteGraph.NODE_TITLE_HEIGHT) * ds.scale]; }"""
+
+
+def node_pixels(page, node_id, path):
+    """The node as the frontend shows it on screen (centred first): an RGB image, saved to `path`."""
+    from PIL import Image
+
+    box = page.evaluate(NODE_BOX, node_id)
+    page.wait_for_timeout(500)
+    box = page.evaluate(NODE_BOX, node_id)
+    page.screenshot(path=str(path), clip={"x": box[0], "y": box[1], "width": box[2], "height": box[3]})
+    return Image.open(path).convert("RGB")
+
+
+def count_near(image, colour, tolerance=40) -> int:
+    """Pixels within `tolerance` (summed over R, G, B) of `colour`."""
+    import numpy as np
+
+    return int((np.abs(np.asarray(image, dtype=int) - np.array(colour)).sum(axis=-1) <= tolerance).sum())
+
+
+def count_light(image, floor=120) -> int:
+    """Pixels of text on a node (every channel above `floor`; the node's background is dark)."""
+    import numpy as np
+
+    return int((np.asarray(image).min(axis=-1) > floor).sum())
+
+
+def test_the_selectors_scores_and_the_metrics_table_show_on_the_nodes(running, frontend, tmp_path):
+    """The Plugin-Selector workflow at CPU size, with Image Metrics comparing the restored photo with
+    the input: after the run both nodes draw what they got (bars in the scores' colours, the
+    table's light text), in this frontend and renderer."""
+    page = running
+    graph = json.loads(builder.ui_path(next(w for w in WORKFLOWS if w.key == "diff_plugin_text_driven_multi_task")).read_text())
+    page.evaluate("async graph => { await app.loadGraphData(graph); }", graph)
+    page.wait_for_function("() => app.graph.nodes.some(n => n.type === 'RestoreWithTaskPlugins')", timeout=60_000)
+    close_dialogs(page)
+    ids = page.evaluate("""() => {
+        const restore = app.graph.nodes.find(n => n.type === 'RestoreWithTaskPlugins');
+        for (const [name, value] of [["steps", 2], ["later_steps", 1], ["resolution", 64]])
+            restore.widgets.find(w => w.name === name).value = value;
+        const photo = app.graph.nodes.find(n => n.type === 'LoadImage');
+        const metrics = LiteGraph.createNode('DiffPluginImageMetrics');
+        metrics.pos = [restore.pos[0], restore.pos[1] + restore.size[1] + 80];
+        app.graph.add(metrics);
+        restore.connect(0, metrics, 0);
+        photo.connect(0, metrics, 1);
+        return {selector: app.graph.nodes.find(n => n.type === 'PluginSelector').id, metrics: metrics.id}; }""")
+    before = node_pixels(page, ids["metrics"], tmp_path / "metrics-before.png")
+    page.evaluate("() => app.queuePrompt(0, 1)")
+    page.wait_for_function("""ids => [[ids.selector, 'diff_plugin_scores'], [ids.metrics, 'diff_plugin_metrics']].every(([id, name]) =>
+        app.graph.getNodeById(id).widgets?.some(w => w.name === name && w.value))""", arg=ids, timeout=600_000)
+    page.wait_for_timeout(1000)
+    shown = page.evaluate("id => app.graph.getNodeById(id).widgets.find(w => w.name === 'diff_plugin_scores').value", ids["selector"])
+    boxes = page.evaluate("""id => { const n = app.graph.getNodeById(id);
+        const g = app.graph.groups.find(g => g.title.startsWith("2 - Select"));
+        return {node: [n.pos[0], n.pos[1], n.size[0], n.size[1]], group: [g.pos[0], g.pos[1], g.size[0], g.size[1]]}; }""", ids["selector"])
+    saved = page.evaluate("id => app.graph.getNodeById(id).serialize().widgets_values", ids["selector"])
+    sent = page.evaluate("async id => (await app.graphToPrompt()).output[String(id)].inputs", ids["selector"])
+    # one report per image of the batch (one photo here); every plugin in the folder
+    assert len(shown) == 1 and {"dehaze", "derain"} <= set(shown[0]["scores"]) and "null" in shown[0]
+    assert shown[0]["threshold"] == 0
+    # with the scores drawn (up to the reference's 8 tasks), the node stays inside its group
+    (nx, ny, nw, nh), (gx, gy, gw, gh) = boxes["node"], boxes["group"]
+    assert len(shown[0]["scores"]) <= 8 and gx <= nx and nx + nw <= gx + gw and gy <= ny and ny + nh <= gy + gh, boxes
+    # the scores are neither saved with the workflow nor sent with the prompt
+    assert saved == ["remove the snow and the haze", 0]
+    assert "diff_plugin_scores" not in sent and sent["instruction"] == "remove the snow and the haze"
+    scores = node_pixels(page, ids["selector"], tmp_path / "scores.png")
+    bars = count_near(scores, (0x5C, 0x6B, 0xC0)) + count_near(scores, (0x4C, 0xAF, 0x50))  # unselected, selected
+    assert bars > 100, f"{frontend}: no score bars drawn on the Plugin-Selector ({bars} px)"
+    after = node_pixels(page, ids["metrics"], tmp_path / "metrics.png")
+    added = count_light(after) - count_light(before)  # the table's text
+    assert added > 100, f"{frontend}: no metrics table drawn ({added} px of text added)"
+    shots = os.environ.get("DIFFPLUGIN_SCREENSHOTS")
+    if shots:  # docs/nodes.md's pictures: DIFFPLUGIN_SCREENSHOTS=docs/images
+        page.evaluate("id => app.canvas.centerOnNode?.(app.graph.getNodeById(id))", ids["selector"])
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(Path(shots) / f"frontend-{frontend.key}.jpg"), type="jpeg", quality=80)
+
+
+def test_widget_inputs_linked_in_the_frontend_become_links_in_the_prompt(page):
+    """A workflow whose ImageScale takes its width and height from GetImageSize (widget inputs):
+    the frontend turns those links into the prompt's links."""
+    single = json.loads(builder.ui_path(next(w for w in WORKFLOWS if w.key == "diff_plugin_single_task")).read_text())
+    page.evaluate("async graph => { await app.loadGraphData(graph); }", single)
+    page.wait_for_function("n => app.graph.nodes.length === n", arg=len(single["nodes"]), timeout=30_000)
+    close_dialogs(page)
+    scale = page.evaluate("async () => (await app.graphToPrompt()).output['14'].inputs")
+    assert scale["width"] == ["13", 0] and scale["height"] == ["13", 1] and scale["image"] == ["8", 0], scale
