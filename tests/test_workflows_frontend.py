@@ -121,10 +121,10 @@ def browser_page(browser, server, profile):
         page.on("pageerror", lambda error: errors.append(f"{error}\n{error.stack}"))
         page.goto(server.url)
         page.wait_for_function("window.app && window.app.graph", timeout=120_000)
-        # The frontend loads its start-up workflow (and on a first visit opens the template
-        # browser) once it is ready: wait for that, then close every dialog.
+        # Once ready the frontend loads a start-up workflow or, on a first visit (every fresh
+        # profile), opens the template browser instead: wait for either, then close every dialog.
         with contextlib.suppress(sync_api.TimeoutError):
-            page.wait_for_function("window.app.graph.nodes.length > 0", timeout=30_000)
+            page.wait_for_function(f"window.app.graph.nodes.length > 0 || document.querySelector({DIALOGS!r})", timeout=30_000)
         page.wait_for_timeout(2000)
         close_dialogs(page)
         yield page
