@@ -22,7 +22,7 @@ class FrameProgress:
     carrying the sampler's latest preview."""
 
     def __init__(self, frames: int, backend):
-        self.frames, self.backend, self.done = frames, backend, 0
+        self.backend, self.done = backend, 0
         self.bar = comfy.utils.ProgressBar(frames * STEPS_PER_FRAME)
 
     def chunk(self, size: int):
@@ -35,6 +35,10 @@ class FrameProgress:
 
         self.done += size
         return progress
+
+    def finish(self) -> None:
+        """The bar full (frames no plugin ran on report no UNet calls)."""
+        self.bar.update_absolute(self.done * STEPS_PER_FRAME)
 
 
 def chunks(groups: list[PluginGroup], size: int) -> list[PluginGroup]:
@@ -58,5 +62,5 @@ def restore_frames(backend, image: torch.Tensor, groups: list[PluginGroup], sett
         if restored is None:
             restored = torch.empty((frames, *out.shape[1:]), dtype=out.dtype)
         restored[chunk.indices] = out
-    progress.bar.update_absolute(frames * STEPS_PER_FRAME)
+    progress.finish()
     return restored

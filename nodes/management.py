@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 
-import comfy.model_management
 import comfy.model_patcher
 import comfy.ops
 import torch
