@@ -60,6 +60,31 @@ def check_image_file(path: Path | str, decode: bool = False, error: type[InputIm
         image.load() if decode else image.verify()
 
 
+REGION_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")
+
+
+def upright_size(path: Path | str) -> tuple[int, int]:
+    """(width, height) of an image file as it is shown (its EXIF orientation applied), from its header."""
+    with _opened(path) as image:
+        turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+        return (image.height, image.width) if turned else image.size
+
+
+def load_region(path: Path | str) -> torch.Tensor:
+    """A region drawn as an image (white: the region, black: outside, grey: a soft edge; its grey
+    level is read, any alpha ignored), upright: [1, 1, H, W] in [0, 1]. An empty one is refused."""
+    with _opened(path) as image:
+        if image.mode not in REGION_MODES:
+            raise InputImageError(f"{path}: a region must be an 8-bit image (grey or colour), not mode {image.mode}: "
+                                  "save it as an 8-bit grey PNG")
+        image.load()
+        grey = ImageOps.exif_transpose(image).convert("RGB").convert("L")
+    region = torch.from_numpy(np.asarray(grey, dtype=np.float32) / 255.0)[None, None]
+    if not region.any():
+        raise InputImageError(f"{path}: the region is empty (all black): white marks where the plugin acts")
+    return region
+
+
 def load_image(path: Path | str | Image.Image) -> Image.Image:
     """An RGB image from a file (or a PIL image, converted the same way), upright: a camera's
     EXIF orientation is applied, as every photo viewer (and ComfyUI's LoadImage) does."""

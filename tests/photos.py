@@ -14,7 +14,7 @@ versions; PIL drawing), so every run, with or without ../shared, tests the same 
 * `PHOTOS`: the session's set, clean scenes and degraded ones made with plugin_core.synthetic's
   own degradations (rain, snow, haze, blur, low light, noise, JPEG, and mixes), each from a
   scene of its own; `write_photos(folder)` writes them as PNG (tests/conftest.py: `photo_dir`,
-  once per session).
+  once per session), with `snow_river()`: a snowy landscape with a river, and the river's mask.
 
 They stand in for the authors' demo photos (CC BY-NC-SA, not ours to redistribute); being
 made here, they are the repository's own (Apache-2.0, as its code).
@@ -374,12 +374,34 @@ def make_photo(name: str) -> Image.Image:
     return degrade(image, list(kinds), seed=seed, intensity=intensity) if kinds else image
 
 
+# The river of `snow_river()`: its band across the scene, as fractions of (width, height).
+RIVER = [(0.0, 0.70), (0.45, 0.64), (1.0, 0.60), (1.0, 0.74), (0.5, 0.80), (0.0, 0.90)]
+
+
+def snow_river(size: tuple[int, int] = (360, 240)) -> tuple[Image.Image, Image.Image]:
+    """A landscape with a river across it, snow falling over all of it, and the river as a mask
+    (white; 'L'): the photo of the workflow 'Remove the snow only on the river'."""
+    from plugin_core.synthetic import degrade
+
+    width, height = size
+    band = [(x * width, y * height) for x, y in RIVER]
+    image = scene(29, size, "landscape")
+    ImageDraw.Draw(image).polygon(band, fill=(70, 120, 160))
+    mask = Image.new("L", size)
+    ImageDraw.Draw(mask).polygon(band, fill=255)
+    return degrade(image, ["snow"], seed=29, intensity=0.7), mask
+
+
 def write_photos(folder: Path) -> Path:
-    """Every photo of PHOTOS into `folder` (PNG, lossless); returns the folder."""
+    """Every photo of PHOTOS into `folder` (PNG, lossless), and snow_river's photo and mask
+    (snow_river.png, river_mask.png); returns the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name in PHOTOS:
         make_photo(name).save(folder / name)
+    photo, mask = snow_river()
+    photo.save(folder / "snow_river.png")
+    mask.save(folder / "river_mask.png")
     return folder
 
 

@@ -1,8 +1,10 @@
 """Several plugins in one pass (the joint composition) on tiny random models: it reduces exactly to
-one plugin, a weight of 0 is the result without that plugin, two plugins equal an independent loop
-written here from diffusers parts (each SCB, the weighted residual sum, the context rule through
-diffusers' own attention processor, one scheduler), one VAE encode and one decode whatever the
-number of plugins, and the command line's --compose / --weights."""
+one plugin, a share of 0 is the result without that plugin, a plugin mixed with itself is that
+plugin, only the shares' ratios count and the plugins' order does not, two plugins equal an
+independent loop written here from diffusers parts (each SCB, the residuals summed at the
+normalised shares and the strength, the context rule through diffusers' own attention processor,
+one scheduler), one VAE encode and one decode whatever the number of plugins, the command line's
+--compose / --shares / --strength, and the reference's order for the plugins a selector picks."""
 
 from __future__ import annotations
 
@@ -68,21 +70,59 @@ def test_a_joint_pass_of_one_plugin_is_that_plugin(restorer, photo, plugins, con
 
 
 @pytest.mark.parametrize("context", ["attention", "tokens"])
-def test_a_plugin_of_weight_zero_is_left_out(restorer, photo, plugins, context):
+def test_a_plugin_of_share_zero_is_left_out(restorer, photo, plugins, context):
     alone = restore(restorer, photo, [plugins["derain"]])
     both = restore(restorer, photo, [plugins["derain"], plugins["dehaze"]], compose="joint", joint_context=context,
-                   weights=(("dehaze", 0.0),))
+                   shares=(("dehaze", 0.0),))
     assert torch.equal(both, alone)
     fading = restore(restorer, photo, [plugins["derain"], plugins["dehaze"]], compose="joint", joint_context=context,
-                     weights=(("dehaze", 1e-6),))
-    assert_close_rel(fading, alone, 1e-3)  # a weight going to 0 fades its plugin out
+                     shares=(("dehaze", 1e-6),))
+    assert_close_rel(fading, alone, 1e-3)  # a share going to 0 fades its plugin out
     assert not torch.allclose(restore(restorer, photo, [plugins["derain"], plugins["dehaze"]], compose="joint",
                                       joint_context=context), alone)
 
 
+@pytest.mark.parametrize("context", ["attention", "tokens"])
+def test_a_plugin_mixed_with_itself_is_that_plugin(restorer, photo, plugins, context):
+    alone = restore(restorer, photo, [plugins["derain"]])
+    twice = restore(restorer, photo, [plugins["derain"], plugins["derain"]], compose="joint", joint_context=context)
+    assert_close_rel(twice, alone, 1e-5)
+
+
+@pytest.mark.parametrize("context", ["attention", "tokens"])
+def test_only_the_shares_ratios_count_and_the_order_does_not(restorer, photo, plugins, context):
+    pair = [plugins["derain"], plugins["dehaze"]]
+    half = restore(restorer, photo, pair, compose="joint", joint_context=context, shares=(("derain", 1.0), ("dehaze", 0.5)))
+    double = restore(restorer, photo, pair, compose="joint", joint_context=context, shares=(("derain", 2.0), ("dehaze", 1.0)))
+    assert_close_rel(double, half, 1e-6)
+    turned = restore(restorer, photo, pair[::-1], compose="joint", joint_context=context, shares=(("derain", 2.0), ("dehaze", 1.0)))
+    assert_close_rel(turned, half, 1e-5)
+    even = restore(restorer, photo, pair, compose="joint", joint_context=context)
+    assert not torch.allclose(even, half, rtol=0, atol=1e-4 * half.abs().max())  # the ratio itself does count
+
+
+def test_strength_scales_the_residuals_and_zero_leaves_the_photo(tiny, restorer, photo, plugins):
+    """strength 0.5 on one plugin: its SCB residuals halved (the independent loop); strength 0: no
+    plugin runs, the photo's own latent; and a chain takes the strength for every plugin."""
+    derain = plugins["derain"]
+    expected = independent_joint_loop(tiny, [derain], [1.0], photo, "attention", strength=0.5)
+    assert_close_rel(restore(restorer, photo, [derain], strength=0.5), expected, 1e-4)
+    assert torch.equal(restore(restorer, photo, [derain], strength=0.0), restore(restorer, photo, []))
+    chain = restore(restorer, photo, [derain, plugins["dehaze"]], strength=0.5)
+    assert not torch.allclose(chain, restore(restorer, photo, [derain, plugins["dehaze"]]))
+
+
+def test_the_former_weights_are_read_as_shares_with_a_warning(restorer, photo, plugins):
+    pair = [plugins["derain"], plugins["dehaze"]]
+    shares = restore(restorer, photo, pair, compose="joint", shares=(("dehaze", 0.5),))
+    with pytest.warns(DeprecationWarning, match="'weights' is now 'shares'"):
+        weights = restore(restorer, photo, pair, compose="joint", weights=(("dehaze", 0.5),))
+    assert torch.equal(weights, shares)
+
+
 class _Groups:
-    """diffusers' own AttnProcessor2_0 on each plugin's prompt, averaged with the weights ('attention'),
-    or on all the tokens with log(weight) added to their logits ('tokens')."""
+    """diffusers' own AttnProcessor2_0 on each plugin's prompt, averaged by the normalised shares
+    ('attention'), or on all the tokens with log(share) added to their logits ('tokens')."""
 
     def __init__(self, groups, weights, context):
         self.groups, self.weights, self.context, self.plain = groups, weights, context, AttnProcessor2_0()
@@ -95,9 +135,11 @@ class _Groups:
         return sum(w * self.plain(attn, hidden_states, part) for w, part in zip(self.weights, parts)) / sum(self.weights)
 
 
-def independent_joint_loop(tiny, plugins, weights, image, context, seed=3, resolution=64):
-    """Both SCBs on their own Fp, the residuals summed at the weights, the UNet reading both prompts
-    by the context rule, one UniPC loop: written out from diffusers / transformers parts."""
+def independent_joint_loop(tiny, plugins, shares, image, context, seed=3, resolution=64, strength=1.0):
+    """Both SCBs on their own Fp, the residuals summed at the normalised shares times the strength,
+    the UNet reading both prompts by the context rule, one UniPC loop: written out from diffusers /
+    transformers parts."""
+    weights = [share / sum(shares) for share in shares]
     unet = UNet2DConditionModel.from_pretrained(tiny / "sd" / "unet").eval()
     vae = AutoencoderKL.from_pretrained(tiny / "sd" / "vae").eval()
     clip = CLIPVisionModel.from_pretrained(tiny / "clip_vision").eval()
@@ -119,7 +161,8 @@ def independent_joint_loop(tiny, plugins, weights, image, context, seed=3, resol
         for t in scheduler.timesteps.long():
             if t >= 960:
                 latents = ddpm.add_noise(z, noise, t)
-            residuals = [sum(w * r for w, r in zip(weights, parts)) for parts in zip(*(p.scb(z, t, fp) for p, fp in zip(plugins, fps)))]
+            residuals = [strength * sum(w * r for w, r in zip(weights, parts))
+                         for parts in zip(*(p.scb(z, t, fp) for p, fp in zip(plugins, fps)))]
             eps = unet(latents, t, encoder_hidden_states=torch.cat(fps, dim=1),
                        down_block_additional_residuals=residuals + [torch.zeros(1)] * 3,
                        mid_block_additional_residual=torch.zeros(1)).sample
@@ -129,9 +172,9 @@ def independent_joint_loop(tiny, plugins, weights, image, context, seed=3, resol
 
 @pytest.mark.parametrize("context", ["attention", "tokens"])
 def test_a_joint_pass_of_two_plugins_equals_an_independent_loop(tiny, restorer, photo, plugins, context):
-    chosen, weights = [plugins["derain"], plugins["dehaze"]], [1.0, 0.5]
-    expected = independent_joint_loop(tiny, chosen, weights, photo, context)
-    got = restore(restorer, photo, chosen, compose="joint", joint_context=context, weights=(("dehaze", 0.5),))
+    chosen, shares = [plugins["derain"], plugins["dehaze"]], [1.0, 0.5]
+    expected = independent_joint_loop(tiny, chosen, shares, photo, context, strength=0.8)
+    got = restore(restorer, photo, chosen, compose="joint", joint_context=context, shares=(("dehaze", 0.5),), strength=0.8)
     assert_close_rel(got, expected, 1e-4)
 
 
@@ -146,9 +189,9 @@ def test_tiles_and_batches_work_in_a_joint_pass(restorer, photo, plugins):
     other = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     pair = [plugins["derain"], plugins["dehaze"]]
     batch = restorer.restore([photo, other], pair, steps=STEPS, seed=3, resolution=64, compose="joint",
-                             weights=(("dehaze", 0.5),)).latents
+                             shares=(("dehaze", 0.5),)).latents
     for image, latent in zip((photo, other), batch):
-        single = restorer.restore([image], pair, steps=STEPS, seed=3, resolution=64, compose="joint", weights=(("dehaze", 0.5),))
+        single = restorer.restore([image], pair, steps=STEPS, seed=3, resolution=64, compose="joint", shares=(("dehaze", 0.5),))
         assert_close_rel(latent, single.latents[0], 1e-5)
 
 
@@ -184,7 +227,7 @@ def test_one_vae_encode_and_one_decode_whatever_the_number_of_plugins(restorer, 
     assert calls == {"encode": 3, "decode": 3}
 
 
-def test_the_command_line_composes_and_refuses_bad_weights(tiny, photo, tmp_path, capsys):
+def test_the_command_line_composes_and_refuses_bad_shares(tiny, photo, tmp_path, capsys):
     path = tmp_path / "photo.png"
     photo.save(path)
     base = ["restore", str(path), "--sd", str(tiny / "sd"), "--clip-vision", str(tiny / "clip_vision"), "--steps", str(STEPS),
@@ -194,30 +237,78 @@ def test_the_command_line_composes_and_refuses_bad_weights(tiny, photo, tmp_path
     a, b = load_file(tmp_path / "a.safetensors")["latent.0"], load_file(tmp_path / "b.safetensors")["latent.0"]
     assert (a - b).abs().max() <= 1e-6 * a.abs().max()
     dehaze = ["--plugin", str(tiny / "plugins" / "dehaze.safetensors")]
-    assert main([*base, *dehaze, "-o", str(tmp_path / "c.png"), "--compose", "joint", "--weights", "dehaze=0.5"]) == 0
-    capsys.readouterr()
-    assert main([*base, "-o", str(tmp_path / "d.png"), "--weights", "dehaze:0.5"]) == 2
-    assert "--weights: 'dehaze:0.5' is not TASK=WEIGHT" in capsys.readouterr().err
-    assert main([*base, "-o", str(tmp_path / "e.png"), "--weights", "desnow=2"]) == 2
-    assert "--weights names 'desnow', which is not among the plugins (derain)" in capsys.readouterr().err
-    assert not (tmp_path / "d.png").exists() and not (tmp_path / "e.png").exists()
+    joint = ["--compose", "joint", "--save-latent"]
+    assert main([*base, *dehaze, "-o", str(tmp_path / "c.png"), *joint, str(tmp_path / "c.safetensors"), "--shares", "dehaze=0.5"]) == 0
+    assert "runs: derain+dehaze in one pass of 4 steps (shares derain 0.667, dehaze 0.333)" in capsys.readouterr().out
+    # the former spelling: read as --shares, with a note
+    assert main([*base, *dehaze, "-o", str(tmp_path / "w.png"), *joint, str(tmp_path / "w.safetensors"), "--weights", "dehaze=0.5"]) == 0
+    assert "note: --weights is now called --shares: a plugin's share of a joint pass" in capsys.readouterr().err
+    assert torch.equal(load_file(tmp_path / "w.safetensors")["latent.0"], load_file(tmp_path / "c.safetensors")["latent.0"])
+    assert main([*base, "-o", str(tmp_path / "d.png"), "--shares", "dehaze:0.5"]) == 2
+    assert "--shares: 'dehaze:0.5' is not TASK=SHARE" in capsys.readouterr().err
+    assert main([*base, "-o", str(tmp_path / "e.png"), "--shares", "desnow=2"]) == 2
+    assert "--shares names 'desnow', which is not among the plugins (derain)" in capsys.readouterr().err
+    assert main([*base, "-o", str(tmp_path / "f.png"), "--strength", "-1"]) == 2
+    assert "--strength: must be at least 0" in capsys.readouterr().err
+    assert not any((tmp_path / f"{name}.png").exists() for name in "def")
 
 
-def test_by_instruction_in_one_pass(tiny, photo, tmp_path, capsys):
-    """`--prompt ... --compose joint`: what the selector picks runs in one pass."""
+@pytest.fixture(scope="module")
+def select_all(tiny, tmp_path_factory):
+    """A Plugin-Selector that selects every plugin (every projection is one vector)."""
     from plugin_core import PluginSelector, save_selector
 
     selector = PluginSelector()
-    with torch.no_grad():  # every plugin's projection and the instruction's are one vector: each scores the most
+    with torch.no_grad():
         for projection in (selector.proj_v, selector.proj_t):
             projection.weight.zero_()
             projection.bias.fill_(1.0)
-    save_selector(selector, tmp_path / "selector.safetensors")
+    path = tmp_path_factory.mktemp("selector") / "selector.safetensors"
+    save_selector(selector, path)
+    return path
+
+
+def cli_restore(tiny, photo, tmp_path, name, *options):
     path = tmp_path / "photo.png"
     photo.save(path)
-    code = main(["restore", str(path), "--prompt", "remove the rain and the haze", "--plugins", str(tiny / "plugins"),
-                 "--selector", str(tmp_path / "selector.safetensors"), "--compose", "joint",
-                 "--sd", str(tiny / "sd"), "--clip-vision", str(tiny / "clip_vision"), "--steps", "2", "--resolution", "64",
-                 "--no-progress", "-o", str(tmp_path / "out.png")])
+    code = main(["restore", str(path), *options, "--sd", str(tiny / "sd"), "--clip-vision", str(tiny / "clip_vision"),
+                 "--steps", "2", "--resolution", "64", "--no-progress", "-o", str(tmp_path / f"{name}.png"),
+                 "--save-latent", str(tmp_path / f"{name}.safetensors")])
+    assert code == 0
+    return load_file(tmp_path / f"{name}.safetensors")["latent.0"]
+
+
+def test_by_instruction_in_one_pass(tiny, photo, select_all, tmp_path, capsys):
+    """`--prompt ... --compose joint`: what the selector picks runs in one pass."""
+    cli_restore(tiny, photo, tmp_path, "out", "--prompt", "remove the rain and the haze", "--plugins", str(tiny / "plugins"),
+                "--selector", str(select_all), "--compose", "joint")
     out = capsys.readouterr().out
-    assert code == 0 and "selected: dehaze, derain, lowlight" in out and (tmp_path / "out.png").is_file()
+    assert "selected: derain, then lowlight, then dehaze" in out and "runs: derain+lowlight+dehaze in one pass of 2 steps" in out
+
+
+def test_a_selection_runs_in_the_references_task_order(tiny, photo, select_all, tmp_path, capsys):
+    """The plugins a selector picks run as the reference runs them (derain, desnow, lowlight, dehaze,
+    ...), not in the folder's alphabetical order: the same latent as the three named in that order."""
+    selected = cli_restore(tiny, photo, tmp_path, "selected", "--prompt", "remove the rain and the haze", "--plugins",
+                           str(tiny / "plugins"), "--selector", str(select_all))
+    assert "runs: derain (2 steps), then lowlight (3 steps), then dehaze (3 steps)" in capsys.readouterr().out
+    named = [option for task in ("derain", "lowlight", "dehaze") for option in ("--plugin", str(tiny / "plugins" / f"{task}.safetensors"))]
+    assert torch.equal(cli_restore(tiny, photo, tmp_path, "named", *named), selected)
+    alphabetical = [named[i] for i in (4, 5, 0, 1, 2, 3)]  # dehaze, derain, lowlight: named one by one, run as given
+    assert not torch.equal(cli_restore(tiny, photo, tmp_path, "alphabetical", *alphabetical), selected)
+    assert "runs: dehaze (2 steps), then derain (3 steps), then lowlight (3 steps)" in capsys.readouterr().out
+
+
+def test_the_run_order_puts_other_tasks_where_their_metadata_says_then_by_name():
+    from types import SimpleNamespace
+
+    from plugin_core.models import REFERENCE_ORDER, run_order
+
+    def plugin(task, **extra):
+        return SimpleNamespace(task=task, info=PluginInfo(task=task, extra=extra))
+
+    given = [plugin("zzz"), plugin("demoire"), plugin("desmoke", run_order=3.5), plugin("aaa"), plugin("derain"),
+             plugin("dehaze"), plugin("lowlight"), plugin("first", run_order=-1), plugin("bad", run_order="x")]
+    assert [p.task for p in run_order(given)] == ["first", "derain", "lowlight", "dehaze", "desmoke", "demoire", "aaa",
+                                                   "bad", "zzz"]
+    assert [p.task for p in run_order([plugin(task) for task in sorted(REFERENCE_ORDER)])] == list(REFERENCE_ORDER)

@@ -68,13 +68,13 @@ def choice(flag: str, options) -> callable:
     return Option(flag, "", kind=str, choices=tuple(options)).parse
 
 
-def renamed(parser: argparse.ArgumentParser, old: str, new: str, dest: str, type) -> None:
-    """An option's old name: it works as the new one, and a note says the new name."""
+def renamed(parser: argparse.ArgumentParser, old: str, new: str, dest: str, type, why: str = "") -> None:
+    """An option's old name: it works as the new one, and a note says the new name (and `why`)."""
 
     class Renamed(argparse.Action):
         def __call__(self, parser, namespace, values, option_string=None):
             setattr(namespace, self.dest, values)
-            namespace.notes = [*getattr(namespace, "notes", []), f"note: {old} is now called {new}"]
+            namespace.notes = [*getattr(namespace, "notes", []), f"note: {old} is now called {new}" + (f": {why}" if why else "")]
 
     parser.add_argument(old, dest=dest, type=type, action=Renamed, help=argparse.SUPPRESS)
 

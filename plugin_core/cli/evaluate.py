@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import PluginError
-from ..restore.settings import RestoreSettings
+from ..restore.settings import WEIGHTS_MEANING, RestoreSettings, parse_shares
 from .args import (
     base_arguments,
     choice,
@@ -25,6 +25,7 @@ from .args import (
     device_argument,
     overwrite_argument,
     progress_argument,
+    renamed,
     required,
 )
 
@@ -53,6 +54,7 @@ def register(commands) -> None:
     restore.add_argument("--data", type=Path, help="the paired set: a pairs CSV (image,conditioning_image) or input/ + target/")
     base_arguments(restore, need=False)
     RestoreSettings.add_arguments(evaluate, exclude=("output_size",))  # measured at each input's own size
+    renamed(evaluate, "--weights", "--shares", "shares", parse_shares, WEIGHTS_MEANING)
     restore.add_argument("--save-restored", type=Path, help="also write the restored images to this folder (<name>.png)")
     evaluate.add_argument("--json", type=Path, help="write the metrics, per-image rows and settings to this JSON file")
     evaluate.add_argument("--csv", type=Path, help="write the per-image rows and the mean row to this CSV file")
@@ -242,12 +244,12 @@ def _restored(args, plan: _Plan, device: str) -> list:
     from ..formats import atomic_write
     from ..images import load_image
     from ..models import load_plugin
-    from ..restore import check_weights
+    from ..restore import check_shares
     from .args import restorer_for, torch_dtype
 
     settings = RestoreSettings.from_args(args)
     chain = [load_plugin(p, device=device, dtype=torch_dtype(args.dtype)) for p in args.plugin]
-    check_weights(settings, chain)
+    check_shares(settings, chain)
     restorer = restorer_for(args, device, with_text=False)
     bar, out = _bar(args, "restoring"), []
     try:

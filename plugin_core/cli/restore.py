@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from ..errors import PluginError
-from ..restore.settings import RestoreSettings
+from ..options import Invalid
+from ..restore.settings import WEIGHTS_MEANING, RestoreSettings, parse_shares
 from ..selector.config import SELECT_THRESHOLD, SELECT_THRESHOLD_MIN
 from .args import (
     base_arguments,
@@ -28,9 +29,13 @@ def register(commands) -> None:
         help="images and folders of images to restore (never written over); under torchrun / accelerate launch the "
              "processes share them"))
     restore.add_argument("--plugin", action="append", type=Path, default=[], help="plugin file or task folder; repeat to chain plugins")
+    restore.add_argument("--region", action="append", type=parse_region, default=[], metavar="TASK=MASK",
+                         help="where a plugin acts: an image of the photo's size, white inside, black outside, grey a soft "
+                              "edge (e.g. desnow=river.png); repeat for other plugins; the rest of the photo is kept")
     selection_arguments(restore)
     base_arguments(restore)
     RestoreSettings.add_arguments(restore)
+    renamed(restore, "--weights", "--shares", "shares", parse_shares, WEIGHTS_MEANING)
     renamed(restore, "--threshold", "--renoise-until", "renoise_until", RestoreSettings.OPTIONS["renoise_until"].parse)
     restore.add_argument("-o", "--output", type=Path, default=Path("restored"),
                          help="output folder (files <name>.png), or an image file name for a single image")
@@ -73,6 +78,32 @@ def check_restore(args) -> list[str]:
     return found
 
 
+def parse_region(text: str):
+    """'desnow=river.png' -> ("desnow", Path("river.png")), or an `Invalid` message."""
+    task, equals, path = text.partition("=")
+    if not equals or not task.strip() or not path.strip():
+        return Invalid(f"--region: {text!r} is not TASK=MASK (e.g. desnow=river.png)")
+    return task.strip(), Path(path.strip())
+
+
+def load_regions(named: list[tuple[str, Path]], photos: list[Path]) -> tuple:
+    """Each --region's mask, read and checked against every photo's size (one message for all)."""
+    from ..images import load_region, upright_size
+
+    tasks = [task for task, _ in named]
+    if len(set(tasks)) < len(tasks):
+        raise PluginError(f"--region names {', '.join(sorted({t for t in tasks if tasks.count(t) > 1}))} twice: one region per plugin")
+    regions = tuple((task, load_region(path)) for task, path in named)
+    sizes = {photo: upright_size(photo) for photo in photos}
+    problems = [f"{path} is {region.shape[-1]}x{region.shape[-2]}, {photo} {width}x{height}"
+                for (task, region), (_, path) in zip(regions, named) for photo, (width, height) in sizes.items()
+                if (region.shape[-1], region.shape[-2]) != (width, height)]
+    if problems:
+        raise PluginError("a region must have its photo's size: " + "; ".join(problems[:5])
+                          + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
+    return regions
+
+
 def _library(args, device, dtype):
     """The plugins of --plugins and the --selector, for --prompt."""
     from ..models import find_plugins, load_plugin
@@ -87,7 +118,7 @@ def _library(args, device, dtype):
 
 def run_restore(args) -> int:
     from ..outputs import check_new_files, restore_targets
-    from ..restore import Processes, Selecting, check_weights, find_inputs
+    from ..restore import Processes, Selecting, check_shares, describe_run, find_inputs
     from .args import device_of, restorer_for, torch_dtype
 
     settings = RestoreSettings.from_args(args)
@@ -98,6 +129,8 @@ def run_restore(args) -> int:
     work = [(f, t) for f, t in zip(files, targets) if not (args.skip_existing and t.exists())]
     if args.save_latent:
         check_new_files([args.save_latent], overwrite=args.overwrite, inputs=files)
+    if args.region:
+        settings = settings.replace(regions=load_regions(args.region, [source for source, _ in work]))
     processes = Processes(device_of(args.device))  # several processes: each its own GPU, for plugins and models
     say = print if processes.is_main else (lambda *a, **k: None)
     for problem in left_out:
@@ -111,7 +144,9 @@ def run_restore(args) -> int:
     dtype = torch_dtype(args.dtype)
     chain = [load_plugin(p, device=processes.device, dtype=dtype) for p in args.plugin]
     selecting = Selecting(args.prompt, *_library(args, processes.device, dtype), args.select_threshold) if args.prompt else None
-    check_weights(settings, chain or selecting.plugins)
+    check_shares(settings, chain or selecting.plugins)
+    if len(chain) > 1 or settings.strength != 1:
+        say(f"runs: {describe_run(chain, settings)}")
     restorer = restorer_for(args, processes.device, with_text=selecting is not None)
     report = _run(restorer, work, settings, chain, selecting, processes, args)
     if args.save_latent:

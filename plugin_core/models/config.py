@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 FORMAT_VERSION = 1
@@ -19,6 +20,11 @@ FORMAT_VERSION = 1
 NOISE_START_TASKS = ("lowlight", "highlight")
 
 START_MODES = ("input", "noise")
+
+# The order the reference runs the plugins its selector picks (demo.py, its --tasks default). Only
+# the first plugin of a chain gets every step, each later one 3, so the order changes the photo.
+REFERENCE_ORDER = ("derain", "desnow", "lowlight", "dehaze", "deblur", "highlight", "face", "demoire")
+RUN_ORDER_KEY = "run_order"  # a plugin's info may state its place among them: a number, e.g. 3.5 = after dehaze
 
 # The eight released tasks with the instructions the reference demo uses for them.
 DEFAULT_INSTRUCTIONS = {
@@ -74,6 +80,23 @@ class PluginConfig:
 
 def default_start_mode(task: str) -> str:
     return "noise" if task in NOISE_START_TASKS else "input"
+
+
+def run_place(task: str, info: "PluginInfo | None" = None) -> tuple[float, str]:
+    """Where a plugin chosen for the user runs (a sort key): a reference task at its place in
+    REFERENCE_ORDER (0 to 7); another at the place its info states (`extra["run_order"]`, a number
+    on the same scale), else after all of them; ties by task name."""
+    if task in REFERENCE_ORDER:
+        return float(REFERENCE_ORDER.index(task)), task
+    place = (info.extra if info is not None else {}).get(RUN_ORDER_KEY)
+    stated = isinstance(place, (int, float)) and not isinstance(place, bool) and math.isfinite(place)
+    return (float(place) if stated else math.inf), task
+
+
+def run_order(plugins: list) -> list:
+    """Plugins chosen for the user (by the Plugin-Selector), in the order they run (`run_place`).
+    Plugins the user names one by one run in the order given instead."""
+    return sorted(plugins, key=lambda plugin: run_place(plugin.task, getattr(plugin, "info", None)))
 
 
 @dataclass

@@ -14,8 +14,9 @@ _EXPORTS = {
     "PluginGroup": "recipe",
     "RestoreBackend": "recipe",
     "RestoreResult": "recipe",
-    "check_weights": "recipe",
+    "check_shares": "recipe",
     "composed": "recipe",
+    "describe_run": "recipe",
     "groups_by_selection": "recipe",
     "plugin_inputs": "recipe",
     "prompt_tokens": "recipe",
@@ -30,7 +31,10 @@ _EXPORTS = {
     "RestoreSettings": "settings",
     "TILE_PROMPTS": "settings",
     "TileSettings": "settings",
-    "parse_weights": "settings",
+    "STRENGTH_MAX": "settings",
+    "WEIGHTS_MEANING": "settings",
+    "WEIGHTS_RENAMED": "settings",
+    "parse_shares": "settings",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -19,7 +19,7 @@ from ..errors import InputImageError, PluginError
 from ..formats import atomic_write
 from ..images import check_image_file, image_files, load_photo, with_alpha
 from .processes import Processes
-from .recipe import PluginGroup, groups_by_selection
+from .recipe import PluginGroup, describe_run, groups_by_selection
 from .settings import RestoreSettings
 
 
@@ -76,7 +76,7 @@ def restore_files(restorer, work: Sequence[tuple[Path, Path]], settings: Restore
     for source, target in processes.share(list(work)):
         try:
             image, alpha = load_photo(source)
-            groups = _groups(restorer, image, source, plugins, selecting, say)
+            groups = _groups(restorer, image, source, plugins, selecting, say, settings)
             progress = (lambda done, total, source=source: on_calls(source, done, total)) if on_calls else None
             result = restorer.restore_groups([image], groups, settings, progress=progress, report=report)
         except InputImageError as error:  # a file that changed since it was checked: the others go on
@@ -103,13 +103,14 @@ def restore_files(restorer, work: Sequence[tuple[Path, Path]], settings: Restore
     return done_report
 
 
-def _groups(restorer, image, source: Path, plugins, selecting: Selecting | None, say) -> list[PluginGroup]:
+def _groups(restorer, image, source: Path, plugins, selecting: Selecting | None, say, settings) -> list[PluginGroup]:
     if selecting is None:
         return [PluginGroup([0], list(plugins))]
     selection = restorer.select_each([image], selecting.instruction, selecting.plugins, selecting.selector,
                                      selecting.threshold)[0]
-    say(f"{source}:\n{selection.format()}")
-    return groups_by_selection([selection], {p.task: p for p in selecting.plugins})
+    groups = groups_by_selection([selection], {p.task: p for p in selecting.plugins})
+    say(f"{source}:\n{selection.format()}\nruns: {describe_run(groups[0].plugins, settings)}")
+    return groups
 
 
 def image_format(target: Path) -> str:

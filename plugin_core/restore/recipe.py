@@ -101,23 +101,44 @@ def restore_groups(backend: RestoreBackend, images: Sequence[Image.Image], group
 
 
 def composed(plugins, settings: RestoreSettings) -> list:
-    """What is sampled, in order: each plugin at its weight (a weight of 0 leaves it out; another
-    than 1 is its strength), one after another ('chain'), or all in one pass ('joint': one PluginMix)."""
+    """What is sampled, in order: the plugins of a share above 0, one after another ('chain') or
+    all in one pass ('joint': one PluginMix, by their shares), each at the settings' strength (a
+    plugin alone at strength 1 is itself); strength 0: nothing (the photo as it is)."""
     from ..models import PluginMix
 
-    kept = [(plugin, settings.weight(plugin.task)) for plugin in plugins if settings.weight(plugin.task) > 0]
-    if settings.compose == "joint" and kept:
-        return [PluginMix([p for p, _ in kept], [w for _, w in kept], settings.joint_context)]
-    return [plugin if weight == 1 else PluginMix([plugin], [weight], settings.joint_context) for plugin, weight in kept]
+    kept = [(plugin, settings.share(plugin.task)) for plugin in plugins if settings.share(plugin.task) > 0]
+    if settings.strength == 0 or not kept:
+        return []
+    if settings.compose == "joint":
+        return [PluginMix([p for p, _ in kept], [s for _, s in kept], settings.joint_context, settings.strength,
+                          [settings.region(p.task) for p, _ in kept])]
+    return [plugin if settings.strength == 1 and settings.region(plugin.task) is None
+            else PluginMix([plugin], [1.0], settings.joint_context, settings.strength, [settings.region(plugin.task)])
+            for plugin, _ in kept]
 
 
-def check_weights(settings: RestoreSettings, plugins) -> None:
-    """Every task `settings.weights` names must be one of the plugins'."""
+def describe_run(plugins, settings: RestoreSettings) -> str:
+    """How the plugins run, in words: 'derain (20 steps), then dehaze (3 steps)', or one pass."""
+    runs = composed(plugins, settings)
+    if not runs:
+        return "no plugin runs: the photo as it is"
+    where = lambda plugin: " in its region" if settings.region(plugin.task) is not None else ""  # noqa: E731
+    if settings.compose == "joint":
+        mix = runs[0]
+        shares = ", ".join(f"{p.task} {share:.3g}{where(p)}" for p, share in zip(mix.plugins, mix.shares))
+        return f"{mix.task} in one pass of {settings.steps} steps (shares {shares})"
+    return ", then ".join(f"{plugin.task} ({settings.steps if order == 0 else settings.later_steps} steps{where(plugin)})"
+                          for order, plugin in enumerate(runs))
+
+
+def check_shares(settings: RestoreSettings, plugins) -> None:
+    """Every task `settings.shares` and `settings.regions` name must be one of the plugins'."""
     tasks = {plugin.task for plugin in plugins}
-    unknown = [task for task, _ in settings.weights if task not in tasks]
-    if unknown:
-        raise PluginError(f"--weights names {', '.join(map(repr, unknown))}, which is not among the plugins "
-                          f"({', '.join(sorted(tasks)) or 'none'})")
+    for flag, named in (("--shares", settings.shares), ("--region", settings.regions)):
+        unknown = [task for task, _ in named if task not in tasks]
+        if unknown:
+            raise PluginError(f"{flag} names {', '.join(map(repr, unknown))}, which is not among the plugins "
+                              f"({', '.join(sorted(tasks)) or 'none'})")
 
 
 def run_chain(backend: RestoreBackend, originals, working, plugins, plan, settings: RestoreSettings, meter: Meter):

@@ -151,10 +151,14 @@ class Restorer:
         scheduler.set_timesteps(steps, device=self.device)
         timesteps = scheduler.timesteps.long()
         calls = 1 if plan is None else len(plan.batches(tile_batch))
+        covered = plugin.coverage(height, width, batch) if hasattr(plugin, "coverage") else None
+        covered = None if covered is None else covered.to(self.device)
         with joint_cross_attention(self.models.unet, plugin if hasattr(plugin, "plugins") else None):  # a PluginMix's prompts
             for index, t in enumerate(timesteps):
                 if start_mode == "input" and int(t) >= renoise_until:
                     latents = self.noised(input_latent, noise, int(t))
+                if covered is not None:  # outside the plugins' regions the input passes through (ComfyUI's noise mask)
+                    latents = covered * latents + (1 - covered) * self.noised(input_latent, noise, int(t))
                 tick = (lambda call: progress(index * calls + call, len(timesteps) * calls)) if progress else None
                 prediction = self.predict(plugin, latents, t, input_latent, visual_prompt, plan, tile_batch, tick)
                 latents = scheduler.step(prediction.float(), t, latents, return_dict=False)[0]
@@ -164,22 +168,27 @@ class Restorer:
                         + (" (half-precision overflow? try --dtype float32)" if self.dtype != torch.float32 else ""))
                 if tick:
                     tick(calls)
-        return latents
+        return latents if covered is None else covered * latents + (1 - covered) * input_latent
 
     @torch.no_grad()
     def predict(self, plugin: TaskPlugin, latents, timestep, input_latent, visual_prompt, plan: TilePlan | None = None,
-                tile_batch: int = 1, tick=None) -> torch.Tensor:
+                tile_batch: int = 1, tick=None, regions: torch.Tensor | None = None) -> torch.Tensor:
         """One denoising call: the SCB residuals for this timestep, then the UNet. With a plan, one
-        call per batch of tiles, each tile with its crop of x_t, its crop of the input latent and
-        its Fp; the predictions blended (float32)."""
+        call per batch of tiles, each tile with its crop of x_t, of the input latent and of the
+        plugins' regions, and its Fp; the predictions blended (float32)."""
         context, input_latent = visual_prompt.to(self.dtype), input_latent.to(self.dtype)
+        regions = regions if regions is not None else _regions_of(plugin, input_latent)
         if plan is None:
-            residuals = plugin.skip_residuals(input_latent, timestep, context)
-            return unet_with_residuals(self.models.unet, latents.to(self.dtype), timestep, context, residuals)
+            residuals = plugin.skip_residuals(input_latent, timestep, context, regions) if regions is not None \
+                else plugin.skip_residuals(input_latent, timestep, context)
+            with plugin.regions_for_call(regions) if regions is not None else contextlib.nullcontext():
+                return unet_with_residuals(self.models.unet, latents.to(self.dtype), timestep, context, residuals)
 
         def call(batch: list[int]) -> torch.Tensor:
             prompt = torch.cat([context[i] if context.ndim == 4 else context for i in batch])
-            return self.predict(plugin, plan.crop(latents, batch), timestep, plan.crop(input_latent, batch), prompt).float()
+            crop = None if regions is None else torch.stack([plan.crop(member, batch) for member in regions])
+            return self.predict(plugin, plan.crop(latents, batch), timestep, plan.crop(input_latent, batch), prompt,
+                                regions=crop).float()
 
         return plan.predict(latents, tile_batch, call, dtype=torch.float32, tick=tick)
 
@@ -209,3 +218,9 @@ class Restorer:
                select_threshold: float = 0.0) -> Selection:
         """Score every plugin for this image and instruction; CLIP vision runs once."""
         return self.select_each([image], instruction, plugins, selector, select_threshold)[0]
+
+
+def _regions_of(plugin, latent: torch.Tensor) -> torch.Tensor | None:
+    """A PluginMix's regions over the whole latent ([M, B, 1, h, w] on its device), or None."""
+    maps = plugin.region_maps(*latent.shape[-2:], latent.shape[0]) if hasattr(plugin, "region_maps") else None
+    return None if maps is None else maps.to(latent.device)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass, field
 
 from ..errors import PluginError
@@ -17,6 +18,10 @@ COLOR_FIXES = ("none", "wavelet", "adain")  # colorfix.py implements them
 TILE_PROMPTS = ("tile", "global")
 COMPOSE_MODES = ("chain", "joint")  # several plugins: one after another (the reference), or in one pass
 JOINT_CONTEXTS = ("attention", "tokens")  # models/compose.py: how the UNet reads the plugins' prompts in one pass
+STRENGTH_MAX = 5.0
+WEIGHTS_MEANING = ("a plugin's share of a joint pass, where only the ratios count; to scale the plugins as a weight did "
+                   "for one plugin, use strength (--strength)")
+WEIGHTS_RENAMED = f"'weights' is now 'shares': {WEIGHTS_MEANING}"
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,13 @@ class TileSettings:
 class RestoreSettings:
     """Every setting of a restore. The defaults are the reference inference's: 20 UniPC steps, seed
     42, the noised input latent as the start while t >= 960, later plugins of a chain 3 steps each,
-    short sides below 512 raised to 512, no colour fix."""
+    short sides below 512 raised to 512, no colour fix.
+
+    Several plugins: `shares` are their parts of a joint pass, where only the ratios count (the
+    shares are normalised; a share of 0 leaves a plugin out, in a chain too); `strength` is the
+    patch's, the same for one plugin or several: it scales the SCB residuals (models.PluginMix), 1 is
+    the plugins as trained and 0 switches them off (the photo as it is; in ComfyUI the plain MODEL).
+    `regions` give plugins a part of the photo each (models/regions.py); the rest passes through."""
 
     steps: int = 20
     later_steps: int = 3
@@ -75,7 +86,9 @@ class RestoreSettings:
     color_fix: str = "none"
     compose: str = "chain"
     joint_context: str = "attention"
-    weights: tuple[tuple[str, float], ...] = ()  # (task, weight): a plugin not named weighs 1
+    strength: float = 1.0
+    shares: tuple[tuple[str, float], ...] = ()  # (task, share): a plugin not named has the share 1
+    regions: tuple[tuple[str, object], ...] = ()  # (task, mask of the photo's size in [0, 1]): a plugin not named acts everywhere
     tiles: TileSettings = field(default_factory=TileSettings)
 
     OPTIONS = {
@@ -96,23 +109,33 @@ class RestoreSettings:
                           "reference: the first `steps`, each later one `later_steps`); 'joint' runs them together in one pass "
                           "of `steps`", kind=str, choices=COMPOSE_MODES),
         "joint_context": Option("--joint-context", "how a joint pass's UNet reads the plugins' prompts: 'attention' (one "
-                                "attention per plugin, outputs averaged with the weights) or 'tokens' (one attention over all "
-                                "their tokens, tilted by the weights)", kind=str, choices=JOINT_CONTEXTS),
+                                "attention per plugin, outputs averaged by their shares) or 'tokens' (one attention over all "
+                                "their tokens, tilted by the shares)", kind=str, choices=JOINT_CONTEXTS),
+        "strength": Option("--strength", "scales the plugins' spatial-branch (SCB) residuals: 1 as trained, 0 switches the "
+                           "plugins off (the photo as it is)", kind=float, low=0, high=STRENGTH_MAX),
     }
 
     def __post_init__(self):
         check_settings(self, self.OPTIONS)
-        object.__setattr__(self, "weights", tuple((str(task), float(weight)) for task, weight in dict(self.weights).items()))
-        bad = [f"{task}={weight}" for task, weight in self.weights if not (math.isfinite(weight) and weight >= 0)]
+        object.__setattr__(self, "shares", tuple((str(task), float(share)) for task, share in dict(self.shares).items()))
+        bad = [f"{task}={share}" for task, share in self.shares if not (math.isfinite(share) and share >= 0)]
         if bad:
-            raise PluginError(f"weights must be finite numbers of at least 0, got {', '.join(bad)}")
+            raise PluginError(f"shares must be finite numbers of at least 0, got {', '.join(bad)}")
 
-    def weight(self, task: str) -> float:
-        """A plugin's weight: as named in `weights`, else 1."""
-        return dict(self.weights).get(task, 1.0)
+    def region(self, task: str):
+        """A plugin's region (a mask), or None: it acts everywhere."""
+        return dict(self.regions).get(task)
+
+    def share(self, task: str) -> float:
+        """A plugin's share of a joint pass, before normalising: as named in `shares`, else 1."""
+        return dict(self.shares).get(task, 1.0)
 
     def replace(self, **changes) -> "RestoreSettings":
-        """A copy with some settings changed (tile settings by their own names: tile_size=...)."""
+        """A copy with some settings changed (tile settings by their own names: tile_size=...; the
+        former `weights` is read as `shares`, with a warning)."""
+        if "weights" in changes:
+            warnings.warn(WEIGHTS_RENAMED, DeprecationWarning, stacklevel=2)
+            changes["shares"] = changes.pop("weights")
         tiles = {name: changes.pop(f"tile_{name}") for name in TileSettings.OPTIONS if f"tile_{name}" in changes}
         if tiles:
             changes["tiles"] = dataclasses.replace(changes.get("tiles", self.tiles), **tiles)
@@ -127,20 +150,20 @@ class RestoreSettings:
         add_options(group, options, {name: getattr(defaults, name) for name in options})
         add_options(group, {f"tile_{name}": option for name, option in TileSettings.OPTIONS.items()},
                     {f"tile_{name}": getattr(defaults.tiles, name) for name in TileSettings.OPTIONS})
-        if "weights" not in exclude:
-            group.add_argument("--weights", type=parse_weights, default=(), metavar="TASK=W,...",
-                               help="each plugin's weight, e.g. derain=1,dehaze=0.5 (a plugin not named weighs 1; 0 leaves it "
-                                    "out): its strength, and in a joint pass its share of the prompts")
+        if "shares" not in exclude:
+            group.add_argument("--shares", type=parse_shares, default=(), metavar="TASK=S,...",
+                               help="each plugin's share of a joint pass, e.g. derain=2,dehaze=1: only the ratios count (a "
+                                    "plugin not named has 1; 0 leaves it out, in a chain too)")
 
     @classmethod
     def from_args(cls, args) -> "RestoreSettings":
         """The settings a parsed command line asks for (the defaults for those it does not have)."""
         tiles = TileSettings(**{name: getattr(args, f"tile_{name}") for name in TileSettings.OPTIONS})
         return cls(**{name: getattr(args, name) for name in cls.OPTIONS if hasattr(args, name)}, tiles=tiles,
-                   weights=getattr(args, "weights", ()))
+                   shares=getattr(args, "shares", ()))
 
 
-def parse_weights(text: str):
+def parse_shares(text: str):
     """'derain=1, dehaze=0.5' -> (("derain", 1.0), ("dehaze", 0.5)), or an `Invalid` message (the
     command line's) naming what is wrong."""
     from ..options import Invalid
@@ -153,7 +176,7 @@ def parse_weights(text: str):
         except ValueError:
             weight = None
         if not equals or not task.strip() or weight is None or not math.isfinite(weight) or weight < 0:
-            return Invalid(f"--weights: {item!r} is not TASK=WEIGHT with a finite weight of at least 0 (e.g. dehaze=0.5)")
+            return Invalid(f"--shares: {item!r} is not TASK=SHARE with a finite share of at least 0 (e.g. dehaze=0.5)")
         pairs.append((task.strip(), weight))
     return tuple(pairs)
 

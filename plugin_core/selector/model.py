@@ -210,7 +210,7 @@ class Selection:
     scores: list[float]  # raw score per candidate plugin
     null_score: float
     threshold: float
-    selected: list[str]  # plugins to run, in candidate order; empty = leave the image as it is
+    selected: list[str]  # plugins to run, in candidate order (the run order); empty = leave the image as it is
 
     @classmethod
     def from_scores(cls, tasks: list[str], scores: torch.Tensor, threshold: float = 0.0) -> "Selection":
@@ -239,7 +239,7 @@ class Selection:
         for task, score in zip(self.tasks, self.scores):
             marks.append(f"{'*' if task in self.selected else ' '} {task:<12} {score:8.3f}")
         marks.append(f"  {NULL_TASK:<12} {self.null_score:8.3f}")
-        chosen = ", ".join(self.selected) if self.selected else "nothing (image left unchanged)"
+        chosen = ", then ".join(self.selected) if self.selected else "nothing (image left unchanged)"
         return "\n".join(marks + [f"selected: {chosen}"])
 
 
@@ -247,7 +247,10 @@ def select(selector: PluginSelector, encoder, instruction: str, plugins: Sequenc
            clip_tokens: Callable[[int], torch.Tensor], threshold: float = 0.0, clip_width: int | None = None) -> list[Selection]:
     """The selection for each image (whose CLIP tokens `clip_tokens(layer)` gives): the
     command line's and the node's one policy, per image. Plugins the selector (or the CLIP
-    vision model, of `clip_width`) cannot read are left out, each with a warning."""
+    vision model, of `clip_width`) cannot read are left out, each with a warning. The candidates, and
+    so each selection, are in the order the plugins run (models.run_order: the reference's task order)."""
+    from ..models.config import run_order
+
     if problem := text_problem("the instruction", instruction, multiline=True):
         raise PluginError(problem)
     usable = []
@@ -259,6 +262,7 @@ def select(selector: PluginSelector, encoder, instruction: str, plugins: Sequenc
             usable.append(plugin)
     if not usable:
         raise PluginMismatchError(f"none of the plugins fits this Plugin-Selector ({', '.join(p.task for p in plugins) or 'none given'})")
+    usable = run_order(usable)
     tasks = [p.task for p in usable]
     prompts = pooled_prompts(usable, clip_tokens)
     with torch.no_grad():
