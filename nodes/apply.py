@@ -7,7 +7,7 @@ import logging
 import comfy.utils
 
 from ..plugin_core import RestoreSettings, TileSettings, check_fits
-from ..plugin_core.restore import plugin_inputs
+from ..plugin_core.restore import STRENGTH_MAX, plugin_inputs
 from . import bridge
 from .api import io
 from .engine import ComfyRestoreBackend, patch_model
@@ -18,6 +18,7 @@ from .validation import Float
 CATEGORY = "Diff-Plugin"
 
 log = logging.getLogger("diffplugin")
+SETTINGS = RestoreSettings()
 
 
 def apply_plugin(model, handle, clip_vision, vae, originals, working, *, strength=1.0, start_percent=0.0, end_percent=1.0,
@@ -72,13 +73,12 @@ class ApplyTaskPlugin(io.ComfyNode):
                 io.ClipVision.Input("clip_vision", tooltip="CLIP ViT-L/14 vision (Load CLIP Vision)."),
                 io.Vae.Input("vae", tooltip="The checkpoint's VAE: encodes the input image for the plugin."),
                 io.Image.Input("image", tooltip="The degraded photo(s). Any size and aspect ratio."),
-                Float("strength", default=1.0, min=0.0, max=5.0, step=0.01,
-                      tooltip="Scales the spatial residuals; 0 turns the plugin off (the plain model)."),
+                strength_input(),
                 Float("start_percent", default=0.0, min=0.0, max=1.0, step=0.001,
                       tooltip="Sampling progress at which the plugin starts acting (not after end_percent)."),
                 Float("end_percent", default=1.0, min=0.0, max=1.0, step=0.001,
                       tooltip="Sampling progress after which the plugin stops acting."),
-                io.Int.Input("resolution", default=RestoreSettings().resolution, min=64, max=4096, step=8,
+                io.Int.Input("resolution", default=SETTINGS.resolution, min=64, max=4096, step=8,
                              tooltip="The short side is raised to this when smaller (the reference uses 512); sides are rounded to multiples of 8."),
                 *tile_inputs(),
                 io.Mask.Input("mask", optional=True,
@@ -109,6 +109,14 @@ class ApplyTaskPlugin(io.ComfyNode):
             tiles=tile_settings(tile_size, tile_overlap, tile_batch, tile_prompt), guidance=plugin_guidance,
         )
         return io.NodeOutput(patched, latent)
+
+
+def strength_input(optional: bool = False) -> io.Float.Input:
+    """How strongly the plugin (or the plugins of a joint pass) acts: plugin_core's one strength."""
+    return Float("strength", default=SETTINGS.strength, min=0.0, max=STRENGTH_MAX, step=0.01, optional=optional,
+                 tooltip="Scales the plugins' spatial-branch (SCB) residuals, the branch that keeps the photo's detail; the "
+                         "visual prompt replaces the text while strength is above 0. 1: the plugins as trained; 0: off (the plain "
+                         "model). For several plugins, their parts are the shares of Compose Task-Plugins.")
 
 
 def guidance_input() -> io.Boolean.Input:

@@ -43,9 +43,13 @@ def patch_model(model, plugin, visual_prompt: torch.Tensor, raw: torch.Tensor, *
     if not 0.0 <= start_percent <= end_percent <= 1.0:
         raise ValueError(f"need 0 <= start_percent <= end_percent <= 1, got {start_percent} and {end_percent}")
     latent_mask = noise_mask = None
+    pixels = [s * bridge.VAE_FACTOR for s in raw.shape[-2:]]
     if mask is not None:
         latent_mask = bridge.resize_mask(mask, raw.shape[-2:], "area")  # scales the residuals
-        noise_mask = bridge.resize_mask(mask, [s * bridge.VAE_FACTOR for s in raw.shape[-2:]], "bilinear")  # keeps the rest
+        noise_mask = bridge.resize_mask(mask, pixels, "bilinear")  # keeps the rest
+    covered = plugin.coverage(*pixels, raw.shape[0]) if hasattr(plugin, "coverage") else None
+    if covered is not None:  # plugins with regions: the rest of the photo passes through, as for a mask
+        noise_mask = covered if noise_mask is None else noise_mask * covered
     patched = model.clone()
     if remove_plugin_patches(patched, ADDITIONAL_MODELS_KEY):
         logging.getLogger("diffplugin").info("Diff-Plugin: '%s' replaces the Task-Plugin applied to this MODEL before", plugin.task)
@@ -64,7 +68,9 @@ def patch_model(model, plugin, visual_prompt: torch.Tensor, raw: torch.Tensor, *
     if plan is not None:
         patched.add_wrapper_with_key(WrappersMP.APPLY_MODEL, ADDITIONAL_MODELS_KEY, patch.apply_model)
     unload_with(patched, ADDITIONAL_MODELS_KEY, patchers)
-    latent = {"samples": raw if plugin.start_mode == "input" else torch.zeros_like(raw)}
+    # A pure-noise task starts from an empty latent, unless a mask or region keeps part of the photo:
+    # then the sampler needs the photo's latent, which it keeps there (and noises fully inside).
+    latent = {"samples": raw if plugin.start_mode == "input" or noise_mask is not None else torch.zeros_like(raw)}
     if noise_mask is not None:
         latent["noise_mask"] = noise_mask  # outside the mask the sampler keeps the input
     return patched, latent, patch
@@ -72,16 +78,12 @@ def patch_model(model, plugin, visual_prompt: torch.Tensor, raw: torch.Tensor, *
 
 def _managed(plugin, model):
     """(the plugin module the patch runs, in the MODEL's compute dtype and managed with it; their
-    ModelPatchers): one plugin's copy, or a PluginMix of its members' copies."""
-    from ..plugin_core import PluginMix
-
+    ModelPatchers): one plugin's copy, or the PluginMix over its members' copies."""
     if not hasattr(plugin, "plugins"):
         patcher = plugin.patcher_for(model)
         return patcher.model, [patcher]
     patchers = [member.patcher_for(model) for member in plugin.plugins]
-    module = PluginMix([p.model for p in patchers], plugin.weights, plugin.context)
-    module.groups = plugin.groups  # the joined prompt's token counts, known since it was joined
-    return module, patchers
+    return plugin.with_members([p.model for p in patchers]), patchers
 
 
 def ksample(model, seed, steps, cfg, sampler_name, scheduler, conditioning, latent, callback=None):

@@ -232,7 +232,29 @@ class DiffPluginPatch:
 
         if not self.is_active(extra_options.get("sigmas"), extra_options):
             return attend(q, k, v, None)
-        return self.plugin.attention(attend, q, k, v)
+        if self.plugin.regions is None:
+            return self.plugin.attention(attend, q, k, v)
+        return self.plugin.attention(attend, q, k, v, regions=self._call_regions(q.shape[0], extra_options))
+
+    def _region_maps(self, device) -> torch.Tensor:
+        """The mix's regions over the images' latent ([M, N, 1, h, w]), once per device."""
+        key = ("regions", device)
+        if key not in self._on_device:
+            self._on_device[key] = self.plugin.region_maps(*self.input_latent.shape[-2:], self.input_latent.shape[0]).to(device)
+        return self._on_device[key]
+
+    def _call_regions(self, rows: int, options: dict) -> torch.Tensor:
+        """The regions of this UNet call's rows ([M, rows, 1, h, w]): each tile's crop, per chunk."""
+        tiles = options.get(TILES_KEY) or [None]
+        maps = self._region_maps(options.get("sigmas", torch.zeros(())).device)
+        crops = [maps if tile is None else self.plan.tiles[tile].crop(maps) for tile in tiles]
+        shape = options.get("original_shape")
+        if shape is not None and tuple(shape[-2:]) != tuple(crops[0].shape[-2:]):
+            raise ValueError("Diff-Plugin: plugins with regions were called on a crop of the latent (area conditioning or "
+                             "another pack's tiled sampler); for tiles use the pack's own tile_size")
+        chunks = len(options.get("cond_or_uncond", [0]))
+        per_tile = rows // len(tiles)
+        return torch.cat([torch.stack([self._per_row(member, per_tile, chunks) for member in crop]) for crop in crops], dim=1)
 
     def _area_crops(self, residual, hsp, rows, chunks, transformer_options) -> torch.Tensor:
         """Residuals for a call on crops of x (area conditioning): each chunk's cond area, cut out."""
@@ -264,10 +286,13 @@ class DiffPluginPatch:
         timesteps = timesteps[:images] if timesteps.numel() >= images else timesteps[:1].expand(images)
         latent = self._tensor("input_latent", device, dtype)
         mask = self._tensor("mask", device, dtype) if self.mask is not None else None
+        regions = self._region_maps(device) if getattr(self.plugin, "regions", None) is not None else None
         out = []
         for tile in tiles:
             box = (lambda t: t) if tile is None else self.plan.tiles[tile].crop
-            residuals = self.plugin.skip_residuals(box(latent), timesteps, self._prompt(tile, device, dtype))
+            prompt = self._prompt(tile, device, dtype)
+            residuals = (self.plugin.skip_residuals(box(latent), timesteps, prompt) if regions is None
+                         else self.plugin.skip_residuals(box(latent), timesteps, prompt, regions=box(regions)))
             scale = self.strength if mask is None else box(mask) * self.strength
             out.append([(r * scale).to(out_device) for r in residuals])
         return out

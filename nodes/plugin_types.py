@@ -64,12 +64,12 @@ class PluginSet:
     """An ordered list of plugins (a library, or the selector's choice). A selector's choice is
     per image: `groups` holds (image indices, their plugins in order) for every image. How several
     run (Compose Task-Plugins sets it): plugin_core's RestoreSettings fields compose, joint_context,
-    weights; by default one after another, as the reference."""
+    shares; by default one after another, as the reference."""
 
     plugins: list[TaskPluginHandle]
     selections: list | None = None  # plugin_core Selection per image
     groups: list[PluginGroup] | None = None  # None: every image runs `plugins`
-    composition: dict = field(default_factory=dict)  # RestoreSettings fields: compose, joint_context, weights
+    composition: dict = field(default_factory=dict)  # RestoreSettings fields: compose, joint_context, shares, regions
     tasks: list[str] = field(init=False)
 
     def __post_init__(self):

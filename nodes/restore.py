@@ -12,7 +12,7 @@ import torch
 from ..plugin_core import RestoreSettings
 from ..plugin_core.restore import OUTPUT_SIZES
 from .api import io
-from .apply import guidance_input
+from .apply import guidance_input, strength_input
 from .engine import ComfyRestoreBackend, Sampling
 from .frames import restore_frames
 from .plugin_types import TaskPluginsIO
@@ -43,7 +43,7 @@ class RestoreWithTaskPlugins(io.ComfyNode):
             description=(
                 "Run the given Task-Plugins one after another (e.g. the Plugin-Selector's choice), as the "
                 "reference does for multi-task instructions, or as Compose Task-Plugins says (together in one pass, "
-                "weights); each image runs what was selected for it. No plugin: the photo is returned unchanged."
+                "shares); each image runs what was selected for it. No plugin: the photo is returned unchanged."
             ),
             inputs=[
                 io.Model.Input("model", tooltip="An SD 1.x model."),
@@ -76,6 +76,7 @@ class RestoreWithTaskPlugins(io.ComfyNode):
                 io.Boolean.Input("same_noise", default=False, optional=True,
                                  tooltip="Off: each frame starts from its own noise, as KSampler gives a batch. On: every frame "
                                          "starts from the same noise (as each photo alone would), for steadier video."),
+                strength_input(optional=True),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The restored photo(s).")],
         )
@@ -84,12 +85,12 @@ class RestoreWithTaskPlugins(io.ComfyNode):
     def execute(cls, model, task_plugins, clip_vision, vae, image, seed, steps, later_steps, cfg, sampler_name,
                 scheduler, resolution, output_size, tile_size=DEFAULTS.size, tile_overlap=DEFAULTS.overlap,
                 tile_batch=DEFAULTS.batch, tile_prompt=DEFAULTS.prompt, color_fix=SETTINGS.color_fix,
-                plugin_guidance=False, batch_size=BATCH_SIZE, same_noise=False) -> io.NodeOutput:
+                plugin_guidance=False, batch_size=BATCH_SIZE, same_noise=False, strength=SETTINGS.strength) -> io.NodeOutput:
         tiles = tile_settings(tile_size, tile_overlap, tile_batch, tile_prompt)  # first: even when nothing runs
-        if not any(group.plugins for group in task_plugins.groups_for(image.shape[0])):
-            return io.NodeOutput(image)
+        if strength == 0 or not any(group.plugins for group in task_plugins.groups_for(image.shape[0])):
+            return io.NodeOutput(image)  # nothing runs (plugin_core's composed): the IMAGE itself, not a round trip
         settings = RestoreSettings(steps=steps, later_steps=later_steps, seed=seed, resolution=resolution, output_size=output_size,
-                                   color_fix=color_fix, tiles=tiles, **task_plugins.composition)
+                                   color_fix=color_fix, tiles=tiles, strength=strength, **task_plugins.composition)
         sampling = Sampling(cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, guidance=plugin_guidance)
         return io.NodeOutput(restore_images(model, task_plugins, clip_vision, vae, image, settings, sampling, batch_size=batch_size,
                                             same_noise=same_noise))

@@ -59,6 +59,7 @@ DOWNLOADS = {
 # widgets in the order of the node's schema.
 NODE_TYPES = {
     "LoadImage": ([], [("image", "COMBO"), ("upload", "IMAGEUPLOAD")], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "LoadImageMask": ([], [("image", "COMBO"), ("channel", "COMBO"), ("upload", "IMAGEUPLOAD")], [("MASK", "MASK")]),
     "CheckpointLoaderSimple": ([], [("ckpt_name", "COMBO")], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]),
     "CLIPVisionLoader": ([], [("clip_name", "COMBO")], [("CLIP_VISION", "CLIP_VISION")]),
     "CLIPTextEncode": ([("clip", "CLIP")], [("text", "STRING")], [("CONDITIONING", "CONDITIONING")]),
@@ -112,11 +113,11 @@ NODE_TYPES = {
         [("seed", "INT"), ("steps", "INT"), ("later_steps", "INT"), ("cfg", "FLOAT"), ("sampler_name", "COMBO"),
          ("scheduler", "COMBO"), ("resolution", "INT"), ("output_size", "COMBO"), ("tile_size", "INT"), ("tile_overlap", "INT"),
          ("tile_batch", "INT"), ("tile_prompt", "COMBO"), ("color_fix", "COMBO"), ("plugin_guidance", "BOOLEAN"),
-         ("batch_size", "INT"), ("same_noise", "BOOLEAN")],
+         ("batch_size", "INT"), ("same_noise", "BOOLEAN"), ("strength", "FLOAT")],
         [("image", "IMAGE")],
     ),
-    "ComposeTaskPlugins": ([("task_plugins", "TASK_PLUGINS")],
-                           [("compose", "COMBO"), ("joint_context", "COMBO"), ("weights", "STRING")],
+    "ComposeTaskPlugins": ([("task_plugins", "TASK_PLUGINS"), *[(f"region_{n}", "MASK") for n in range(1, 5)], ("weights", "STRING")],
+                           [("compose", "COMBO"), ("joint_context", "COMBO"), ("shares", "STRING"), ("region_tasks", "STRING")],
                            [("task_plugins", "TASK_PLUGINS"), ("task_plugin", "TASK_PLUGIN")]),
     # Frontend-only: never in a prompt.
     "MarkdownNote": ([], [("text", "STRING")], []),
@@ -152,7 +153,7 @@ SIZES = {
     "VAEDecodeTiled": (360, 160), "DiffPluginColorFix": (360, 90), "SaveImage": (420, 460), "GetImageSize": (360, 80),
     "ImageScale": (360, 140), "ApplyTaskPlugin": (380, 350), "PluginSelector": (400, 450), "SynthesizeDegradedPairs": (380, 300),
     "TrainTaskPlugin": (380, 470), "RestoreWithTaskPlugins": (380, 550), "MarkdownNote": (460, 300),
-    "ComposeTaskPlugins": (380, 160),
+    "ComposeTaskPlugins": (380, 320), "LoadImageMask": (360, 440),
 }
 # PluginSelector: room for its scores after a run (web/plugin_scores.js: 18 px a row) for the
 # reference's eight tasks and "(none)", so the node stays inside its group.
@@ -338,6 +339,9 @@ def plugins_note(node_id: int = 20) -> Node:
 TILES = {"tile_size": 1536, "tile_overlap": 256, "tile_batch": 1, "tile_prompt": "tile"}
 SAMPLER = {"seed": 42, "steps": 20, "cfg": 1.0, "sampler_name": "uni_pc_bh2", "scheduler": "normal", "denoise": 1.0}
 APPLY = {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0, "resolution": 512, **TILES, "plugin_guidance": False}
+RESTORE = {"seed": 42, "steps": 20, "later_steps": 3, "cfg": 1.0, "sampler_name": "uni_pc_bh2", "scheduler": "normal",
+           "resolution": 512, "output_size": "original", **TILES, "color_fix": "none", "plugin_guidance": False,
+           "batch_size": 4, "same_noise": False, "strength": 1.0}
 
 
 def checkpoint(node_id: int = 2) -> Node:
@@ -427,10 +431,7 @@ def text_driven() -> Workflow:
     selector = Node(5, "PluginSelector", {"instruction": "remove the snow and the haze", "threshold": 0.0},
                     {"image": (1, 0), "task_plugins": (4, 0), "selector": (4, 1), "clip": (2, 1), "clip_vision": (3, 0)},
                     title="Plugin-Selector: type what to fix")
-    restore = Node(6, "RestoreWithTaskPlugins",
-                   {"seed": 42, "steps": 20, "later_steps": 3, "cfg": 1.0, "sampler_name": "uni_pc_bh2", "scheduler": "normal",
-                    "resolution": 512, "output_size": "original", **TILES, "color_fix": "none", "plugin_guidance": False,
-                    "batch_size": 4, "same_noise": False},
+    restore = Node(6, "RestoreWithTaskPlugins", dict(RESTORE),
                    {"model": (2, 0), "task_plugins": (5, 0), "clip_vision": (3, 0), "vae": (2, 2), "image": (1, 0)})
     save = Node(7, "SaveImage", {"filename_prefix": "diff-plugin/restored"}, {"images": (6, 0)}, title="The restored photo")
     groups = [
@@ -453,18 +454,48 @@ def rain_and_haze_one_pass() -> Workflow:
     photo = Node(1, "LoadImage", {"image": "demo_rain_and_haze.jpg"}, title="Photo with rain and haze")
     library = Node(4, "LoadTaskPluginLibrary", {"tasks": "derain, dehaze", "selector_name": "none"},
                    title="The derain and dehaze Task-Plugins")
-    compose = Node(10, "ComposeTaskPlugins", {"compose": "joint", "joint_context": "attention", "weights": "derain=1, dehaze=1"},
-                   {"task_plugins": (4, 0)}, title="Together in one pass, each at its weight")
+    compose = Node(10, "ComposeTaskPlugins", {"compose": "joint", "joint_context": "attention", "shares": "derain=1, dehaze=1",
+                                              "region_tasks": ""},
+                   {"task_plugins": (4, 0)}, title="Together in one pass, each at its share")
     links = {"model": (2, 0), "task_plugin": (10, 1), "clip_vision": (3, 0), "vae": (2, 2), "image": (1, 0)}
     groups, _ = restore_groups(photo, links, [library], apply_title="Apply both Task-Plugins")
     groups[1] = Group("2 - Compose and apply", [compose, *groups[1].nodes])
     how = note(21, "## Remove rain and haze in one pass\n\nCompose Task-Plugins runs the derain and dehaze plugins together: "
-                   "every step each plugin's spatial branch reads its own visual prompt and their residuals add up at the "
-                   "weights, and the model reads both prompts; one pass of 20 steps instead of one after another. Change the "
-                   "weights (`dehaze=0.5`: half the haze removal; 0 leaves a plugin out) or choose `chain` for the reference's "
-                   "one-after-another (with Restore with Task-Plugins).", "Note: this workflow", height=220)
+                   "every step each plugin's spatial branch reads its own visual prompt and their residuals add up by their "
+                   "shares, and the model reads both prompts; one pass of 20 steps instead of one after another. Change the "
+                   "shares (`derain=2, dehaze=1`: only the ratios count; 0 leaves a plugin out), Apply's strength (how strongly "
+                   "both act), or choose `chain` for the reference's one-after-another (with Restore with Task-Plugins).", "Note: this workflow", height=220)
     return Workflow("diff_plugin_rain_and_haze_one_pass", "Diff-Plugin - Remove rain and haze in one pass",
                     [plugins_note(), how], groups)
+
+
+def snow_on_the_river() -> Workflow:
+    """Each plugin its own region (Compose Task-Plugins' region_N): the snow removed on the river
+    only, the haze everywhere, in one pass; the rest of the photo is kept."""
+    photo = Node(1, "LoadImage", {"image": "demo_snow_river.png"}, title="Photo: snow over the sky and the river")
+    river = Node(5, "LoadImageMask", {"image": "demo_river_mask.png", "channel": "red"},
+                 title="The river (white), drawn over the photo")
+    library = Node(4, "LoadTaskPluginLibrary", {"tasks": "desnow, dehaze", "selector_name": "none"},
+                   title="The desnow and dehaze Task-Plugins")
+    compose = Node(10, "ComposeTaskPlugins", {"compose": "joint", "joint_context": "attention", "shares": "",
+                                              "region_tasks": "desnow"},
+                   {"task_plugins": (4, 0), "region_1": (5, 0)}, title="desnow in region_1 (the river), dehaze everywhere")
+    restore = Node(6, "RestoreWithTaskPlugins", dict(RESTORE), {"model": (2, 0), "task_plugins": (10, 0), "clip_vision": (3, 0),
+                                                                "vae": (2, 2), "image": (1, 0)})
+    save = Node(7, "SaveImage", {"filename_prefix": "diff-plugin/restored"}, {"images": (6, 0)}, title="The restored photo")
+    groups = [
+        Group("1 - Photo, river and models", [photo, river, checkpoint(), clip_vision(), library]),
+        Group("2 - A region for each plugin", [compose]),
+        Group("3 - Restore in one pass", [restore]),
+        Group("4 - Result", [save]),
+    ]
+    how = note(21, "## Remove the snow only on the river\n\nThe paper's own limitation: it cannot *remove only the snow on the "
+                   "river while keeping those in the sky*. Compose Task-Plugins gives each plugin its region: `region_1` (the "
+                   "river, white in the mask) goes to the first plugin named in `region_tasks` (desnow); dehaze has no region, so "
+                   "it acts everywhere. In the UNet each position reads the plugins whose regions cover it, by their shares "
+                   "there; the snow in the sky stays. Use your own photo and mask (or paint one: the photo's MASK from the "
+                   "MaskEditor works too). Regions need `joint_context` attention.", "Note: this workflow", height=260)
+    return Workflow("diff_plugin_snow_on_the_river", "Diff-Plugin - Remove the snow only on the river", [plugins_note(), how], groups)
 
 
 def train_then_apply() -> Workflow:
@@ -513,6 +544,7 @@ THUMBNAILS = {
     "diff_plugin_region_mask": (["rain"], "only a region of the photo", (0.0, 0.5)),
     "diff_plugin_large_photo_tiles": (["rain"], "a large photo, in tiles", None),
     "diff_plugin_rain_and_haze_one_pass": (["rain", "haze"], "rain and haze, in one pass", None),
+    "diff_plugin_snow_on_the_river": (["snow"], "the snow removed only in a region", (0.0, 0.5)),
     "diff_plugin_train_task_plugin": (["rain"], "train a plugin on synthetic rain", None),
 }
 
@@ -547,7 +579,7 @@ def thumbnail(kinds: list[str], caption: str, region):
     return image
 
 
-BUILDERS = [single_task, text_driven, rain_and_haze_one_pass, region_mask, large_photo, train_then_apply]
+BUILDERS = [single_task, text_driven, rain_and_haze_one_pass, snow_on_the_river, region_mask, large_photo, train_then_apply]
 
 
 def workflows() -> list[Workflow]:

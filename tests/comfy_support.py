@@ -31,7 +31,8 @@ CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"  # the names the example wor
 CLIP_VISION = "clip-vit-large-patch14.safetensors"
 # The photos the example workflows load (LoadImage) -> the made photos (tests/photos.py) served under those names.
 WORKFLOW_PHOTOS = {"demo_rain.jpg": "rain.png", "demo_snow_and_haze.jpg": "snow_and_haze.png",
-                   "demo_rain_and_haze.jpg": "rain_and_haze.png"}
+                   "demo_rain_and_haze.jpg": "rain_and_haze.png", "demo_snow_river.png": "snow_river.png",
+                   "demo_river_mask.png": "river_mask.png"}
 
 
 def workflow_photos(photo_dir: Path) -> dict[str, Path]:
@@ -185,10 +186,12 @@ def model_files(fixtures: Path) -> Path:
     _cached(models / "diffusion_models" / "sd2-like-unet.safetensors", lambda: unet_state(context_dim=1024))
     plugins = models / "diff_plugins"
     # One plugin per task (two for one task are refused as ambiguous): derain.safetensors as
-    # `diffplugin convert` writes it, dehaze.safetensors (other weights) and a reference-layout
-    # folder, deblur/ (derain's weights under another task name).
-    shutil.rmtree(plugins / "derain", ignore_errors=True)  # left by older versions of this cache
-    if not all((plugins / name).exists() for name in ("dehaze.safetensors", "derain.safetensors", "deblur", "selector.safetensors")):
+    # `diffplugin convert` writes it, dehaze.safetensors (other weights), a reference-layout
+    # folder, deblur/ (derain's weights under another task name); desnow.safetensors (derain's, halved).
+    for stale in ("derain", "desnow"):  # left by older versions of this cache
+        shutil.rmtree(plugins / stale, ignore_errors=True)
+    if not all((plugins / name).exists() for name in ("dehaze.safetensors", "derain.safetensors", "desnow.safetensors", "deblur",
+                                                      "selector.safetensors")):
         sys.path.insert(0, str(REPO))
         from plugin_core import load_plugin, save_plugin
         from plugin_core.selector import convert_reference_selector
@@ -201,6 +204,12 @@ def model_files(fixtures: Path) -> Path:
             for parameter in dehaze.parameters():
                 parameter.mul_(-1.0)
         save_plugin(dehaze, plugins / "dehaze.safetensors")
+        desnow = load_plugin(fixtures / "sd15" / "derain")
+        desnow.info.task = "desnow"
+        with torch.no_grad():
+            for parameter in desnow.parameters():
+                parameter.mul_(0.5)
+        save_plugin(desnow, plugins / "desnow.safetensors")
         save_plugin(load_plugin(fixtures / "sd15" / "derain"), plugins / "derain.safetensors")  # as `diffplugin convert` writes it
         convert_reference_selector(fixtures / "sd15" / "plugin_selector" / "PromptTunner.pt", plugins / "selector.safetensors")
     return models

@@ -382,7 +382,10 @@ def test_selector_node_equals_plugin_core(pack, base, photos, sd15_fixtures_dir,
     core_selector, _ = load_selector(sd15_fixtures_dir / "sd15" / "plugin_selector" / "PromptTunner.pt")
     tokens = bridge.clip_tokens(base["clip_vision"], bridge.image_to_pil(image), 24)
     core_plugins = [load_plugin(loaders.library.resolve(h.source)) for h in plugins.plugins]
+    # listed, and run, in the reference's task order (derain, ..., dehaze, deblur), not the folder's
+    core_plugins.sort(key=lambda plugin: ["derain", "desnow", "lowlight", "dehaze", "deblur"].index(plugin.task))
     tasks = [p.task for p in core_plugins]
+    assert sorted(tasks) == sorted(plugins.tasks) and tasks != plugins.tasks
     with torch.no_grad():
         scores = core_selector.score(["please remove the rain"], pooled_prompts(core_plugins, lambda layer: tokens),
                                      encoder=transformers_clip_text, tasks=tasks)[0, 0]
@@ -500,7 +503,7 @@ def test_a_folder_with_bad_files_still_serves_the_good_plugins(pack, base, photo
         with caplog.at_level("WARNING", logger="diffplugin"):
             assert "broken.safetensors" not in library.plugin_choices()
             plugins, selector = loaders.LoadTaskPluginLibrary.execute("", "plugin_selector/PromptTunner.pt").args
-        assert {"deblur", "dehaze", "derain", "tiny"} == set(plugins.tasks)
+        assert {"deblur", "dehaze", "derain", "desnow", "tiny"} == set(plugins.tasks)
         for name, why in (("evil", "refused"), ("half", "truncated or corrupt"), ("broken.safetensors", "not a readable .safetensors")):
             assert any(name in r.message and why in r.message for r in caplog.records), (name, caplog.text)
         with pytest.raises(ValueError, match=r"the plugin for task 'evil' cannot be used: .*refused"):
@@ -667,7 +670,8 @@ def test_pack_imports_and_every_node_has_tooltips(server):
         for group in ("required", "optional"):
             for input_name, spec in node["input"].get(group, {}).items():
                 assert len(spec) > 1 and spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
-    assert info["LoadTaskPlugin"]["input"]["required"]["plugin_name"][1]["options"] == ["dehaze.safetensors", "derain.safetensors", "deblur/"]
+    assert info["LoadTaskPlugin"]["input"]["required"]["plugin_name"][1]["options"] == ["dehaze.safetensors", "derain.safetensors",
+                                                                                      "desnow.safetensors", "deblur/"]
 
 
 def test_templates_and_web_extension_are_served(server):

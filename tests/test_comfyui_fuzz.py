@@ -39,7 +39,8 @@ HOST_LOGGING = re.compile(r'^Message: "  - Value not in list: ', re.M)
 
 # A node's second text, or a path an earlier node of the prompt may write: checked first thing when
 # the node runs (nodes/validation.py), since a queue-time check would be filed under two inputs.
-CHECKED_WHEN_RUN = {("TrainTaskPlugin", "data_path"), ("TrainPluginSelector", "task_instructions")}
+CHECKED_WHEN_RUN = {("TrainTaskPlugin", "data_path"), ("TrainPluginSelector", "task_instructions"),
+                    ("ComposeTaskPlugins", "weights"), ("ComposeTaskPlugins", "region_tasks")}
 
 
 def api_workflows() -> list[dict]:

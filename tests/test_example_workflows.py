@@ -291,7 +291,7 @@ def test_the_readmes_convert_step_gives_exactly_the_files_the_workflows_name(tmp
     import shutil
 
     release = tmp_path / "pre-trained"
-    for task in ("derain", "dehaze"):  # the tasks the workflows use, with the tiny plugins' weights
+    for task in ("derain", "dehaze", "desnow"):  # the tasks the workflows use, with the tiny plugins' weights
         shutil.copytree(fixtures_dir / "tiny" / "derain", release / task)
     shutil.copytree(selector_file.parent, release / "plugin_selector")
     out = tmp_path / "models" / "diff_plugins"
