@@ -4,6 +4,8 @@ newest with its classic canvas and with its Vue node renderer ("Nodes 2.0"). Eac
 back the value the workflow means, the saved widgets and the prompt the frontend would queue are
 what the files hold, nothing overlaps at the sizes the frontend gives the nodes (the canvas), the
 models entries are offered for download, and the template browser shows the titles (the host's).
+One ComfyUI for each frontend's files (the newest's two renderers share one): every workflow is
+loaded while it has no checkpoint or CLIP vision, then they are linked in for a run.
 
     COMFYUI_DIR=/path/to/ComfyUI $COMFYUI_DIR/.venv/bin/python -m pytest tests/test_workflows_frontend.py
 
@@ -18,6 +20,7 @@ import json
 import os
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -52,6 +55,11 @@ class Frontend:
     def newer(self) -> bool:
         return self.root is not None
 
+    @property
+    def servable(self) -> bool:
+        """Whether there are files to serve: the host's own, or a static folder."""
+        return not self.newer or os.path.isdir(self.root)
+
     def __repr__(self):
         return self.key
 
@@ -63,80 +71,9 @@ FRONTENDS = [Frontend("host", None), Frontend("newest", os.environ.get("FRONTEND
 @pytest.fixture(scope="module", params=FRONTENDS, ids=repr)
 def frontend(request):
     front = request.param
-    if front.newer and not (front.root and os.path.isdir(front.root)):
+    if not front.servable:
         pytest.skip("FRONTEND_NEWEST does not name a frontend's static folder (.ci/comfy_host prints one)")
     return front
-
-
-def start_server(tmp_path_factory, models, photos, frontend, vue_setting: bool = True):
-    """A ComfyUI with this pack serving `frontend`, its renderer set in the user's settings."""
-    instance = cs.ComfyServer(tmp_path_factory.mktemp("comfy"), models, photos, max_side=640, front_end_root=frontend.root).start()
-    failed = [line for line in instance.log_text().splitlines() if "IMPORT FAILED" in line and "diff-plugin" in line]
-    if failed:
-        instance.stop()
-        raise AssertionError(f"the pack did not import:\n{instance.log_text()[-4000:]}")
-    if frontend.newer and vue_setting:
-        status, _ = instance.post("/settings/Comfy.VueNodes.Enabled", frontend.vue)
-        assert status == 200, status
-    return instance
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, sd15_fixtures_dir, photo_dir, frontend):
-    """A ComfyUI with this pack, the plugins and the workflows' photos, and no checkpoint or CLIP
-    vision at all: loading a workflow must offer both for download."""
-    models = tmp_path_factory.mktemp("models")
-    (models / "diff_plugins").symlink_to(cs.model_files(sd15_fixtures_dir) / "diff_plugins", target_is_directory=True)
-    photos = cs.workflow_photos(photo_dir)
-    photos["example.png"] = cs.COMFYUI_DIR / "input" / "example.png"
-    instance = start_server(tmp_path_factory, models, photos, frontend)
-    try:
-        yield instance
-    finally:
-        instance.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """(Playwright's sync API, running, and a Chromium), or a skip saying which is missing (before
-    a server is started). One Playwright for the module: pages of every frontend come from it."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (pip install playwright)")
-    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:
-        pytest.skip("the browser tests need Chromium (apt install chromium, or CHROMIUM=/path/to/it)")
-    with sync_api.sync_playwright() as playwright:
-        yield sync_api, playwright, chromium
-
-
-@contextlib.contextmanager
-def browser_page(browser, server, profile):
-    """A page of `server`'s frontend, ready (its start-up workflow loaded, every dialog closed);
-    fails on a page error of this pack's extension."""
-    sync_api, playwright, chromium = browser
-    errors = []
-    context = playwright.chromium.launch_persistent_context(str(profile), executable_path=chromium, args=CHROMIUM_ARGS,
-                                                            viewport={"width": 1600, "height": 1000})
-    try:
-        page = context.new_page()
-        page.on("pageerror", lambda error: errors.append(f"{error}\n{error.stack}"))
-        page.goto(server.url)
-        page.wait_for_function("window.app && window.app.graph", timeout=120_000)
-        # Once ready the frontend loads a start-up workflow or, on a first visit (every fresh
-        # profile), opens the template browser instead: wait for either, then close every dialog.
-        with contextlib.suppress(sync_api.TimeoutError):
-            page.wait_for_function(f"window.app.graph.nodes.length > 0 || document.querySelector({DIALOGS!r})", timeout=30_000)
-        page.wait_for_timeout(2000)
-        close_dialogs(page)
-        yield page
-    finally:
-        context.close()
-    assert not [e for e in errors if "diff-plugin" in e or "extensions/" in e], errors
-
-
-@pytest.fixture(scope="module")
-def page(browser, server, tmp_path_factory):
-    with browser_page(browser, server, tmp_path_factory.mktemp("chromium-profile")) as page:
-        yield page
 
 
 DIALOGS = ".p-dialog, [role=dialog]"
@@ -197,8 +134,222 @@ def load(page, workflow, frontend) -> dict:
 
 
 @pytest.fixture(scope="module")
-def loaded(page, frontend):
-    return {workflow.key: load(page, workflow, frontend) for workflow in WORKFLOWS}
+def browser():
+    """(Playwright's sync API, running, and a Chromium), or a skip saying which is missing (before
+    a server is started). One Playwright for the module: pages of every frontend come from it."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (pip install playwright)")
+    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("the browser tests need Chromium (apt install chromium, or CHROMIUM=/path/to/it)")
+    with sync_api.sync_playwright() as playwright:
+        yield sync_api, playwright, chromium
+
+
+def open_page(page, url, sync_api):
+    """Go to (or back to) the frontend at `url` and wait until it is ready: its start-up workflow
+    loaded, every dialog closed."""
+    page.goto(url)
+    page.wait_for_function("window.app && window.app.graph", timeout=120_000)
+    # Once ready the frontend loads a start-up workflow or, on a first visit (every fresh
+    # profile), opens the template browser instead: wait for either, then close every dialog.
+    with contextlib.suppress(sync_api.TimeoutError):
+        page.wait_for_function(f"window.app.graph.nodes.length > 0 || document.querySelector({DIALOGS!r})", timeout=30_000)
+    page.wait_for_timeout(2000)
+    close_dialogs(page)
+
+
+# ComfyUI keeps the outputs of the last prompt it ran (its classic cache) and drops those of nodes
+# that a new prompt lacks: this one, which shares no node with a workflow, makes the next run of
+# that workflow execute every node again.
+UNRELATED_PROMPT = {"1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+                    "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+
+
+class Site:
+    """A ComfyUI with this pack serving one frontend's files (the host's pin, or the newest's static
+    folder for both its renderers) and a Chromium page of it. It starts with the plugins and the
+    workflows' photos but no checkpoint or CLIP vision, so that loading a workflow offers both for
+    download; the models are linked in for the runs once every renderer's loads have been read."""
+
+    def __init__(self, browser, server, profile: Path, models: Path, root: str | None):
+        self.sync_api, playwright, chromium = browser
+        self.server, self.models, self.root = server, models, root
+        self.errors, self.results, self.vue, self.models_added = [], {}, None, False
+        self.context = playwright.chromium.launch_persistent_context(str(profile), executable_path=chromium, args=CHROMIUM_ARGS,
+                                                                     viewport={"width": 1600, "height": 1000})
+        self.page = self.context.new_page()
+        self.page.on("pageerror", lambda error: self.errors.append(f"{error}\n{error.stack}"))
+
+    def show(self, frontend, reload: bool = False):
+        """The page, in `frontend`'s renderer: a user setting, read as the page loads, so switching
+        it reloads the page (as `reload` does, for a new list of models)."""
+        if frontend.newer and frontend.vue != self.vue:
+            status, _ = self.server.post("/settings/Comfy.VueNodes.Enabled", frontend.vue)
+            assert status == 200, status
+            reload = True
+        if reload or self.vue is None:
+            open_page(self.page, self.server.url, self.sync_api)
+        if frontend.newer:
+            shown = self.page.evaluate("() => app.extensionManager.setting.get('Comfy.VueNodes.Enabled')")
+            assert shown == frontend.vue, f"{frontend}: the page's Comfy.VueNodes.Enabled is {shown}"
+        self.vue = frontend.vue
+        return self.page
+
+    def loaded(self, frontend) -> dict:
+        """Every workflow as `frontend` loads it (load()), read once, while the models are missing."""
+        if frontend.key not in self.results:
+            assert not self.models_added, "the missing models' checks need a server without the models"
+            page = self.show(frontend)
+            self.results[frontend.key] = {workflow.key: load(page, workflow, frontend) for workflow in WORKFLOWS}
+        return self.results[frontend.key]
+
+    def add_models(self) -> bool:
+        """Link every model folder into the server's models folder, once every frontend of these
+        files has loaded the workflows without them, and see ComfyUI list their files. False when
+        they were already there."""
+        if self.models_added:
+            return False
+        for frontend in FRONTENDS:
+            if frontend.root == self.root:
+                self.loaded(frontend)
+        for folder in self.models.iterdir():
+            linked = self.server.base / "models" / folder.name
+            if not linked.exists():
+                linked.symlink_to(folder, target_is_directory=True)
+                listed = self.server.get(f"/models/{folder.name}")
+                assert {f.name for f in folder.glob("*.safetensors")} <= set(listed), (folder.name, listed)
+        self.models_added = True
+        return True
+
+    def ready_to_run(self, frontend):
+        """The page in `frontend`'s renderer, reloaded if the models were just added (so that the
+        frontend lists them too), and no outputs cached from an earlier run on this server (the
+        Plugin-Selector, no output node, sends no scores when its output comes from the cache)."""
+        reload = self.add_models()
+        self.server.run_prompt(UNRELATED_PROMPT)
+        return self.show(frontend, reload=reload)
+
+    def pack_errors(self) -> list[str]:
+        """The page errors of this pack's extension since the last call."""
+        errors, self.errors = [e for e in self.errors if "diff-plugin" in e or "extensions/" in e], []
+        return errors
+
+    def close(self):
+        try:
+            self.context.close()
+        finally:
+            self.server.stop()
+
+
+def new_server(tmp_path_factory, models: Path, photo_dir: Path, root: str | None) -> cs.ComfyServer:
+    """A ComfyUI, not started yet, serving the frontend files in `root` (None: the host's pin),
+    with the plugins of `models` and the workflows' photos."""
+    plugins_only = tmp_path_factory.mktemp("models")
+    (plugins_only / "diff_plugins").symlink_to(models / "diff_plugins", target_is_directory=True)
+    photos = cs.workflow_photos(photo_dir)
+    photos["example.png"] = cs.COMFYUI_DIR / "input" / "example.png"
+    return cs.ComfyServer(tmp_path_factory.mktemp("comfy"), plugins_only, photos, max_side=640, front_end_root=root)
+
+
+class Sites:
+    """The Site of the frontend files the tests are at, one at a time: newest and newest-vue share
+    one (the same files), another frontend's closes it. While one is in use, the ComfyUI of the
+    next files in `roots` (the order of the tests) starts in the background."""
+
+    def __init__(self, new_server, open_site, roots: list):
+        self.new_server, self.open_site, self.roots = new_server, open_site, roots
+        self.current, self.starting = None, {}
+        self.threads = ThreadPoolExecutor(max_workers=1)
+
+    def of(self, frontend) -> Site:
+        if self.current is None or self.current.root != frontend.root:
+            self.close_current()
+            server = self.started(frontend.root)
+            self.current = self.open_site(server, frontend.root)
+            self.start_next(frontend.root)
+        return self.current
+
+    def start_next(self, root):
+        """Start the ComfyUI of the files after `root` in `roots` in the background."""
+        if root in self.roots and root != self.roots[-1]:
+            self.start(self.roots[self.roots.index(root) + 1])
+
+    def start(self, root):
+        """Start the ComfyUI of `root` in the background, unless it is starting already."""
+        if root not in self.starting:
+            server = self.new_server(root)
+            self.starting[root] = (server, self.threads.submit(server.start))
+
+    def started(self, root) -> cs.ComfyServer:
+        """The ComfyUI of `root`, once it answers (stopped, if it does not)."""
+        self.start(root)
+        server, starting = self.starting.pop(root)
+        try:
+            starting.result()
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def close_current(self):
+        if self.current is not None:
+            site, self.current = self.current, None
+            site.close()
+
+    def close(self):
+        self.close_current()
+        for server, starting in self.starting.values():  # started for tests that did not come
+            with contextlib.suppress(Exception):
+                starting.result()
+            server.stop()
+        self.threads.shutdown()
+
+
+def open_site(browser, tmp_path_factory, models: Path, server, root: str | None) -> Site:
+    """A Site of `server` (stopped if this pack did not import there, or no page opens)."""
+    try:
+        failed = [line for line in server.log_text().splitlines() if "IMPORT FAILED" in line and "diff-plugin" in line]
+        assert not failed, f"the pack did not import:\n{server.log_text()[-4000:]}"
+        return Site(browser, server, tmp_path_factory.mktemp("chromium-profile"), models, root)
+    except BaseException:
+        server.stop()
+        raise
+
+
+@pytest.fixture(scope="module")
+def sites(request, browser, tmp_path_factory, sd15_fixtures_dir, photo_dir):
+    """The Sites of the frontends this module's selected tests use, in their order."""
+    fronts = [item.callspec.params["frontend"] for item in request.session.items
+              if item.module is request.module and hasattr(item, "callspec") and "frontend" in item.callspec.params]
+    roots = list(dict.fromkeys(front.root for front in fronts if front.servable))
+    models = cs.model_files(sd15_fixtures_dir)
+    pool = Sites(lambda root: new_server(tmp_path_factory, models, photo_dir, root),
+                 lambda server, root: open_site(browser, tmp_path_factory, models, server, root), roots)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture(scope="module")
+def site(sites, frontend):
+    """The Site serving `frontend`; fails on a page error of this pack's extension."""
+    current = sites.of(frontend)
+    yield current
+    errors = current.pack_errors()
+    assert not errors, errors
+
+
+@pytest.fixture
+def page(site, frontend):
+    """The page, showing `frontend` (in its renderer)."""
+    return site.show(frontend)
+
+
+@pytest.fixture(scope="module")
+def loaded(site, frontend):
+    """Every workflow as `frontend` loads it, on a server without the checkpoint or CLIP vision."""
+    return site.loaded(frontend)
 
 
 def intended_widgets(node) -> list[tuple[str, object]]:
@@ -218,7 +369,7 @@ def intended_widgets(node) -> list[tuple[str, object]]:
 # ---------------------------------------------------------------------- tests
 
 
-def test_the_template_browser_shows_the_titles_and_thumbnails(page, server, frontend):
+def test_the_template_browser_shows_the_titles_and_thumbnails(page, frontend):
     """The host's template browser (1.27) shows every workflow with its title and thumbnail and
     opens one; the newer frontends' browser reads the same list, which the page fetches as it does."""
     if frontend.newer:
@@ -230,11 +381,15 @@ def test_the_template_browser_shows_the_titles_and_thumbnails(page, server, fron
     page.get_by_text("diff-plugin", exact=True).first.click()  # the pack's folder name: its category
     cards = page.locator('[data-testid^="template-workflow-"]')
     cards.first.wait_for(timeout=30_000)
-    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid^="template-workflow-"] img')]
-                                    .every(img => img.complete && img.naturalWidth > 0)""", timeout=30_000)
     shown = page.evaluate("""() => [...document.querySelectorAll('[data-testid^="template-workflow-"]')].map(card => ({
-        id: card.dataset.testid, title: card.querySelector('h3').innerText, text: card.innerText,
-        thumbnail: [...card.querySelectorAll('img')].map(img => img.naturalWidth) }))""")
+        id: card.dataset.testid, title: card.querySelector('h3').innerText, text: card.innerText }))""")
+    for index, card in enumerate(shown):  # a thumbnail loads while its card is in view (and is let go after)
+        cards.nth(index).scroll_into_view_if_needed()
+        card["thumbnail"] = page.wait_for_function(
+            """card => { const imgs = [...card.querySelectorAll('img')];
+                         return imgs.length && imgs.every(img => img.complete && img.naturalWidth > 0)
+                                && imgs.map(img => img.naturalWidth); }""", arg=cards.nth(index).element_handle(),
+            timeout=30_000).json_value()
     assert sorted(card["title"] for card in shown) == sorted(w.title for w in WORKFLOWS)
     for card in shown:
         assert card["thumbnail"] and all(width == 400 for width in card["thumbnail"]), card  # our 400x300 JPEG
@@ -328,15 +483,10 @@ def test_the_missing_models_are_offered_for_download(loaded, workflow):
 # ---------------------------------------------------------------------- what the nodes draw after a run
 
 
-@pytest.fixture(scope="module")
-def running(tmp_path_factory, sd15_fixtures_dir, photo_dir, frontend, browser):
-    """A page of a ComfyUI with every model (the workflows run), serving `frontend`."""
-    instance = start_server(tmp_path_factory, cs.model_files(sd15_fixtures_dir), cs.workflow_photos(photo_dir), frontend)
-    try:
-        with browser_page(browser, instance, tmp_path_factory.mktemp("chromium-profile")) as page:
-            yield page
-    finally:
-        instance.stop()
+@pytest.fixture
+def running(site, frontend):
+    """The page, showing `frontend`, of a ComfyUI with every model (the workflows run)."""
+    return site.ready_to_run(frontend)
 
 
 NODE_BOX = """id => { const node = app.graph.getNodeById(id);
