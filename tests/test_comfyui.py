@@ -864,8 +864,8 @@ def test_ui_workflows_match_the_node_definitions(server, workflow):
         widgets = 0
         for name, entry in declared.items():
             kind = entry[0]
-            if isinstance(kind, list) or kind in WIDGET_TYPES:
-                options = entry[1] if len(entry) > 1 else {}
+            options = entry[1] if len(entry) > 1 else {}
+            if (isinstance(kind, list) or kind in WIDGET_TYPES) and not options.get("forceInput"):  # forceInput: a socket
                 # The frontend adds a control_after_generate widget after an INT named seed unless the input says not.
                 control = options.get("control_after_generate", kind == "INT" and name in ("seed", "noise_seed"))
                 widgets += 1 + bool(control) + bool(options.get("image_upload"))
