@@ -6,10 +6,12 @@ every run starts from the same seed. A long IMAGE batch runs a chunk of frames a
 
 from __future__ import annotations
 
+import logging
+
 import comfy.samplers
 import torch
 
-from ..plugin_core import RestoreSettings
+from ..plugin_core import RestoreSettings, tile_advice
 from ..plugin_core.restore import OUTPUT_SIZES
 from .api import io
 from .apply import guidance_input, strength_input
@@ -92,5 +94,7 @@ class RestoreWithTaskPlugins(io.ComfyNode):
         settings = RestoreSettings(steps=steps, later_steps=later_steps, seed=seed, resolution=resolution, output_size=output_size,
                                    color_fix=color_fix, tiles=tiles, strength=strength, **task_plugins.composition)
         sampling = Sampling(cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, guidance=plugin_guidance)
+        if advice := tile_advice(settings, image.shape[2], image.shape[1], model.load_device, names=("tile_size", "tile_overlap")):
+            logging.getLogger("diffplugin").warning("Diff-Plugin: ComfyUI runs on the CPU: %s", advice)
         return io.NodeOutput(restore_images(model, task_plugins, clip_vision, vae, image, settings, sampling, batch_size=batch_size,
                                             same_noise=same_noise))

@@ -63,6 +63,8 @@ _EXPORTS = {
     "prompt_tokens": "restore",
     "restore_files": "restore",
     "restore_groups": "restore",
+    "tile_advice": "restore",
+    "tile_defaults": "restore",
     "PluginSelector": "selector",
     "Selection": "selector",
     "load_selector": "selector",

@@ -36,8 +36,9 @@ def is_image_file(path: Path | str) -> bool:
 
 
 def image_files(folder: Path | str) -> list[Path]:
-    """The image files directly in a folder, sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_image_file(p))
+    """The image files directly in a folder, sorted by name; hidden ones (`.name`, e.g. macOS's
+    `._photo.jpg` resource forks) left out."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_image_file(p) and not p.name.startswith("."))
 
 
 @contextlib.contextmanager
@@ -58,6 +59,16 @@ def check_image_file(path: Path | str, decode: bool = False, error: type[InputIm
     (cheap on a large folder), or with `decode` every pixel (a truncated JPEG is found too)."""
     with _opened(path, error) as image:
         image.load() if decode else image.verify()
+
+
+def depth_note(path: Path | str) -> str | None:
+    """A note when an image file holds more than 8 bits per channel (a 16-bit PNG or TIFF, a float
+    image): the plugins read, and a restore writes, 8 bits per channel. From its header alone."""
+    with _opened(path) as image:
+        raw = " ".join(str(getattr(tile, "args", tile[3] if len(tile) > 3 else "")) for tile in image.tile or ())
+        deep = image.mode.startswith("I") or image.mode == "F" or ";16" in raw or ";32" in raw
+        bits = "16-bit" if ";16" in image.mode or ";16" in raw else "high bit-depth"
+    return f"a {bits} image: read and written with 8 bits per channel" if deep else None
 
 
 REGION_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")

@@ -37,14 +37,17 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_new_files(targets: Iterable[Path], *, overwrite: bool = False, inputs: Sequence[Path] = ()) -> list[Path]:
+def check_new_files(targets: Iterable[Path], *, overwrite: bool = False, inputs: Sequence[Path] = (),
+                    elsewhere: str = "choose another -o", also: str = "") -> list[Path]:
     """Each target must not be an input (whatever `overwrite` says) and must not exist unless
-    `overwrite`; its folder must not be a file. Returns the targets."""
+    `overwrite`; its folder must not be a file. Returns the targets. The messages end with
+    `elsewhere` (how to name another output) and, for existing outputs, `also` (another remedy)
+    before the overwrite hint."""
     targets = [Path(t) for t in targets]
     for target in targets:
         clash = next((i for i in inputs if _same_file(target, Path(i))), None)
         if clash is not None:
-            raise OutputError(f"{target}: this is an input ({clash}); results never replace an input: choose another -o")
+            raise OutputError(f"{target}: this is an input ({clash}); results never replace an input: {elsewhere}")
         if target.is_dir():
             raise OutputError(f"{target}: a folder of that name exists; choose a file name")
         for parent in target.parents:
@@ -55,15 +58,14 @@ def check_new_files(targets: Iterable[Path], *, overwrite: bool = False, inputs:
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         shown = ", ".join(str(p) for p in existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
-        raise OutputsExist(f"{shown} already exist{'s' if len(existing) == 1 else ''}; {OVERWRITE_HINT}, or choose another -o",
+        raise OutputsExist(f"{shown} already exist{'s' if len(existing) == 1 else ''}; {also}{OVERWRITE_HINT}, or {elsewhere}",
                            existing)
     return targets
 
 
-def restore_targets(inputs: Sequence[Path], output: Path, *, overwrite: bool = False) -> list[Path]:
+def restore_targets(inputs: Sequence[Path], output: Path, *, overwrite: bool = False, also: str = "") -> list[Path]:
     """The file each restored image goes to: `output` itself for one input and an image file
-    name, else output/<stem>.png (inputs with the same stem from different folders get
-    _<index>); checked by check_new_files."""
+    name, else output/`folder_names`.png; checked by check_new_files."""
     inputs, output = [Path(p) for p in inputs], Path(output)
     if output.exists() and not output.is_dir() and not is_image_file(output):
         raise OutputError(f"-o {output} is a file, not a folder; give a folder, or an image file name for one image")
@@ -75,9 +77,41 @@ def restore_targets(inputs: Sequence[Path], output: Path, *, overwrite: bool = F
             raise OutputError(f"-o {output} names one image file, but {len(inputs)} images are restored; give a folder")
         targets = [output]
     else:
-        names = [p.stem for p in inputs]
-        targets = [output / (f"{stem}.png" if names.count(stem) == 1 else f"{stem}_{i}.png") for i, stem in enumerate(names)]
-    return check_new_files(targets, overwrite=overwrite, inputs=inputs)
+        targets = [output / f"{name}.png" for name in folder_names(inputs)]
+    return check_new_files(targets, overwrite=overwrite, inputs=inputs, also=also)
+
+
+def folder_names(inputs: Sequence[Path]) -> list[str]:
+    """The names (without .png) the inputs' results get in one folder: each input's stem; inputs that
+    share a stem (compared case-blind, as Windows and macOS are) but not a suffix keep it in their
+    name (x.png, x.jpg -> x_png, x_jpg); one name in several folders (a/x.png, b/x.png) gets _1, _2."""
+    inputs = [Path(p) for p in inputs]
+    suffixes: dict[str, set[str]] = {}
+    for path in inputs:
+        suffixes.setdefault(path.stem.lower(), set()).add(path.suffix.lower())
+    names = [f"{p.stem}_{p.suffix[1:].lower()}" if len(suffixes[p.stem.lower()]) > 1 else p.stem for p in inputs]
+    lowered = [name.lower() for name in names]
+    used, counts, result = set(), {}, []
+    for name in names:
+        if lowered.count(name.lower()) > 1:
+            counts[name.lower()] = counts.get(name.lower(), 0) + 1
+            name = f"{name}_{counts[name.lower()]}"
+        while name.lower() in used:
+            name += "_"
+        used.add(name.lower())
+        result.append(name)
+    return result
+
+
+def renamed_note(inputs: Sequence[Path], targets: Sequence[Path]) -> str | None:
+    """A note naming the inputs whose results are not <stem>.png because inputs share a name."""
+    renamed = [(source, target) for source, target in zip(inputs, targets)
+               if len(inputs) > 1 and Path(target).stem != Path(source).stem]
+    if not renamed:
+        return None
+    shown = "; ".join(f"{source} -> {target}" for source, target in renamed[:5])
+    return (f"{len(renamed)} inputs share a name, so their results are named apart: {shown}"
+            + (f" (and {len(renamed) - 5} more)" if len(renamed) > 5 else ""))
 
 
 def normal_path(path: Path | str) -> str:

@@ -584,6 +584,24 @@ def test_sequential_restore_runs_each_plugin(pack, base, photos):
     assert same is image  # nothing selected: the photo comes back unchanged
 
 
+def test_restore_on_the_cpu_names_the_faster_tiles_in_the_console(pack, base, caplog):
+    """ComfyUI runs on the CPU here: a photo wider than a CPU tile, in the default 1536 px tiles
+    (so whole), gets the faster setting in the console; asked in the CPU's tiles, nothing; the
+    tile inputs are used as given either way (a saved workflow gives the same result anywhere)."""
+    loaders, restore = module(pack, "loaders"), module(pack, "restore")
+    plugins, _ = loaders.LoadTaskPluginLibrary.execute("derain", "plugin_selector/PromptTunner.pt").args
+    wide = torch.rand(1, 64, 800, 3)
+    args = (base["model"], plugins, base["clip_vision"], base["vae"], wide, 42, 1, 1, 1.0, "euler", "normal", 64, "original")
+    with caplog.at_level("WARNING", logger="diffplugin"):
+        restore.RestoreWithTaskPlugins.execute(*args)
+    advice = [r.message for r in caplog.records if "tile_size 768 and tile_overlap 96" in r.message]
+    assert len(advice) == 1 and "800x64" in advice[0] and "CPU" in advice[0], caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="diffplugin"):
+        restore.RestoreWithTaskPlugins.execute(*args, tile_size=768, tile_overlap=96)
+    assert "tile_size" not in caplog.text
+
+
 def test_training_backend_matches_the_reference_unet_and_trains_only_the_plugin(pack, base, diffusers_unet):
     """TrainTaskPlugin's backend: the UNet call with Fp and SCB residuals equals the diffusers
     reference; the gradient reaches the plugin and nothing of the frozen UNet."""

@@ -374,8 +374,8 @@ def test_restore_and_measure_checks_before_loading(capsys, base, tmp_path):
         (data / sub).mkdir(parents=True)
     Image.new("RGB", (40, 32)).save(data / "input" / "a.png")
     Image.new("RGB", (32, 40)).save(data / "target" / "a.png")
-    code, output = cli(capsys, "evaluate", "--plugin", base / "derain", "--data", data, "--sd", tmp_path / "no-sd",
-                       "--clip-vision", tmp_path / "no-clip")
+    code, output = cli(capsys, "evaluate", "--plugin", base / "derain", "--data", data, "--sd", base / "sd",
+                       "--clip-vision", base / "clip_vision")
     assert_user_error(code, output, "a: input 40x32, target 32x40")
 
 

@@ -29,6 +29,8 @@ import torch
 
 from ..errors import PluginFileError
 from ..formats import load_state_checked
+from ..models.files import holds_plugin
+from .sources import CLIP_VISION_TYPES
 from .weight_files import WeightFile
 
 VIT_L14_CONFIG = Path(__file__).resolve().parent / "configs" / "clip_vit_l14" / "config.json"
@@ -36,7 +38,6 @@ NEEDS = ("the Task-Plugins need CLIP ViT-L/14 vision at 224 px (width 1024, 24 l
          "e.g. openai/clip-vit-large-patch14 as ComfyUI's clip_vision folder holds it")
 ACCEPTED = ("accepted: the transformers key layouts of CLIP ViT-L/14 (a whole CLIPModel, a CLIPVisionModel or a "
             "CLIPVisionModelWithProjection: vision_model.* keys)")
-CLIP_VISION_TYPES = ("clip_vision_model", "clip")
 _SIZES = {(768, 12): "B", (1024, 24): "L", (1280, 32): "H", (1664, 48): "bigG"}
 # config attribute <- the shape it must equal (CLIPVisionConfig's names)
 _CHECKED = ("hidden_size", "num_hidden_layers", "intermediate_size", "patch_size", "image_size", "num_channels")
@@ -128,6 +129,8 @@ def _layout(weights: WeightFile) -> tuple[str, str]:
         found = "DINOv2 (encoder.layer.N.layer_scale*), not CLIP"
     elif weights.has("model.diffusion_model."):
         found = "a Stable Diffusion checkpoint, not CLIP vision"
+    elif holds_plugin(weights.shapes):
+        found = "this is a Task-Plugin (tpb.*, scb.*), not CLIP vision: give it with --plugin"
     elif weights.has("text_model."):
         found = "a CLIP text model alone (text_model.*), no vision tower"
     else:

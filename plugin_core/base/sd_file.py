@@ -32,6 +32,7 @@ import torch
 
 from ..errors import PluginFileError
 from ..formats import load_state_checked
+from ..models.files import holds_plugin
 from .clip_tokenizer import load_clip_tokenizer, tokenizer_problem
 from .weight_files import WeightFile
 
@@ -171,6 +172,8 @@ def _not_sd1(weights: WeightFile) -> str | None:
 
 def _without_unet(weights: WeightFile) -> str:
     keys = list(weights.shapes)
+    if holds_plugin(keys):
+        return "this is a Task-Plugin (tpb.*, scb.*), not a Stable Diffusion checkpoint: give it with --plugin"
     diffusers = sorted(key for key in keys if any(part in key for part in ("down_blocks.", "up_blocks.", "mid_block.")))
     if diffusers:
         return (f"weights in the diffusers layout (keys like '{diffusers[0]}'), not a single-file checkpoint in the "

@@ -5,12 +5,17 @@ argument errors answer at once.
 * a value is checked while it is read (plugin_core.options.Option.parse gives an `Invalid`
   message instead of raising);
 * required arguments are marked with `required()` and checked with everything else;
-* a command adds its own cross-argument rules as `check(args) -> [problems]` (set_defaults).
+* a command adds its own cross-argument rules as `check(args) -> [problems]` and names the
+  paths it reads as `paths(args) -> [problems]` (`path_problems`; both set_defaults): a path
+  that is not there comes with the other mistakes, before torch is imported;
+* an unknown command or option gets the nearest name (`did_you_mean`), and a mistake is printed
+  as two short lines (`usage_error`), not argparse's usage block.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 from pathlib import Path
 
 from ..options import Invalid, Option
@@ -25,15 +30,35 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         empty = action.default is None or action.default is False or action.default == [] or action.default is argparse.SUPPRESS
-        if empty or "%(default)" in text or "default" in text:
+        if empty or action.nargs == 0 or "%(default)" in text or "default" in text:  # a switch (--no-crop): no default
             return text
         return text + " (default: %(default)s)"
 
 
-def command(commands, name: str, description: str, run, check=None) -> argparse.ArgumentParser:
-    """A subcommand: `run(args)` does it, `check(args)` lists its cross-argument mistakes."""
+class Parser(argparse.ArgumentParser):
+    """argparse's own errors (a value missing after an option, options that exclude each other) as
+    every other mistake: two short lines, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, usage_error(self.prog, [message]))
+
+
+def usage_error(prog: str, mistakes: list[str]) -> str:
+    """The message of a command line's mistakes: the error first, then where the help is."""
+    return f"{prog}: error: " + "; ".join(mistakes) + f"\nsee: {prog} --help\n"
+
+
+def did_you_mean(word: str, names) -> str:
+    """' (did you mean X?)' for the name nearest a mistyped one, or ''."""
+    near = difflib.get_close_matches(word, list(names), n=1, cutoff=0.6)
+    return f" (did you mean {near[0]}?)" if near else ""
+
+
+def command(commands, name: str, description: str, run, check=None, paths=None) -> argparse.ArgumentParser:
+    """A subcommand: `run(args)` does it, `check(args)` lists its cross-argument mistakes, `paths(args)`
+    what is wrong with the paths it reads (`path_problems`)."""
     parser = commands.add_parser(name, help=description, description=description, formatter_class=Formatter)
-    parser.set_defaults(run=run, check=check, parser=parser, required=[])
+    parser.set_defaults(run=run, check=check, paths=paths, parser=parser, required=[])
     return parser
 
 
@@ -43,20 +68,50 @@ def required(parser: argparse.ArgumentParser, *actions: argparse.Action) -> None
 
 
 def problems(args: argparse.Namespace, extra: list[str]) -> list[str]:
-    """Every mistake of a parsed command line: bad values, missing and unknown arguments, and the
-    command's own rules (checked only when the values themselves are right)."""
+    """Every mistake of a parsed command line: bad values, missing and unknown arguments, paths that
+    are not there, and the command's own rules (checked only when the values themselves are right)."""
     found = [value for value in vars(args).values() if isinstance(value, Invalid)]
     found += [item for value in vars(args).values() if isinstance(value, list) for item in value if isinstance(item, Invalid)]
     missing = [flag for flag, dest in args.required if getattr(args, dest, None) in (None, [])]
     if missing:
         found.append(f"missing {', '.join(missing)}")
     if extra:
-        found.append(f"unrecognized arguments: {' '.join(extra)}")
+        flags = [flag for action in args.parser._actions for flag in action.option_strings]
+        found.append(f"unrecognized arguments: {' '.join(extra)}" + "".join(
+            did_you_mean(item.split("=")[0], flags) for item in extra if item.startswith("--")))
+    if args.paths:
+        found += args.paths(args)
     if getattr(args, "device", None) and (problem := device_problem(args.device)):  # imports torch only when asked
         found.append(problem)
     if not found and args.check:
         found += args.check(args)
     return found
+
+
+def path_problems(*named) -> list[str]:
+    """What is wrong with each (flag, path, noun, kind): not there, or not a 'file' / 'folder' as
+    `kind` says (None: either). flag None for a positional argument; path None (not given) and
+    `Invalid` values are passed over. Pure Python: no torch, no file read."""
+    found = []
+    for flag, path, noun, kind in named:
+        if path is None or isinstance(path, Invalid):
+            continue
+        path = Path(path)
+        name = f"{flag} {path}" if flag else str(path)
+        if not path.exists():
+            found.append(f"{name}: {noun} not found")
+        elif kind == "folder" and not path.is_dir():
+            found.append(f"{name}: a file, not a folder")
+        elif kind == "file" and path.is_dir():
+            found.append(f"{name}: a folder, not a file")
+    return found
+
+
+def base_path_problems(args, with_text: bool = False) -> list[str]:
+    """--sd (with --sd-config) and --clip-vision as far as the file system shows (plugin_core.base)."""
+    from ..base.sources import base_problems
+
+    return base_problems(args.sd, args.clip_vision, sd_config=args.sd_config, with_text=with_text)
 
 
 def number(flag: str, kind: type = int, **limits):

@@ -20,10 +20,12 @@ from ..errors import PluginError
 from ..restore.settings import WEIGHTS_MEANING, RestoreSettings, parse_shares
 from .args import (
     base_arguments,
+    base_path_problems,
     choice,
     command,
     device_argument,
     overwrite_argument,
+    path_problems,
     progress_argument,
     renamed,
     required,
@@ -34,7 +36,7 @@ LPIPS_MODES = ("auto", "require", "off")
 
 def register(commands) -> None:
     evaluate = command(commands, "evaluate", "measure restored images: PSNR/SSIM/LPIPS against references, FID/KID against a "
-                       "clean set", run_evaluate, check_evaluate)
+                       "clean set", run_evaluate, check_evaluate, evaluate_paths)
     evaluate.add_argument("pred", nargs="?", type=Path, help="folder of restored images (not with --plugin)")
     evaluate.add_argument("target", nargs="?", type=Path, help="folder of their references, matched by file name")
     paired = evaluate.add_argument_group("paired metrics")
@@ -63,7 +65,8 @@ def register(commands) -> None:
     progress_argument(evaluate)
 
     stats = command(commands, "make-stats", "the features of a clean image set, for `evaluate --reference-stats` "
-                    "(clean-fid's make_custom_stats)", run_make_stats, check_make_stats)
+                    "(clean-fid's make_custom_stats)", run_make_stats, check_make_stats,
+                    paths=lambda args: path_problems((None, args.clean, "folder", "folder")))
     required(stats, stats.add_argument("clean", nargs="?", type=Path, help="folder of clean images (e.g. a task's clean training set)"))
     required(stats, stats.add_argument("-o", "--output", type=Path, help="the statistics file to write (.safetensors)"))
     _network_arguments(stats)
@@ -98,6 +101,15 @@ def check_evaluate(args) -> list[str]:
         found.append("the set metrics need a feature network: --clip-model DIR (CLIP ViT-B/32, the paper's CLIP-FID) and/or "
                      "--inception inception-2015-12-05.pt")
     return found
+
+
+def evaluate_paths(args) -> list[str]:
+    """The folders, the statistics file, the plugins, the paired set and the base, as far as the file
+    system shows (the feature networks and LPIPS weights say more in `_networks` and `_lpips`)."""
+    found = path_problems((None, args.pred, "folder", "folder"), (None, args.target, "folder", "folder"),
+                          ("--reference", args.reference, "folder", "folder"), ("--reference-stats", args.reference_stats, "file", "file"),
+                          *[("--plugin", plugin, "file", None) for plugin in args.plugin], ("--data", args.data, "file or folder", None))
+    return found + (base_path_problems(args) if args.plugin else [])
 
 
 def check_make_stats(args) -> list[str]:
@@ -210,11 +222,12 @@ def _plan(args, device: str) -> _Plan:
             print(f"note: measuring the {len(pairs)} images both folders have; left out ({left_out})", file=sys.stderr)
     else:
         plan = _Plan([], list(folders.images_by_name(args.pred, "PRED").values()))
-    check_new_files([p for p in (args.json, args.csv) if p], overwrite=args.overwrite, inputs=plan.inputs)
+    check_new_files([p for p in (args.json, args.csv) if p], overwrite=args.overwrite, inputs=plan.inputs,
+                    elsewhere="choose another --json / --csv file name")
     if args.plugin and args.save_restored:
         names = [n for n, _, _ in plan.pairs]
         plan.saved = dict(zip(names, check_new_files([args.save_restored / f"{n}.png" for n in names], overwrite=args.overwrite,
-                                                     inputs=plan.inputs)))
+                                                     inputs=plan.inputs, elsewhere="choose another --save-restored folder")))
     plan.networks = _networks(args)
     if args.reference_stats:
         plan.reference_features, plan.reference_info = read_statistics(args.reference_stats)
@@ -247,7 +260,7 @@ def _restored(args, plan: _Plan, device: str) -> list:
     from ..restore import check_shares
     from .args import restorer_for, torch_dtype
 
-    settings = RestoreSettings.from_args(args)
+    settings = RestoreSettings.from_args(args, device=device)
     chain = [load_plugin(p, device=device, dtype=torch_dtype(args.dtype)) for p in args.plugin]
     check_shares(settings, chain)
     restorer = restorer_for(args, device, with_text=False)
@@ -318,7 +331,9 @@ def _settings(args, plan: _Plan, count: int) -> dict:
     if plan.reference_info:
         settings["reference_stats"] = plan.reference_info
     if args.plugin:
-        restore = dataclasses.asdict(RestoreSettings.from_args(args))
+        from .args import device_of
+
+        restore = dataclasses.asdict(RestoreSettings.from_args(args, device=device_of(args.device)))
         settings["restore"] = {"plugins": [str(p) for p in args.plugin], "data": str(args.data), **restore}
     return settings
 

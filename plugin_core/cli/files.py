@@ -3,10 +3,11 @@ on a .safetensors plugin reads its header alone (no torch, no diffusers)."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from ..errors import PluginError
-from .args import DTYPES, choice, command, number, overwrite_argument, required
+from .args import DTYPES, choice, command, number, overwrite_argument, path_problems, required
 
 SYNTH_SEED, PAIRS_PER_IMAGE, INTENSITY = 0, 1, (0.3, 0.9)
 
@@ -19,7 +20,8 @@ def degrade_help() -> str:
 
 
 def register(commands) -> None:
-    convert = command(commands, "convert", "the reference layout -> one .safetensors per plugin", run_convert)
+    convert = command(commands, "convert", "the reference layout -> one .safetensors per plugin", run_convert,
+                      paths=lambda args: path_problems((None, args.source, "file or folder", None)))
     required(convert, convert.add_argument("source", nargs="?", type=Path,
                                            help="a task folder (tpb.pt + scb/), a PromptTunner.pt, or a folder of them (pre-trained/)"))
     required(convert, convert.add_argument("-o", "--output", type=Path, help="output file (one plugin or the selector) or folder"))
@@ -27,11 +29,12 @@ def register(commands) -> None:
                          help="store the weights in this dtype (default: as stored)")
     overwrite_argument(convert, "output files that exist")
 
-    info = command(commands, "info", "what a plugin or selector file holds", run_info)
+    info = command(commands, "info", "what a plugin or selector file holds", run_info,
+                   paths=lambda args: path_problems((None, args.path, "file or folder", None)))
     required(info, info.add_argument("path", nargs="?", type=Path, help="a plugin (.safetensors or task folder) or a selector file"))
 
     synth = command(commands, "synth", "write a training set of synthetic (degraded, clean) pairs from clean photos", run_synth,
-                    check_synth)
+                    check_synth, paths=lambda args: path_problems((None, args.clean, "folder", "folder")))
     required(synth, synth.add_argument("clean", nargs="?", type=Path, help="folder of clean photos (never written over)"))
     required(synth, synth.add_argument("-o", "--output", type=Path, help="folder for input/, target/ and pairs.csv"))
     synth.add_argument("--degrade", default="rain", help=degrade_help())
@@ -109,5 +112,8 @@ def run_synth(args) -> int:
     kinds = [k.strip() for k in args.degrade.split(",") if k.strip()]
     path = write_pairs(args.clean, args.output, kinds, seed=args.seed, intensity=tuple(args.intensity),
                        pairs_per_image=args.per_image, overwrite=args.overwrite)
-    print(f"wrote {path}")
+    with path.open(newline="") as handle:
+        pairs = sum(1 for _ in csv.reader(handle)) - 1  # the rows below the header
+    print(f"wrote {pairs} pair{'s' if pairs != 1 else ''} ({args.output / 'input'}: degraded, {args.output / 'target'}: "
+          f"clean), listed in {path}")
     return 0

@@ -13,17 +13,22 @@ from ..restore.settings import WEIGHTS_MEANING, RestoreSettings, parse_shares
 from ..selector.config import SELECT_THRESHOLD, SELECT_THRESHOLD_MIN
 from .args import (
     base_arguments,
+    base_path_problems,
     command,
     number,
     overwrite_argument,
+    path_problems,
     progress_argument,
     renamed,
     required,
 )
 
+SKIP_HINT = "to carry on a stopped run, pass --skip-existing (outputs that exist are kept, the rest restored); "
+
 
 def register(commands) -> None:
-    restore = command(commands, "restore", "restore images with chosen plugins or by instruction", run_restore, check_restore)
+    restore = command(commands, "restore", "restore images with chosen plugins or by instruction", run_restore, check_restore,
+                      restore_paths)
     required(restore, restore.add_argument(
         "images", nargs="*", type=Path, metavar="IMAGE",
         help="images and folders of images to restore (never written over); under torchrun / accelerate launch the "
@@ -45,7 +50,8 @@ def register(commands) -> None:
                          help="leave out images whose output exists (a stopped run over a folder carries on)")
     progress_argument(restore)
 
-    select = command(commands, "select", "print the Plugin-Selector's scores for an image and instruction", run_select)
+    select = command(commands, "select", "print the Plugin-Selector's scores for an image and instruction", run_select,
+                     paths=select_paths)
     required(select, select.add_argument("image", nargs="?", type=Path, help="the image"))
     selection_arguments(select, need=True)
     base_arguments(select)
@@ -76,6 +82,22 @@ def check_restore(args) -> list[str]:
     if args.save_latent and launched_processes() > 1:
         found.append("--save-latent writes one file for all images: restore in one process to use it")
     return found
+
+
+def selection_paths(args) -> list[str]:
+    return path_problems(("--plugins", args.plugins, "folder", "folder"), ("--selector", args.selector, "file", "file"))
+
+
+def restore_paths(args) -> list[str]:
+    """The images, plugins, region masks, --plugins / --selector and the base, as far as the file system shows."""
+    regions = [("--region", region[1], "image", "file") for region in args.region if not isinstance(region, Invalid)]
+    return (path_problems(*[(None, image, "image or folder", None) for image in args.images],
+                          *[("--plugin", plugin, "file", None) for plugin in args.plugin], *regions)
+            + selection_paths(args) + base_path_problems(args, with_text=bool(args.prompt)))
+
+
+def select_paths(args) -> list[str]:
+    return path_problems((None, args.image, "image", "file")) + selection_paths(args) + base_path_problems(args, with_text=True)
 
 
 def parse_region(text: str):
@@ -117,15 +139,15 @@ def _library(args, device, dtype):
 
 
 def run_restore(args) -> int:
-    from ..outputs import check_new_files, restore_targets
+    from ..outputs import check_new_files, renamed_note, restore_targets
     from ..restore import Processes, Selecting, check_shares, describe_run, find_inputs
     from .args import device_of, restorer_for, torch_dtype
 
-    settings = RestoreSettings.from_args(args)
-    files, left_out = find_inputs(args.images)
+    settings = RestoreSettings.from_args(args, device=device_of(args.device))  # tiles not given: the device's
+    files, left_out, notes = find_inputs(args.images)
     if not files:
         raise PluginError("none of the images can be read: " + "; ".join(left_out[:5]))
-    targets = restore_targets(files, args.output, overwrite=args.overwrite or args.skip_existing)
+    targets = restore_targets(files, args.output, overwrite=args.overwrite or args.skip_existing, also=SKIP_HINT)
     work = [(f, t) for f, t in zip(files, targets) if not (args.skip_existing and t.exists())]
     if args.save_latent:
         check_new_files([args.save_latent], overwrite=args.overwrite, inputs=files)
@@ -133,10 +155,15 @@ def run_restore(args) -> int:
         settings = settings.replace(regions=load_regions(args.region, [source for source, _ in work]))
     processes = Processes(device_of(args.device))  # several processes: each its own GPU, for plugins and models
     say = print if processes.is_main else (lambda *a, **k: None)
+    for note in notes + [renamed_note(files, targets)]:
+        if note:
+            say(f"note: {note}", file=sys.stderr)
     for problem in left_out:
-        say(f"left out: {problem}", file=sys.stderr)
+        say(f"not restored: {problem}", file=sys.stderr)
     if len(work) < len(targets):
         say(f"{len(targets) - len(work)} of {len(targets)} outputs exist already: skipped (--skip-existing)")
+    if work and (tiles := _tile_note(args, settings, [source for source, _ in work], processes.device)):
+        say(f"note: {tiles}", file=sys.stderr)
     if not work:
         return 0 if not left_out else 1
     from ..models import load_plugin
@@ -145,7 +172,7 @@ def run_restore(args) -> int:
     chain = [load_plugin(p, device=processes.device, dtype=dtype) for p in args.plugin]
     selecting = Selecting(args.prompt, *_library(args, processes.device, dtype), args.select_threshold) if args.prompt else None
     check_shares(settings, chain or selecting.plugins)
-    if len(chain) > 1 or settings.strength != 1:
+    if chain and (len(chain) > 1 or settings.strength != 1 or settings.shares):
         say(f"runs: {describe_run(chain, settings)}")
     restorer = restorer_for(args, processes.device, with_text=selecting is not None)
     report = _run(restorer, work, settings, chain, selecting, processes, args)
@@ -156,6 +183,31 @@ def run_restore(args) -> int:
         say(f"{len(problems)} image(s) not restored: " + "; ".join(problems[:5]), file=sys.stderr)
         return 1
     return 0
+
+
+def _tile_note(args, settings, photos, device) -> str | None:
+    """On a CPU, for the largest photo: the tiles it chose (--tile-size not given), or the faster
+    ones (given, and larger)."""
+    from ..images import upright_size, working_size
+    from ..restore import TileSettings, tile_advice, tile_defaults
+
+    sizes = []
+    for photo in photos:
+        try:
+            sizes.append(upright_size(photo))
+        except (OSError, PluginError):
+            continue  # reported when it is restored
+    largest = max(sizes, key=max, default=None)
+    if largest is None:
+        return None
+    if args.tile_size is not None:
+        return tile_advice(settings, *largest, device)
+    gpu, working = TileSettings(), working_size(*largest, settings.resolution, settings.resize)
+    if tile_defaults(device) == gpu or max(working) <= settings.tiles.size:
+        return None
+    return (f"tiles of {settings.tiles.size} px, overlap {settings.tiles.overlap} px: the default on a CPU (a GPU's are "
+            f"{gpu.size} px, which keep photos up to {gpu.size} px a side whole, the reference result; --tile-size {gpu.size} "
+            "does that here, at more time per pixel)")
 
 
 def _run(restorer, work, settings, chain, selecting, processes, args):
@@ -178,7 +230,7 @@ def _run(restorer, work, settings, chain, selecting, processes, args):
     try:
         return restore_files(restorer, work, settings, plugins=chain, selecting=selecting, processes=processes,
                              on_calls=on_calls if bar else None, on_image=None if one or not bar else bar, say=print,
-                             report=report)
+                             report=report, on_stage=(lambda source, label: bar.stage(label)) if bar else None)
     finally:
         if bar:
             bar.close()

@@ -18,11 +18,13 @@ from ..selector.config import (
     SelectorTrainConfig,
 )
 from .args import (
+    base_path_problems,
     choice,
     command,
     device_argument,
     number,
     overwrite_argument,
+    path_problems,
     progress_argument,
     renamed,
     required,
@@ -30,7 +32,8 @@ from .args import (
 
 
 def register(commands) -> None:
-    train = command(commands, "train-selector", "train (or fine-tune) the Plugin-Selector", run_train_selector)
+    train = command(commands, "train-selector", "train (or fine-tune) the Plugin-Selector", run_train_selector,
+                    paths=selector_paths)
     selector_inputs(train)
     train.add_argument("--text-encoder", type=choice("--text-encoder", TEXT_ENCODERS), default="clip", metavar="{clip,minilm}",
                        help="'clip': SD's CLIP-L (--sd), as the reference; 'minilm': the offline sentence model")
@@ -48,7 +51,7 @@ def register(commands) -> None:
     progress_argument(train)
 
     evaluate = command(commands, "eval-selector", "measure a selector on held-out instructions (the paper's Table 5)",
-                       run_eval_selector)
+                       run_eval_selector, paths=selector_paths)
     selector_inputs(evaluate)
     required(evaluate, evaluate.add_argument("--selector", type=Path, help="the selector to measure"))
     evaluate.add_argument("--split", type=choice("--split", ("heldout", "train")), default="heldout", metavar="{heldout,train}",
@@ -72,6 +75,14 @@ def selector_inputs(parser) -> None:
                         help="instructions for a task the corpus lacks (or more for one it has): a JSON "
                              "{train: [...], heldout: [...]} or a text file, one per line (repeatable)")
     device_argument(parser)
+
+
+def selector_paths(args) -> list[str]:
+    """The plugins, photos, corpus, selector and base named, as far as the file system shows."""
+    return path_problems(("--plugins", args.plugins, "folder", "folder"), ("--images", args.images, "folder", "folder"),
+                         ("--corpus", args.corpus, "file", "file"), ("--init", getattr(args, "init", None), "file", "file"),
+                         ("--selector", getattr(args, "selector", None), "file", "file")) + base_path_problems(
+        args, with_text=args.sd is not None)
 
 
 def _inputs(args, device: str):

@@ -20,9 +20,11 @@ from ..training.config import TrainConfig
 from .args import (
     INTERRUPTED,
     base_arguments,
+    base_path_problems,
     check_base_arguments,
     command,
     overwrite_argument,
+    path_problems,
     progress_argument,
     required,
 )
@@ -30,7 +32,8 @@ from .files import degrade_help
 
 
 def register(commands) -> None:
-    train = command(commands, "train", "train a Task-Plugin on (degraded, clean) image pairs", run_train, check_train)
+    train = command(commands, "train", "train a Task-Plugin on (degraded, clean) image pairs", run_train, check_train,
+                    train_paths)
     source = train.add_mutually_exclusive_group()
     source.add_argument("--data", type=Path, help="a pairs CSV (image,conditioning_image = target,input) or a folder with input/ and target/")
     source.add_argument("--synthetic", type=Path, help="a folder of clean photos, degraded on the fly with --degrade")
@@ -55,6 +58,14 @@ def check_train(args) -> list[str]:
     if args.resume and args.overwrite:
         found.append("--resume continues the run in the run folder, --overwrite replaces it: give one of them")
     return found
+
+
+def train_paths(args) -> list[str]:
+    """The data, --init, the validation images and pairs and the base, as far as the file system shows."""
+    return path_problems(("--data", args.data, "file or folder", None), ("--synthetic", args.synthetic, "folder", "folder"),
+                         ("--init", args.init, "file or folder", None),
+                         *[("--validation-image", image, "image", "file") for image in args.validation_image],
+                         ("--validation-data", args.validation_data, "file or folder", None)) + base_path_problems(args)
 
 
 def _inputs(args, config: TrainConfig, output: Path):
@@ -111,10 +122,9 @@ def run_train(args) -> int:
     accelerator, distributed = trainer.accelerator, trainer.accelerator.num_processes > 1
     say = print if accelerator.is_main_process else (lambda *a, **k: None)
     started = trainer.start(resume=args.resume, overwrite=args.overwrite)
-    if distributed:
-        started += (f"; {accelerator.num_processes} processes, global batch {config.global_batch(accelerator.num_processes)}, "
-                    f"lr {config.learning_rate_for(accelerator.num_processes):.3g}")
-    say(started)
+    processes = accelerator.num_processes
+    say(started + (f"; {processes} processes, " if distributed else "; ") + f"global batch {config.global_batch(processes)}, "
+        f"lr {config.learning_rate_for(processes):.3g}")
     bar = None if args.no_progress or not accelerator.is_main_process else ProgressBar(f"training {config.task}")
     if bar:
         bar(trainer.step, config.steps)

@@ -55,6 +55,13 @@ def save_plugin(plugin, path: Path, dtype=None) -> Path:
     return Path(path)
 
 
+def holds_plugin(keys) -> bool:
+    """Whether a weights file's tensor names are a Task-Plugin's (`tpb.*` and `scb.*`): the one test
+    of the layout, also for a plugin file given where a base model belongs (--sd, --clip-vision)."""
+    keys = list(keys)
+    return any(k.startswith("tpb.") for k in keys) and any(k.startswith("scb.") for k in keys)
+
+
 def _read_header(path: Path, metadata: dict[str, str], shapes: dict[str, list[int]]) -> tuple[PluginConfig, PluginInfo]:
     """A plugin file's config and info, from its header (metadata and tensor shapes)."""
     kind = metadata.get("format")
@@ -62,7 +69,7 @@ def _read_header(path: Path, metadata: dict[str, str], shapes: dict[str, list[in
         raise PluginFileError(f"{path}: this is a Plugin-Selector file, not a Task-Plugin")
     if kind not in (PLUGIN_FORMAT, None):
         raise PluginFileError(f"{path}: unknown format {kind!r}")
-    if not any(k.startswith("tpb.") for k in shapes) or not any(k.startswith("scb.") for k in shapes):
+    if not holds_plugin(shapes):
         sample = ", ".join(list(shapes)[:3]) or "no tensors"
         raise PluginFileError(f"{path}: not a Diff-Plugin task plugin (no diff-plugin metadata and no tpb./scb. tensors; it holds {sample})")
     version = int(metadata.get("format_version", FORMAT_VERSION))

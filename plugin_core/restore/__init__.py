@@ -35,6 +35,8 @@ _EXPORTS = {
     "WEIGHTS_MEANING": "settings",
     "WEIGHTS_RENAMED": "settings",
     "parse_shares": "settings",
+    "tile_advice": "recipe",
+    "tile_defaults": "settings",
 }
 
 __all__ = sorted(_EXPORTS)

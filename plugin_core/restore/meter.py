@@ -21,11 +21,13 @@ SETTLED = 4  # calls timed before the estimate (the first one's warm-up is left 
 class Meter:
     """Counts UNet calls, from 0 before the first; after SETTLED calls (when there are more)
     reports how long everything will take and the memory used so far. finish(): the seconds the
-    decodes and colour fix will take (timed when the estimate is made), or None."""
+    decodes and colour fix will take (timed when the estimate is made), or None. stage(label): what
+    runs now ('derain 1/2', 'decoding'), for a progress bar to show."""
 
     def __init__(self, total: int, progress: ProgressFn | None, report: Callable[[str], None] | None, device,
-                 finish: Callable[[], float] | None = None):
+                 finish: Callable[[], float] | None = None, stage: Callable[[str], None] | None = None):
         self.total, self.progress, self.report, self.device, self.finish = total, progress, report, torch.device(device), finish
+        self.stage = stage or (lambda label: None)
         self.done, self._times, self._estimated = 0, [], False
         self(0)
 

@@ -29,7 +29,7 @@ from ..colorfix import fix_colors
 from ..errors import InputImageError, PluginError
 from ..models.fit import BaseFacts, check_fits
 from .meter import Meter, ProgressFn
-from .settings import RestoreSettings, TileSettings
+from .settings import CPU_TILES, RestoreSettings, TileSettings, on_cpu
 
 
 @dataclass
@@ -73,11 +73,12 @@ class RestoreBackend(Protocol):
 
 def restore_groups(backend: RestoreBackend, images: Sequence[Image.Image], groups: Sequence[PluginGroup],
                    settings: RestoreSettings, *, progress: ProgressFn | None = None,
-                   report: Callable[[str], None] | None = None) -> RestoreResult:
+                   report: Callable[[str], None] | None = None, stage: Callable[[str], None] | None = None) -> RestoreResult:
     """Each group's images with its own plugins; results in the order of `images`.
 
     progress(done, total) counts UNet calls (tiles x steps) of all of them, from 0 before the
-    first; report(text): the tile plan and, after the first calls, the time and memory it takes."""
+    first; report(text): the tile plan and, after the first calls, the time and memory it takes;
+    stage(label): what runs from now on (the plugin, 'derain 1/2' in a chain, or 'decoding')."""
     if not images:
         raise InputImageError("no images given")
     for group in groups:  # 1.
@@ -86,7 +87,8 @@ def restore_groups(backend: RestoreBackend, images: Sequence[Image.Image], group
     originals = [imaging.to_rgb(image) for image in images]
     batches = _batches(backend, originals, groups, settings, report)  # 2.
     finish = lambda: _finish_seconds(backend, originals, batches, settings)  # noqa: E731  (timed only when an estimate is made)
-    meter = Meter(sum(_calls(plugins, plan, settings) for _, plugins, plan in batches), progress, report, backend.device, finish)
+    meter = Meter(sum(_calls(plugins, plan, settings) for _, plugins, plan in batches), progress, report, backend.device, finish,
+                  stage)
     out_images: list = [None] * len(originals)
     out_latents: list = [None] * len(originals)
     for indices, plugins, plan in batches:
@@ -120,32 +122,40 @@ def composed(plugins, settings: RestoreSettings) -> list:
 def describe_run(plugins, settings: RestoreSettings) -> str:
     """How the plugins run, in words: 'derain (20 steps), then dehaze (3 steps)', or one pass."""
     runs = composed(plugins, settings)
+    zero = [plugin.task for plugin in plugins if settings.share(plugin.task) == 0]
+    left_out = f"; left out (share 0): {', '.join(zero)}" if zero else ""
     if not runs:
-        return "no plugin runs: the photo as it is"
+        return "no plugin runs: the photo as it is" + left_out
     where = lambda plugin: " in its region" if settings.region(plugin.task) is not None else ""  # noqa: E731
     if settings.compose == "joint":
         mix = runs[0]
         shares = ", ".join(f"{p.task} {share:.3g}{where(p)}" for p, share in zip(mix.plugins, mix.shares))
-        return f"{mix.task} in one pass of {settings.steps} steps (shares {shares})"
+        return f"{mix.task} in one pass of {settings.steps} steps (shares {shares})" + left_out
     return ", then ".join(f"{plugin.task} ({settings.steps if order == 0 else settings.later_steps} steps{where(plugin)})"
-                          for order, plugin in enumerate(runs))
+                          for order, plugin in enumerate(runs)) + left_out
 
 
 def check_shares(settings: RestoreSettings, plugins) -> None:
-    """Every task `settings.shares` and `settings.regions` name must be one of the plugins'."""
+    """Every task `settings.shares` and `settings.regions` name must be one of the plugins', and at
+    least one plugin must have a share above 0 (else nothing would run)."""
     tasks = {plugin.task for plugin in plugins}
     for flag, named in (("--shares", settings.shares), ("--region", settings.regions)):
         unknown = [task for task, _ in named if task not in tasks]
         if unknown:
             raise PluginError(f"{flag} names {', '.join(map(repr, unknown))}, which is not among the plugins "
                               f"({', '.join(sorted(tasks)) or 'none'})")
+    if tasks and all(settings.share(task) == 0 for task in tasks):
+        raise PluginError(f"--shares gives every plugin ({', '.join(sorted(tasks))}) the share 0, which leaves it out: "
+                          "nothing would run; give a plugin a share above 0 (--strength 0 keeps the photos as they are)")
 
 
 def run_chain(backend: RestoreBackend, originals, working, plugins, plan, settings: RestoreSettings, meter: Meter):
     """One same-size batch through its plugins as composed (`composed`): (8-bit images, final latents)."""
     current, latents, tokens = working, None, {}
-    tiled = plan is not None
-    for order, plugin in enumerate(composed(plugins, settings)):
+    tiled, runs = plan is not None, composed(plugins, settings)
+    for order, plugin in enumerate(runs):
+        label = plugin.task if len(runs) == 1 else f"{plugin.task} {order + 1}/{len(runs)}"
+        meter.stage(label)
         visual_prompt, input_latent = plugin_inputs(backend, plugin, originals, working, current, plan, settings.tiles, tokens)
         start = meter.done
         latents = backend.sample(
@@ -153,6 +163,7 @@ def run_chain(backend: RestoreBackend, originals, working, plugins, plan, settin
             seed=settings.seed, renoise_until=settings.renoise_until, plan=plan, tile_batch=settings.tiles.batch,
             progress=lambda done, _, start=start: meter(start + done),
         )
+        meter.stage(f"decoding ({label})" if len(runs) > 1 else "decoding")
         current = backend.decode(latents, tiled)
     if latents is None:  # no plugin: the photo as it is
         latents = backend.encode_images(working, tiled)
@@ -242,3 +253,15 @@ def _at_output_size(image: Image.Image, original: Image.Image, restored: bool, s
     if settings.output_size == "processed":
         return image
     return imaging.at_size(image, original.size) if restored else original
+
+
+def tile_advice(settings: RestoreSettings, width: int, height: int, device, names=("--tile-size", "--tile-overlap")) -> str | None:
+    """On a CPU, for a photo of this size that `settings` sample whole or in larger tiles than
+    CPU_TILES would, beyond one of them: the faster setting, spelled with `names`; else None."""
+    working = imaging.working_size(width, height, settings.resolution, settings.resize)
+    tiles = settings.tiles
+    if not on_cpu(device) or (tiles.size and tiles.size <= CPU_TILES.size) or max(working) <= CPU_TILES.size:
+        return None
+    return (f"on a CPU, {names[0]} {CPU_TILES.size} and {names[1]} {CPU_TILES.overlap} sample this {working[0]}x{working[1]} "
+            f"photo in less time per pixel than {f'{names[0]} {tiles.size}' if tiles.size else 'whole'} (a tile's self-attention grows with the square of "
+            "its pixels; docs/tiles-and-colour.md)")

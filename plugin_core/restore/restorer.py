@@ -51,17 +51,18 @@ class Restorer:
     # ------------------------------------------------------------------ restoring
 
     def restore(self, images: Sequence[Image.Image], plugins: Sequence[TaskPlugin], settings: RestoreSettings | None = None,
-                *, progress: ProgressFn | None = None, report=None, **changes) -> RestoreResult:
+                *, progress: ProgressFn | None = None, report=None, stage=None, **changes) -> RestoreResult:
         """Apply `plugins` in order to every image (the recipe). changes: RestoreSettings fields
         that differ from `settings` (tile settings as tile_size=..., etc.)."""
         return self.restore_groups(images, [PluginGroup(list(range(len(images))), list(plugins))], settings,
-                                   progress=progress, report=report, **changes)
+                                   progress=progress, report=report, stage=stage, **changes)
 
     def restore_groups(self, images: Sequence[Image.Image], groups: Sequence[PluginGroup], settings: RestoreSettings | None = None,
-                       *, progress: ProgressFn | None = None, report=None, **changes) -> RestoreResult:
-        """Each group's images with its own plugins (e.g. what the selector chose for them)."""
+                       *, progress: ProgressFn | None = None, report=None, stage=None, **changes) -> RestoreResult:
+        """Each group's images with its own plugins (e.g. what the selector chose for them);
+        progress, report, stage: see recipe.restore_groups."""
         settings = (settings or RestoreSettings()).replace(**changes)
-        return restore_groups(self, images, groups, settings, progress=progress, report=report)
+        return restore_groups(self, images, groups, settings, progress=progress, report=report, stage=stage)
 
     def render(self, plugin: TaskPlugin, images: Sequence[Image.Image], steps: int, seed: int) -> list[Image.Image]:
         """One plugin on `images` with `steps` and `seed`, the rest the defaults (a training run's

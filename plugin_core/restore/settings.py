@@ -64,6 +64,22 @@ class TileSettings:
         return TilePlan(height // factor, width // factor, self.size // factor, self.overlap // factor)
 
 
+def tile_defaults(device) -> TileSettings:
+    """The default tiles on a device: 1536 px (photos up to 1536 px a side stay whole, the reference
+    result) on a GPU; CPU_TILES on a CPU, where the UNet's self-attention, growing with the square of
+    a tile's pixels, makes a large tile cost several times the time per pixel of a small one
+    (benchmarks/bench_tile_size.py, docs/performance.md)."""
+    return CPU_TILES if on_cpu(device) else TileSettings()
+
+
+def on_cpu(device) -> bool:
+    return (getattr(device, "type", None) or str(device).split(":")[0]) == "cpu"
+
+
+CPU_TILES = TileSettings(size=768, overlap=96)
+BY_DEVICE = ("size", "overlap")  # the tile settings tile_defaults chooses
+
+
 @dataclass(frozen=True)
 class RestoreSettings:
     """Every setting of a restore. The defaults are the reference inference's: 20 UniPC steps, seed
@@ -148,17 +164,23 @@ class RestoreSettings:
         defaults = cls()
         options = {name: option for name, option in cls.OPTIONS.items() if name not in exclude}
         add_options(group, options, {name: getattr(defaults, name) for name in options})
-        add_options(group, {f"tile_{name}": option for name, option in TileSettings.OPTIONS.items()},
-                    {f"tile_{name}": getattr(defaults.tiles, name) for name in TileSettings.OPTIONS})
+        tiles = add_options(group, {f"tile_{name}": option for name, option in TileSettings.OPTIONS.items()},
+                            {f"tile_{name}": getattr(defaults.tiles, name) for name in TileSettings.OPTIONS})
+        for name in BY_DEVICE:  # None: tile_defaults(device) chooses, once the device is known (from_args)
+            tiles[f"tile_{name}"].default = None
+            tiles[f"tile_{name}"].help += (f" (default: {getattr(defaults.tiles, name)} on a GPU, "
+                                           f"{getattr(CPU_TILES, name)} on a CPU)")
         if "shares" not in exclude:
             group.add_argument("--shares", type=parse_shares, default=(), metavar="TASK=S,...",
                                help="each plugin's share of a joint pass, e.g. derain=2,dehaze=1: only the ratios count (a "
                                     "plugin not named has 1; 0 leaves it out, in a chain too)")
 
     @classmethod
-    def from_args(cls, args) -> "RestoreSettings":
-        """The settings a parsed command line asks for (the defaults for those it does not have)."""
-        tiles = TileSettings(**{name: getattr(args, f"tile_{name}") for name in TileSettings.OPTIONS})
+    def from_args(cls, args, device=None) -> "RestoreSettings":
+        """The settings a parsed command line asks for (the defaults for those it does not have; the
+        tile size and overlap not given: the `device`'s, tile_defaults)."""
+        given = {name: getattr(args, f"tile_{name}") for name in TileSettings.OPTIONS}
+        tiles = dataclasses.replace(tile_defaults(device or "cuda"), **{k: v for k, v in given.items() if v is not None})
         return cls(**{name: getattr(args, name) for name in cls.OPTIONS if hasattr(args, name)}, tiles=tiles,
                    shares=getattr(args, "shares", ()))
 

@@ -36,6 +36,7 @@ log = logging.getLogger("diffplugin")
 
 NULL_TASK = "null"
 NULL_TEXT = " "  # the reference's null candidate: the pooled embedding of this text
+NO_PLUGIN = "(no plugin)"  # the null candidate as `Selection.format` shows it (`as_dict` keeps the key "null")
 
 
 class InstructionReader(nn.Module):
@@ -235,12 +236,15 @@ class Selection:
         }
 
     def format(self) -> str:
+        """The scores, one a line ('*': selected), the null candidate's as '(no plugin)', and what they mean."""
         marks = []
         for task, score in zip(self.tasks, self.scores):
             marks.append(f"{'*' if task in self.selected else ' '} {task:<12} {score:8.3f}")
-        marks.append(f"  {NULL_TASK:<12} {self.null_score:8.3f}")
+        marks.append(f"  {NO_PLUGIN:<12} {self.null_score:8.3f}")
         chosen = ", then ".join(self.selected) if self.selected else "nothing (image left unchanged)"
-        return "\n".join(marks + [f"selected: {chosen}"])
+        legend = (f"(* scores above the threshold {self.threshold:g} are selected; {NO_PLUGIN}: how much the instruction "
+                  "asks for none of these plugins)")
+        return "\n".join(marks + [f"selected: {chosen}", legend])
 
 
 def select(selector: PluginSelector, encoder, instruction: str, plugins: Sequence,

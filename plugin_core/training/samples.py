@@ -10,6 +10,7 @@ number of workers gives the same batches, and a resumed run needs nothing but it
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 
 import torch
@@ -82,6 +83,13 @@ class TrainingSamples(torch.utils.data.Dataset):
             return {"key": key, "index": index, "flip": flip}
         source, target = self.augment(*self.pairs[index], random)
         return {"key": key, "source": source, "target": target}
+
+
+def leave_interrupts_to_the_run(worker_id: int) -> None:
+    """A DataLoader worker's start: Ctrl+C reaches the whole process group, and a forked worker has
+    the training process's handler, which would announce the stop once per worker. The training
+    process alone answers it (and ends its workers)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def sample_noise(keys, latent_shape, steps: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -47,7 +47,7 @@ from .encodings import Encodings
 from .log import TrainingLog
 from .loss_curve import write_loss_curve
 from .run_folder import RunFolder, TrainingError, checkpoint_step
-from .samples import Layout, StepBatches, TrainingSamples, sample_noise
+from .samples import Layout, StepBatches, TrainingSamples, leave_interrupts_to_the_run, sample_noise
 
 Render = Callable[[TaskPlugin, Sequence[Image.Image], int, int], list[Image.Image]]
 
@@ -149,7 +149,8 @@ class Trainer:
         workers = self.config.workers
         return torch.utils.data.DataLoader(
             self.samples, batch_sampler=StepBatches(self.micro_batches, start, stop), num_workers=workers,
-            pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None)
+            pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None,
+            worker_init_fn=leave_interrupts_to_the_run if workers else None)
 
     def collate(self, keys: list[int]) -> dict:
         """A micro-batch made here, as the DataLoader makes it."""
