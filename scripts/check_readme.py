@@ -1,16 +1,17 @@
 """Run every shell command of README.md, as written and one after another, in a fresh clone with
-stand-in weights: SD1.5-shaped random weights in the files a user has (an fp16 original-layout SD
-1.5 checkpoint with its text encoder, a CLIP ViT-L/14 vision .safetensors, the authors' release
-layout of two plugins and the selector) and a made photo. Not a test (minutes: the commands run
-the real 860M UNet); run it before changing the README's commands is done.
+stand-in weights: SD1.5-shaped random weights in the files a user downloads (an fp16
+original-layout SD 1.5 checkpoint with its text encoder, a CLIP ViT-L/14 vision .safetensors, the
+authors' release layout of two plugins and the selector, where the README's commands unpack them)
+and a made photo. Not a test (minutes: the commands run the real 860M UNet); run it before
+changing the README's commands is done.
 
-    python scripts/check_readme.py                       # everything, `bash .ci/run` included
-    python scripts/check_readme.py --venv .venv          # `.ci-venv` is this venv instead of a new one
+    python scripts/check_readme.py                       # everything: the install, then each command
+    python scripts/check_readme.py --venv .venv          # `.venv` is this venv instead of a new one
 
-The README's placeholders (`path/to/...`) are swapped for the stand-ins' paths; nothing else of a
-command is changed. Left out, with the reason printed: the install into ComfyUI (`cd
-ComfyUI/custom_nodes` and what follows it there), PyPI's CPU index of torch (no network here), a
-command already run word for word (`bash .ci/run` is in two sections).
+Left out, with the reason printed: the install into ComfyUI (`cd ComfyUI/custom_nodes` and what
+follows it there), the downloads (the stand-ins are written in their place), PyPI's CPU index of
+torch (no network here: the install takes torch 2.13.0 from pip's own settings, TORCH_INDEX_URL=""
+TORCH_SPEC=torch==2.13.0), and the tests (`bash .ci/run`, which CI runs).
 """
 
 from __future__ import annotations
@@ -30,12 +31,18 @@ sys.path.insert(0, str(REPO))
 
 SD_FILE, CLIP_FILE = "v1-5-pruned-emaonly-fp16.safetensors", "clip-vit-large-patch14.safetensors"
 COMFYUI = "needs a ComfyUI checkout (the pack's install is tested by tests/test_comfyui.py from a clone named diff-plugin)"
+DOWNLOAD = "a download: the stand-ins are written in its place"
 LEFT_OUT = {
     "cd ComfyUI": COMFYUI,
-    "git clone <this repository's URL> diff-plugin": COMFYUI,
+    "git clone https://": COMFYUI,
     "diff-plugin/requirements.txt": COMFYUI,
     "download.pytorch.org": "PyTorch's package index is not reachable from this machine",
+    "curl -L": DOWNLOAD,
+    "unzip -q": DOWNLOAD,
+    "bash .ci/run": "the tests: CI runs them (`bash .ci/run` on a fresh clone)",
 }
+# PyTorch's CPU index is not reachable here: torch 2.13.0 (a CPU build) from pip's own settings.
+INSTALL_ENV = {"TORCH_INDEX_URL": "", "TORCH_SPEC": "torch==2.13.0"}
 
 
 def commands(readme: str) -> list[str]:
@@ -94,41 +101,40 @@ def write_base_files(folder: Path) -> None:
     write_safetensors(folder / CLIP_FILE, {f"vision_model.{k.removeprefix('vision_model.')}": v.half() for k, v in vision.items()})
 
 
-def stand_ins(folder: Path, clone: Path) -> dict[str, str]:
-    """The README's placeholders -> the stand-ins' paths; writes the stand-ins and photo.jpg."""
+def stand_ins(clone: Path) -> None:
+    """The downloads of the README's Weights section, where its commands leave them, and photo.jpg."""
     from tests.photos import scene
 
     started = time.perf_counter()
-    write_release(folder / "pre-trained")
-    write_base_files(folder)
+    write_release(clone / "Diff-Plugin-main" / "pre-trained")
+    write_base_files(clone)
     scene(3, size=(512, 512), theme="street").save(clone / "photo.jpg", quality=92)
     print(f"stand-ins written in {time.perf_counter() - started:.0f} s", flush=True)
-    return {"path/to/pre-trained": str(folder / "pre-trained"), f"path/to/{SD_FILE}": str(folder / SD_FILE),
-            f"path/to/{CLIP_FILE}": str(folder / CLIP_FILE)}
 
 
-def run(readme_commands: list[str], replacements: dict[str, str], clone: Path, venv: Path | None) -> int:
+def run(readme_commands: list[str], clone: Path, venv: Path | None) -> int:
     """Each command in one bash session (cd and activate carry over); the first failure stops."""
     script, seen = ["set -euo pipefail"], set()
     if venv is not None:
-        script.append(f"ln -s {venv.resolve()} .ci-venv")
+        script.append(f"ln -s {venv.resolve()} .venv")
     for command in readme_commands:
         reason = next((why for key, why in LEFT_OUT.items() if key in command), None)
         if command in seen:
             reason = "ran above, word for word"
-        if reason or (venv is not None and command == "bash .ci/run"):
-            print(f"left out: {command}\n          ({reason or '--venv given: .ci-venv is that venv'})")
+        if venv is not None and command.startswith("bash scripts/install.sh"):
+            reason = "--venv given: .venv is that venv"
+        if reason:
+            print(f"left out: {command}\n          ({reason})")
             continue
         seen.add(command)
-        for placeholder, path in replacements.items():
-            command = command.replace(placeholder, path)
         script += [f"echo; echo '$ {command}'", f"SECONDS=0; {command}", 'echo "  ($SECONDS s)"']
-    return subprocess.run(["bash", "-c", "\n".join(script)], cwd=clone, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+    env = {**os.environ, **INSTALL_ENV, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(["bash", "-c", "\n".join(script)], cwd=clone, env=env).returncode
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--venv", type=Path, help="use this venv as .ci-venv instead of running `bash .ci/run`")
+    parser.add_argument("--venv", type=Path, help="use this venv as .venv instead of running `bash scripts/install.sh`")
     parser.add_argument("--keep", type=Path, help="work in this (new) folder and keep it, instead of a temporary one")
     args = parser.parse_args(argv)
     work = args.keep or Path(tempfile.mkdtemp(prefix="check-readme-"))
@@ -136,8 +142,8 @@ def main(argv=None) -> int:
     clone = work / "diff-plugin"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     readme_commands = commands((clone / "README.md").read_text())
-    replacements = stand_ins(work / "weights", clone)
-    code = run(readme_commands, replacements, clone, args.venv)
+    stand_ins(clone)
+    code = run(readme_commands, clone, args.venv)
     print(f"\nREADME commands: {'all ran' if code == 0 else f'stopped with exit status {code}'} (in {clone})")
     return code
 

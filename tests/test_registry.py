@@ -131,3 +131,13 @@ def test_ready_to_publish():
         missing.append("[project.urls] Repository (this repository's public URL)")
     if missing:
         pytest.skip("pyproject.toml: fill in before `comfy node publish`: " + "; ".join(missing))
+
+
+def test_every_clone_command_in_the_docs_names_the_repository_of_pyproject():
+    """The repository's URL is written once, in [project.urls] Repository: a `git clone` of this
+    pack in the README or docs names exactly it, so filling it in there is the only edit."""
+    url = PROJECT.get("urls", {}).get("Repository", "")
+    clones = [(page.name, found) for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+              for found in re.findall(r"git clone (https://\S+) diff-plugin", page.read_text(encoding="utf-8"))]
+    assert clones, "the README's install names no `git clone <url> diff-plugin`"
+    assert [(page, found) for page, found in clones if found != url] == [], f"pyproject.toml says {url}"
