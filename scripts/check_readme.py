@@ -11,7 +11,7 @@ changing the README's commands is done.
 Left out, with the reason printed: the install into ComfyUI (`cd ComfyUI/custom_nodes` and what
 follows it there), the downloads (the stand-ins are written in their place), PyPI's CPU index of
 torch (no network here: the install takes torch 2.13.0 from pip's own settings, TORCH_INDEX_URL=""
-TORCH_SPEC=torch==2.13.0), and the tests (`bash .ci/run`, which CI runs).
+TORCH_SPEC=torch==2.13.0), and the tests (`bash .ci/run` and `scripts/test_comfyui.sh`, which CI runs).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ LEFT_OUT = {
     "curl -L": DOWNLOAD,
     "unzip -q": DOWNLOAD,
     "bash .ci/run": "the tests: CI runs them (`bash .ci/run` on a fresh clone)",
+    "scripts/test_comfyui.sh": "the tests inside a ComfyUI: CI runs them (`bash .ci/run`, docs/testing.md)",
 }
 # PyTorch's CPU index is not reachable here: torch 2.13.0 (a CPU build) from pip's own settings.
 INSTALL_ENV = {"TORCH_INDEX_URL": "", "TORCH_SPEC": "torch==2.13.0"}

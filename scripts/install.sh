@@ -30,7 +30,7 @@ else
     echo "installing ${TORCH_SPEC:-torch} from ${TORCH_INDEX_URL:-the index pip is set up with}"
     "$python" -m pip install --quiet "${TORCH_SPEC:-torch}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
-"$python" -m pip install --quiet -e ".[metrics]"
+PYTHONWARNINGS=ignore "$python" -m pip install --quiet -e ".[metrics]"   # no setuptools chatter about editable installs
 "$python" - <<'PY'
 import torch
 

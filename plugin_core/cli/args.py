@@ -79,11 +79,12 @@ def problems(args: argparse.Namespace, extra: list[str]) -> list[str]:
         flags = [flag for action in args.parser._actions for flag in action.option_strings]
         found.append(f"unrecognized arguments: {' '.join(extra)}" + "".join(
             did_you_mean(item.split("=")[0], flags) for item in extra if item.startswith("--")))
+    values_right = not found
     if args.paths:
         found += args.paths(args)
     if getattr(args, "device", None) and (problem := device_problem(args.device)):  # imports torch only when asked
         found.append(problem)
-    if not found and args.check:
+    if values_right and args.check:  # a path not there does not hide a rule between arguments
         found += args.check(args)
     return found
 
