@@ -7,7 +7,9 @@
 #
 # Which torch: one already in the venv is kept. Else, where nvidia-smi sees a GPU, PyPI's (a CUDA
 # build); on Linux without one, PyTorch's CPU build (https://download.pytorch.org/whl/cpu: PyPI's
-# Linux build would fetch several GB of CUDA libraries it cannot use); elsewhere PyPI's (macOS: mps).
+# Linux build would fetch several GB of CUDA libraries it cannot use); elsewhere PyPI's (macOS: mps;
+# Windows: PyPI's is a CPU build, so for an NVIDIA GPU there give the index pytorch.org names, e.g.
+# TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128).
 # TORCH_INDEX_URL chooses the index instead ("" = pip's own settings), TORCH_SPEC the version
 # (default: torch, the newest).
 set -euo pipefail
