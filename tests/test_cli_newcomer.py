@@ -14,24 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.random_models import random_task_plugins, write_tiny_clip_vision, write_tiny_sd
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cli(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "plugin_core", *map(str, args)], capture_output=True, text=True, timeout=600,
-                          cwd=REPO, env=env)
+from tests.cli_support import REPO, cli, write_tiny_base
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    from plugin_core import save_plugin
-
-    root = tmp_path_factory.mktemp("newcomer")
-    write_tiny_sd(root / "sd")
-    write_tiny_clip_vision(root / "clip_vision")
-    save_plugin(random_task_plugins(["derain"])[0], root / "derain.safetensors")
+    root = write_tiny_base(tmp_path_factory.mktemp("newcomer"))
     (root / "unloadable_sd").mkdir()  # passes the folder check, fails as soon as a model would load
     for sub in ("unet", "vae", "scheduler"):
         (root / "unloadable_sd" / sub).mkdir()

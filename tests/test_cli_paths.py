@@ -16,15 +16,9 @@ import time
 import pytest
 from PIL import Image
 
-from tests.random_models import random_task_plugins, write_tiny_clip_vision, write_tiny_sd
+from tests.cli_support import REPO, cli, write_tiny_base
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STOPPING = "stopping after this step"
-
-
-def cli(*args, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "plugin_core", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, check=False)
 
 
 def without_torch(*args) -> tuple[int, str, bool]:
@@ -41,12 +35,7 @@ def without_torch(*args) -> tuple[int, str, bool]:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    from plugin_core import save_plugin
-
-    root = tmp_path_factory.mktemp("paths")
-    write_tiny_sd(root / "sd")
-    write_tiny_clip_vision(root / "clip_vision")
-    save_plugin(random_task_plugins(["derain"])[0], root / "derain.safetensors")
+    root = write_tiny_base(tmp_path_factory.mktemp("paths"))
     (root / "clean").mkdir()
     Image.new("RGB", (40, 40), (90, 120, 200)).save(root / "clean" / "a.png")
     return root

@@ -5,35 +5,23 @@ photo, how many pairs `synth` wrote, and a progress bar that names the plugin at
 
 from __future__ import annotations
 
-import os
 import struct
-import subprocess
-import sys
 import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.random_models import random_task_plugins, write_tiny_clip_vision, write_tiny_sd
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "plugin_core", *map(str, args)], capture_output=True, text=True, timeout=600,
-                          cwd=REPO, check=False)
+from tests.cli_support import cli, write_tiny_base
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    from plugin_core import PluginSelector, save_plugin, save_selector
+    from plugin_core import PluginSelector, save_selector
 
     root = tmp_path_factory.mktemp("surprises")
-    write_tiny_sd(root / "sd")
-    write_tiny_clip_vision(root / "clip_vision")
-    for plugin in random_task_plugins(["derain", "dehaze"]):
-        save_plugin(plugin, root / "plugins" / f"{plugin.task}.safetensors")
+    (root / "plugins").mkdir()
+    write_tiny_base(root, ["derain", "dehaze"], plugins=root / "plugins")
     save_selector(PluginSelector(), root / "selector.safetensors")
     return root
 

@@ -5,31 +5,17 @@ the faster setting named; a photo within one CPU tile gets no note."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import pytest
 
+from tests.cli_support import cli, write_tiny_base
 from tests.photos import scene
-from tests.random_models import random_task_plugins, write_tiny_clip_vision, write_tiny_sd
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "plugin_core", *map(str, args)], capture_output=True, text=True, timeout=600,
-                          cwd=REPO)
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    from plugin_core import save_plugin
-
-    root = tmp_path_factory.mktemp("tiles")
-    write_tiny_sd(root / "sd")
-    write_tiny_clip_vision(root / "clip_vision")
-    save_plugin(random_task_plugins(["derain"])[0], root / "derain.safetensors")
+    root = write_tiny_base(tmp_path_factory.mktemp("tiles"))
     scene(4, size=(832, 256)).save(root / "wide.png")  # one side above a CPU tile (768 px)
     scene(5, size=(640, 480)).save(root / "small.png")  # within one CPU tile
     return root
