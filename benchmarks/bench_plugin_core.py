@@ -52,7 +52,7 @@ def step_times(unet, plugin, restorer, size, repeats):
     return interleaved(
         {
             "unet": lambda: unet(latents, t, encoder_hidden_states=context),
-            "unet+scb": lambda: restorer.predict(plugin, latents, t, cond, context),
+            "unet+scb": lambda: restorer.backend.predict_with_plugin(plugin, latents, t, cond, context),
             "scb": lambda: plugin.skip_residuals(cond, t, context),
         },
         repeats,
@@ -72,7 +72,7 @@ def memory(kind, size):
             if plugin is None:
                 unet(latents, t, encoder_hidden_states=context)
             else:
-                restorer.predict(plugin, latents, t, cond, context)
+                restorer.backend.predict_with_plugin(plugin, latents, t, cond, context)
     plugin_bytes = sum(p.numel() * p.element_size() for p in plugin.parameters()) if plugin else 0
     return {"peak": peak_rss(), "weights": weights, "plugin_bytes": plugin_bytes}
 
@@ -85,10 +85,10 @@ def selector_times(repeats):
     plugins = [build_plugin(f"task{i}", seed=10 + i) for i in range(8)]
     selector = PluginSelector().eval()
     image = Image.new("RGB", (640, 480), (120, 90, 60))
-    tokens = restorer.clip_tokens([image], 24)
+    tokens = restorer.backend.clip_tokens([image], 24)
     return interleaved(
         {
-            "clip vision pass": lambda: restorer.clip_tokens([image], 24),
+            "clip vision pass": lambda: restorer.backend.clip_tokens([image], 24),
             "tpb (one plugin)": lambda: plugins[0].visual_prompt(tokens),
             "select among 8 (instruction encoded before)": lambda: restorer.select(image, INSTRUCTION, plugins, selector),
             "select among 8 (new instruction: + text encoder)": lambda: (

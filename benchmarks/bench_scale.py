@@ -36,14 +36,14 @@ def build(device: str, dtype: torch.dtype):
     from diffusers import UniPCMultistepScheduler
 
     from plugin_core import BaseModels
-    from plugin_core.training import DiffusersBackend
+    from plugin_core.training import DiffusersTrainingBackend
     from tests.random_models import sd15_clip_vision, sd15_unet, sd15_vae
 
     models = BaseModels(unet=sd15_unet(), vae=sd15_vae(), scheduler=UniPCMultistepScheduler(), clip_vision=sd15_clip_vision())
     for name in ("unet", "clip_vision"):
         getattr(models, name).to(device, dtype)
     models.vae.to(device)
-    return DiffusersBackend(models, device=device, dtype=dtype)
+    return DiffusersTrainingBackend(models, device=device, dtype=dtype)
 
 
 def photos(count: int = 8) -> list[Path]:

@@ -1,7 +1,7 @@
 """What one Task-Plugin training step costs, measured in one run.
 
 SD1.5-shaped random weights (UNet 860M, the SD VAE, CLIP ViT-L/14 vision), float32, batch 1,
-256 px crops, the real Trainer and DiffusersBackend. Prints, interleaved so machine drift
+256 px crops, the real Trainer and DiffusersTrainingBackend. Prints, interleaved so machine drift
 hits all alike:
 
 * one UNet forward + backward (gradients only to its inputs: Fp and the three skip
@@ -34,10 +34,10 @@ def build_backend():
     from diffusers import UniPCMultistepScheduler
 
     from plugin_core import BaseModels
-    from plugin_core.training import DiffusersBackend
+    from plugin_core.training import DiffusersTrainingBackend
 
     models = BaseModels(unet=sd15_unet(), vae=sd15_vae(), scheduler=UniPCMultistepScheduler(), clip_vision=sd15_clip_vision())
-    return DiffusersBackend(models)
+    return DiffusersTrainingBackend(models)
 
 
 def build_trainer(backend, cache: bool, checkpointing: bool, output_dir: Path):

@@ -5,19 +5,65 @@ exported here and by the packages' `__init__`).
 
 * `models/` — the Task-Plugin (config, TPB, SCB, whether it fits a base, plugin files);
 * `base/` — the frozen SD 1.x base on diffusers / transformers (loading, the calls made on it);
-* `restore/` — the one restore engine (settings, the recipe, its diffusers backend, folders);
+* `restore/` — the one restore engine (settings, the recipe, its diffusers backend, Restorer, folders);
 * `selector/` — the Plugin-Selector (scoring, text encoders, memory, training, metrics, files);
-* `training/` — training a Task-Plugin (config, run folder, log, the step loop, backends, data);
+* `training/` — training a Task-Plugin (config, run folder, log, the step loop, its backend, data);
 * `synthetic/` — synthetic degradations and pairs; `evaluation/` — PSNR/SSIM/LPIPS/FID/KID;
-* `tiling`, `colorfix`, `images`, `formats`, `outputs`, `options`, `errors`, and `cli`.
+* `tiling`, `colorfix`, `images`, `formats`, `outputs`, `options`, `vocabulary` (the settings'
+  words, each written once), `errors`, and `cli`.
 
 Names are imported lazily (lazy.py), so what does not need diffusers (images, formats, the
 selector, the settings) loads without it.
 """
 
+from typing import TYPE_CHECKING
+
 from .lazy import lazy_exports
 
 __version__ = "0.1.0"
+
+# ruff: noqa: F401 - the names of _EXPORTS, imported for editors and static tools only (never run: the
+# imports stay lazy); tests/test_imports.py checks that both name the same names from the same modules.
+if TYPE_CHECKING:
+    from .base import BaseModels
+    from .colorfix import fix_colors
+    from .errors import DataError, InputImageError, PluginError, PluginFileError, PluginMismatchError
+    from .formats import PLUGIN_FORMAT, SELECTOR_FORMAT, read_safetensors_header
+    from .images import at_size, clip_pixels, resize_for_vae, training_clip_pixels
+    from .models import (
+        BaseFacts,
+        PluginConfig,
+        PluginInfo,
+        PluginMix,
+        TaskPlugin,
+        check_fits,
+        convert_reference_plugin,
+        find_plugins,
+        load_plugin,
+        load_reference_plugin,
+        save_plugin,
+    )
+    from .options import printable, shown, text_problem
+    from .outputs import OutputsExist, inside, normal_path
+    from .restore import (
+        COLOR_FIXES,
+        TILE_PROMPTS,
+        PluginGroup,
+        Restorer,
+        RestoreResult,
+        RestoreSettings,
+        TileSettings,
+        groups_by_selection,
+        prompt_tokens,
+        restore_files,
+        restore_groups,
+        tile_advice,
+        tile_defaults,
+    )
+    from .selector import PluginSelector, Selection, load_selector, save_selector
+    from .synthetic import DEGRADATIONS, degrade
+    from .tiling import TilePlan
+    from .training import TrainConfig, Trainer
 
 _EXPORTS = {
     "DataError": "errors",

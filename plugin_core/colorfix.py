@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .restore.settings import COLOR_FIXES
+from .vocabulary import COLOR_FIXES
 
 _LEVELS = 5
 

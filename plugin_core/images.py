@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputImageError
-from .restore.settings import RESIZE_MODES
+from .vocabulary import RESIZE_MODES
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

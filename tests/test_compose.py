@@ -212,13 +212,13 @@ def test_a_joint_pass_starts_from_noise_when_a_plugin_does(restorer, photo, plug
 def test_one_vae_encode_and_one_decode_whatever_the_number_of_plugins(restorer, photo, plugins, monkeypatch):
     calls = {"encode": 0, "decode": 0}
     for name in calls:
-        real = getattr(restorer, name if name == "decode" else "encode_images")
+        real = getattr(restorer.backend, name if name == "decode" else "encode_images")
 
         def counted(*args, _real=real, _name=name, **kwargs):
             calls[_name] += 1
             return _real(*args, **kwargs)
 
-        monkeypatch.setattr(restorer, name if name == "decode" else "encode_images", counted)
+        monkeypatch.setattr(restorer.backend, name if name == "decode" else "encode_images", counted)
     three = [plugins["derain"], plugins["dehaze"], plugins["lowlight"]]
     restore(restorer, photo, three, compose="joint")
     assert calls == {"encode": 1, "decode": 1}

@@ -16,7 +16,7 @@ from plugin_core import BaseModels, load_plugin
 from plugin_core.cli import main
 from plugin_core.formats import read_torch_pickle
 from plugin_core.synthetic import write_pairs
-from plugin_core.training import DiffusersBackend, PairDataset, TrainConfig, Trainer
+from plugin_core.training import DiffusersTrainingBackend, PairDataset, TrainConfig, Trainer
 from tests.random_models import write_tiny_clip_vision, write_tiny_sd
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch has no torch.distributed")
@@ -64,7 +64,7 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def one_process(setup, tmp_path, steps: int, **settings) -> Trainer:
     """The same run (train_args' settings) in this process, on the Trainer itself."""
-    backend = DiffusersBackend(BaseModels.from_pretrained(setup / "sd", setup / "clip_vision"))
+    backend = DiffusersTrainingBackend(BaseModels.from_pretrained(setup / "sd", setup / "clip_vision"))
     config = TrainConfig(task="t", steps=steps, resolution=32, seed=5, learning_rate=1e-3, scale_lr=False, **({"workers": 0} | settings))
     return Trainer(backend, PairDataset.from_path(setup / "pairs"), config, tmp_path)
 
@@ -121,14 +121,14 @@ def test_a_nan_on_one_process_stops_every_process(setup, tmp_path):
     script = tmp_path / "poisoned.py"
     script.write_text(textwrap.dedent("""
         import os, sys
-        import plugin_core.training.backends as backends
+        import plugin_core.training.backend as backend
         from plugin_core.cli import main
-        real, calls = backends.DiffusersBackend.predict, []
+        real, calls = backend.DiffusersTrainingBackend.predict, []
         def poisoned(self, *args):
             calls.append(1)
             out = real(self, *args)
             return out * float("nan") if os.environ["RANK"] == "1" and len(calls) == 3 else out
-        backends.DiffusersBackend.predict = poisoned
+        backend.DiffusersTrainingBackend.predict = poisoned
         sys.exit(main(sys.argv[1:]))
     """))
     process = launch(2, train_args(setup, tmp_path / "run", "--steps", "10", "--checkpoint-every", "2"), script=str(script))

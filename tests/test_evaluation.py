@@ -5,7 +5,6 @@ tiny random feature networks written here (a TorchScript "Inception", a transfor
 command line's messages; restore-and-measure on the tiny models."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -379,13 +378,60 @@ def test_restore_and_measure_checks_before_loading(capsys, base, tmp_path):
     assert_user_error(code, output, "a: input 40x32, target 32x40")
 
 
-if os.environ.get("DIFFPLUGIN_EVAL_SHOW"):  # pragma: no cover - a helper to print the figures of the README
-    def test_show_border_convention(pairs):
-        from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+def test_restore_and_measure_saves_what_restore_writes(capsys, base, photo_dir, tmp_path):
+    """--save-restored writes through restore_files: a transparent photo keeps its alpha and a JPEG input
+    becomes <name>.png, as `diffplugin restore` writes them; the metrics are the saved files' RGB against
+    the targets, the same as measuring the saved folder afterwards."""
+    data = tmp_path / "val"
+    for sub in ("input", "target"):
+        (data / sub).mkdir(parents=True)
+    clean = photo(photo_dir, "scene_00.png", 40)
+    clean.save(data / "target" / "glass.png")
+    rainy = degrade(clean, "rain", seed=0).convert("RGBA")
+    rainy.putalpha(Image.linear_gradient("L").resize(rainy.size))
+    rainy.save(data / "input" / "glass.png")
+    clean = photo(photo_dir, "scene_01.png", 40)
+    clean.save(data / "target" / "camera.png")
+    degrade(clean, "rain", seed=1).save(data / "input" / "camera.jpg", quality=90)
+    restore = ["--sd", base / "sd", "--clip-vision", base / "clip_vision", "--steps", "1", "--resolution", "32", "--no-progress"]
+    code, output = cli(capsys, "evaluate", "--plugin", base / "derain", "--data", data, *restore, "--json", tmp_path / "val.json",
+                       "--lpips", "off", "--save-restored", tmp_path / "restored")
+    assert code == 0, output
+    code, output = cli(capsys, "restore", *sorted((data / "input").iterdir()), "--plugin", base / "derain", *restore,
+                       "-o", tmp_path / "by-restore")
+    assert code == 0, output
+    assert sorted(p.name for p in (tmp_path / "restored").iterdir()) == ["camera.png", "glass.png"]
+    for name, mode in (("camera.png", "RGB"), ("glass.png", "RGBA")):
+        ours, theirs = Image.open(tmp_path / "restored" / name), Image.open(tmp_path / "by-restore" / name)
+        assert (ours.format, ours.mode) == (theirs.format, theirs.mode) == ("PNG", mode)
+        assert np.array_equal(np.asarray(ours), np.asarray(theirs))
+    alpha = np.asarray(Image.open(tmp_path / "restored" / "glass.png"))[..., 3]
+    assert np.array_equal(alpha, np.asarray(Image.open(data / "input" / "glass.png"))[..., 3])
 
-        gaps = []
-        for _, degraded, clean in pairs:
-            a, b = (torch.from_numpy(np.asarray(i, dtype=np.float64)).permute(2, 0, 1)[None] for i in (degraded, clean))
-            full = float(ssim(a, b, gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=255.0))
-            gaps.append(full - paired_metrics(degraded, clean)["ssim"])
-        print(f"torchmetrics full-map SSIM - ours: min {min(gaps):.4f} max {max(gaps):.4f}")
+    code, output = cli(capsys, "evaluate", tmp_path / "restored", data / "target", "--json", tmp_path / "saved.json",
+                       "--lpips", "off")
+    assert code == 0, output
+    measured, saved = (json.loads((tmp_path / f"{n}.json").read_text())["per_image"] for n in ("val", "saved"))
+    assert measured == saved
+
+
+def test_restore_and_measure_runs_in_one_process(capsys, base, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as under torchrun: each process would measure only its share
+    code, output = cli(capsys, "evaluate", "--plugin", base / "derain", "--data", tmp_path, "--sd", base / "sd",
+                       "--clip-vision", base / "clip_vision")
+    assert_user_error(code, output, "restore-and-measure runs in one process")
+
+
+def test_ssim_leaves_the_border_out_as_the_field_does(pairs):
+    """Ours averages SSIM over the valid region only (docs/evaluation.md, "SSIM convention"):
+    torchmetrics' full map, which also averages a reflect-padded border, differs from it on every
+    pair, by the small amounts the docs give (prints them: -s shows the range)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+    gaps = []
+    for _, degraded, clean in pairs:
+        a, b = (torch.from_numpy(np.asarray(i, dtype=np.float64)).permute(2, 0, 1)[None] for i in (degraded, clean))
+        full = float(ssim(a, b, gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=255.0))
+        gaps.append(full - paired_metrics(degraded, clean)["ssim"])
+    print(f"torchmetrics full-map SSIM - ours: min {min(gaps):.4f} max {max(gaps):.4f}")
+    assert all(1e-5 < abs(gap) < 0.05 for gap in gaps), gaps

@@ -241,7 +241,7 @@ def test_select_scores_follow_reference_rule(tiny, restorer, photo, selector_fil
     selection = restorer.select(photo, "remove the rain", plugins, selector)
     # Recompute as demo.py does: Fp rows + the " " embedding broadcast as the null row.
     with torch.no_grad():
-        tokens = restorer.clip_tokens([photo], 24)
+        tokens = restorer.backend.clip_tokens([photo], 24)
         text = restorer.models.text_encoder
         ids = restorer.models.tokenizer(["remove the rain", " "], padding="max_length", max_length=77, return_tensors="pt").input_ids
         instruction, null = text(input_ids=ids).pooler_output

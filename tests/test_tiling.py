@@ -69,10 +69,11 @@ def test_an_image_that_fits_one_tile_is_restored_exactly_as_untiled(tiny, restor
     fits = restorer.restore([photo], [plugin], steps=3, seed=4, resolution=64, tiles=TileSettings(size=256, overlap=64))
     assert torch.equal(fits.latents[0], untiled.latents[0])
     # The tiled code path itself, with one tile covering the latent, gives the same to 1e-5.
-    input_latent = restorer.encode(torch.rand(1, 3, 152, 200) * 2 - 1)
-    fp = plugin.visual_prompt(restorer.clip_tokens([photo], 24))
-    a = restorer.sample(plugin, input_latent, fp, steps=3, seed=4)
-    b = restorer.sample(plugin, input_latent, fp, steps=3, seed=4, plan=TilePlan(19, 25, 32, 8))
+    backend = restorer.backend
+    input_latent = backend.encode_pixels(torch.rand(1, 3, 152, 200) * 2 - 1)
+    fp = plugin.visual_prompt(backend.clip_tokens([photo], 24))
+    a = backend.sample(plugin, input_latent, fp, steps=3, seed=4)
+    b = backend.sample(plugin, input_latent, fp, steps=3, seed=4, plan=TilePlan(19, 25, 32, 8))
     assert (a - b).abs().max() <= 1e-5 * a.abs().max()
 
 
@@ -239,38 +240,40 @@ def test_a_tall_latent_decodes_in_bands_like_diffusers_tiled_decode(restorer):
     seams, and no more than diffusers' tiling differs from one untiled decode."""
     from plugin_core.images import to_uint8
 
-    vae = restorer.models.vae
+    backend = restorer.backend
+    vae = backend.models.vae
     latents = torch.randn(1, 4, 70, 20, generator=torch.Generator().manual_seed(0))
     scaled = latents * vae.config.scaling_factor
-    with restorer._vae_tiling(True):
+    with backend.vae_tiling(True):
         band = 2 * vae.tile_latent_min_size
         assert band < 70
-        banded = np.asarray(restorer.decode(scaled)[0], dtype=np.float32)
-        one_band = restorer._decode_bands(latents[:, :, :band], band, band // 8)[0]
+        banded = np.asarray(backend.decode(scaled)[0], dtype=np.float32)
+        one_band = backend._decode_bands(latents[:, :, :band], band, band // 8)[0]
         with torch.no_grad():
             assert np.array_equal(one_band, to_uint8(vae.decode(latents[:, :, :band]).sample)[0])
             diffusers_tiled = to_uint8(vae.tiled_decode(latents).sample)[0].astype(np.float32)
     with torch.no_grad():
         untiled = to_uint8(vae.decode(latents).sample)[0].astype(np.float32)
-    assert banded.shape == untiled.shape == (70 * restorer.vae_factor, 20 * restorer.vae_factor, 3)
+    assert banded.shape == untiled.shape == (70 * backend.vae_factor, 20 * backend.vae_factor, 3)
     ours, theirs = np.abs(banded - untiled).mean(), np.abs(diffusers_tiled - untiled).mean()
     assert ours <= 1.5 * theirs + 0.5, (ours, theirs)
 
 
 def test_a_tall_photo_encodes_in_bands_like_diffusers_tiled_encode(restorer, photo):
-    """The same for encoding: one band is `encode` itself; several are as close to one untiled
-    encode as diffusers' tiled encode is."""
+    """The same for encoding: one band is `encode_pixels` itself; several are as close to one
+    untiled encode as diffusers' tiled encode is."""
     from plugin_core.images import vae_pixels
 
-    vae = restorer.models.vae
-    band = 2 * vae.tile_latent_min_size * restorer.vae_factor
+    backend = restorer.backend
+    vae = backend.models.vae
+    band = 2 * vae.tile_latent_min_size * backend.vae_factor
     tall = photo.resize((160, band * 3 + 40))
-    with restorer._vae_tiling(True):
-        banded = restorer.encode_images([tall])
+    with backend.vae_tiling(True):
+        banded = backend.encode_images([tall])
         top = tall.crop((0, 0, 160, band))
-        assert torch.equal(restorer.encode_images([top]), restorer.encode(vae_pixels([top])))
-        diffusers_tiled = restorer.encode(vae_pixels([tall]))
-    untiled = restorer.encode(vae_pixels([tall]))
+        assert torch.equal(backend.encode_images([top]), backend.encode_pixels(vae_pixels([top])))
+        diffusers_tiled = backend.encode_pixels(vae_pixels([tall]))
+    untiled = backend.encode_pixels(vae_pixels([tall]))
     assert banded.shape == untiled.shape
     ours, theirs = (banded - untiled).abs().mean(), (diffusers_tiled - untiled).abs().mean()
     assert ours <= 1.5 * theirs + 1e-3, (ours, theirs)

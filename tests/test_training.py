@@ -17,7 +17,7 @@ from PIL import Image
 from plugin_core import BaseModels, Restorer, load_plugin
 from plugin_core.cli import main
 from plugin_core.images import training_clip_pixels
-from plugin_core.training import DataError, DiffusersBackend, PairDataset, TrainConfig, Trainer, TrainingError
+from plugin_core.training import DataError, DiffusersTrainingBackend, PairDataset, TrainConfig, Trainer, TrainingError
 from tests.random_models import write_tiny_clip_vision, write_tiny_sd
 
 
@@ -31,7 +31,7 @@ def base(tmp_path_factory):
 
 @pytest.fixture()
 def backend(base):
-    return DiffusersBackend(BaseModels.from_pretrained(base / "sd", base / "clip_vision"))
+    return DiffusersTrainingBackend(BaseModels.from_pretrained(base / "sd", base / "clip_vision"))
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_recipe_targets_and_learning_rate(backend, tmp_path):
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 * 6)  # 1 process
     assert backend.prediction_type == "epsilon"
     seen = {}
-    original_predict, original_encode = backend.predict, backend.encode
+    original_predict, original_encode = backend.predict, backend.encode_distribution
 
     def spy(noisy, timesteps, prompt, residuals):
         seen.update(noisy=noisy, timesteps=timesteps)
@@ -106,7 +106,7 @@ def test_recipe_targets_and_learning_rate(backend, tmp_path):
         return seen["prediction"]
 
     backend.predict = spy
-    backend.encode = lambda pixels: (original_encode(pixels)[0], torch.zeros_like(original_encode(pixels)[1]))
+    backend.encode_distribution = lambda pixels: (original_encode(pixels)[0], torch.zeros_like(original_encode(pixels)[1]))
     target_pixels = torch.from_numpy(np.asarray(data[0][1], dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
     z0 = original_encode(target_pixels)[0]
     for prediction_type in ("epsilon", "v_prediction"):
@@ -172,7 +172,7 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(base, pairs, tm
         sys.path.insert(0, {str(base.parent)!r})
         from PIL import Image
         from plugin_core import BaseModels
-        from plugin_core.training import DiffusersBackend, PairDataset, TrainConfig, Trainer
+        from plugin_core.training import DiffusersTrainingBackend, PairDataset, TrainConfig, Trainer
         import plugin_core.training.trainer as trainer_module
         real_save = torch.save
         def slow_save(obj, path, *a, **k):
@@ -183,7 +183,7 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(base, pairs, tm
         trainer_module.torch.save = slow_save
         image = Image.open({str(photo_dir / "rain.png")!r}).convert("RGB").resize((40, 40))
         data = PairDataset.from_images([image], [image.point(lambda v: v // 2)])
-        backend = DiffusersBackend(BaseModels.from_pretrained({str(base / "sd")!r}, {str(base / "clip_vision")!r}))
+        backend = DiffusersTrainingBackend(BaseModels.from_pretrained({str(base / "sd")!r}, {str(base / "clip_vision")!r}))
         Trainer(backend, data, TrainConfig(task="t", steps=6, resolution=32, checkpoint_every=2, workers=0), {str(tmp_path)!r}).train()
     """)
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
@@ -200,7 +200,7 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(base, pairs, tm
     assert (checkpoints / "step-000002.pt").is_file() and not (checkpoints / "step-000004.pt").exists()
     assert list(checkpoints.glob(".*.tmp")), "the interrupted write left its temp file, not a checkpoint"
     data = PairDataset.from_images([Image.new("RGB", (40, 40))], [Image.new("RGB", (40, 40))])
-    backend = DiffusersBackend(BaseModels.from_pretrained(base / "sd", base / "clip_vision"))
+    backend = DiffusersTrainingBackend(BaseModels.from_pretrained(base / "sd", base / "clip_vision"))
     trainer = Trainer(backend, data, TrainConfig(task="t", steps=6, resolution=32, checkpoint_every=2, workers=0), tmp_path)
     assert trainer.resume() == 2
     assert not list(checkpoints.glob(".*.tmp"))
@@ -259,7 +259,7 @@ def test_sdxl_like_plugin_trains_loads_and_applies(tmp_path, pairs):
     write_tiny_sd(tmp_path / "sdxl", context_width=2048, sdxl_like=True)
     write_tiny_clip_vision(tmp_path / "clip", width=80)
     models = BaseModels.from_pretrained(tmp_path / "sdxl", tmp_path / "clip")
-    result = Trainer(DiffusersBackend(models), pairs, config(task="xl", steps=3), tmp_path / "run").train()
+    result = Trainer(DiffusersTrainingBackend(models), pairs, config(task="xl", steps=3), tmp_path / "run").train()
     plugin = load_plugin(result.plugin_path)
     assert (plugin.config.context_width, plugin.config.channels, plugin.config.clip_width) == (2048, 32, 80)
     assert plugin.info.extra["base"] == {"context_width": 2048, "channels": 32, "clip_width": 80}

@@ -3,7 +3,25 @@ SD's CLIP text encoder): what --sd / --clip-vision name checked (sources.py: fol
 files ComfyUI users have, sd_file.py and clip_file.py), loaded (models.py), and the calls a restore
 and a training step make on it (calls.py). Imported lazily: checking a source needs no diffusers."""
 
+from typing import TYPE_CHECKING
+
 from ..lazy import lazy_exports
+
+# ruff: noqa: F401 - the names of _EXPORTS, imported for editors and static tools only (never run: the
+# imports stay lazy); tests/test_imports.py checks that both name the same names from the same modules.
+if TYPE_CHECKING:
+    from .calls import (
+        clip_hidden_states,
+        clip_vision_tokens,
+        joint_cross_attention,
+        unet_skip_count,
+        unet_with_residuals,
+        vae_posterior,
+    )
+    from .clip_file import inspect_clip_vision_file, load_clip_vision_file
+    from .models import BaseModels, load_clip_text, load_clip_vision
+    from .sd_file import inspect_sd_file, load_sd_file, load_sd_text_file
+    from .sources import check_base, check_clip_vision_source, check_sd_source
 
 _EXPORTS = {
     "clip_hidden_states": "calls",

@@ -30,7 +30,7 @@ import torch
 from ..errors import PluginFileError
 from ..formats import load_state_checked
 from ..models.files import holds_plugin
-from .sources import CLIP_VISION_TYPES
+from ..vocabulary import CLIP_VISION_TYPES
 from .weight_files import WeightFile
 
 VIT_L14_CONFIG = Path(__file__).resolve().parent / "configs" / "clip_vit_l14" / "config.json"

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import PluginError
+from ..vocabulary import CLIP_VISION_TYPES
 
 if TYPE_CHECKING:
     from .clip_file import ClipVisionInfo
     from .sd_file import SdFileInfo
-
-CLIP_VISION_TYPES = ("clip_vision_model", "clip")  # the model_type of a transformers CLIP (vision) config
 
 
 def sd_folder_problem(folder: Path, *, with_text: bool = False) -> str | None:

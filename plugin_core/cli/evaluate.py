@@ -6,14 +6,16 @@ evaluate --plugin P --data VAL restore a paired validation set, then measure it
 make-stats CLEAN -o STATS      the features of a clean set, once, for --reference-stats
 
 Everything a run needs (folders, names, sizes, outputs, weight files) is checked before any
-model loads (`_plan`); an existing --json / --csv is kept unless --overwrite.
+model loads (`_plan`: evaluation.plan's plan); an existing --json / --csv is kept unless
+--overwrite. Restore-and-measure restores through evaluation.plan (restore.folders.restore_files:
+the files `diffplugin restore` writes) and measures what it wrote.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import PluginError
@@ -57,7 +59,9 @@ def register(commands) -> None:
     base_arguments(restore, need=False)
     RestoreSettings.add_arguments(evaluate, exclude=("output_size",))  # measured at each input's own size
     renamed(evaluate, "--weights", "--shares", "shares", parse_shares, WEIGHTS_MEANING)
-    restore.add_argument("--save-restored", type=Path, help="also write the restored images to this folder (<name>.png)")
+    restore.add_argument("--save-restored", type=Path,
+                         help="also write the restored images to this folder (<name>.png, as `restore` writes them: a "
+                              "photo's alpha kept)")
     evaluate.add_argument("--json", type=Path, help="write the metrics, per-image rows and settings to this JSON file")
     evaluate.add_argument("--csv", type=Path, help="write the per-image rows and the mean row to this CSV file")
     evaluate.add_argument("--per-image", action="store_true", help="print every image's row, not only the means")
@@ -85,10 +89,13 @@ def _network_arguments(parser) -> None:
 def check_evaluate(args) -> list[str]:
     """Which of the three modes the arguments ask for, and whether they say all it needs."""
     if args.plugin:
+        from ..evaluation.plan import one_process_problem
+
         if args.pred is not None:
             return ["with --plugin, give the paired set as --data (PRED/TARGET are for images restored before)"]
         missing = [flag for flag, value in (("--data", args.data), ("--sd", args.sd), ("--clip-vision", args.clip_vision)) if value is None]
-        return [f"restore-and-measure (--plugin) also needs {', '.join(missing)}"] if missing else []
+        found = [f"restore-and-measure (--plugin) also needs {', '.join(missing)}"] if missing else []
+        return found + [problem for problem in [one_process_problem()] if problem]
     found = [f"--{flag.replace('_', '-')} belongs to restore-and-measure: give --plugin too"
              for flag in ("data", "sd", "sd_config", "clip_vision", "save_restored") if getattr(args, flag) is not None]
     if args.pred is None:
@@ -105,7 +112,8 @@ def check_evaluate(args) -> list[str]:
 
 def evaluate_paths(args) -> list[str]:
     """The folders, the statistics file, the plugins, the paired set and the base, as far as the file
-    system shows (the feature networks and LPIPS weights say more in `_networks` and `_lpips`)."""
+    system shows (the feature networks and LPIPS weights say more in `evaluation.plan.feature_networks`
+    and `_lpips`)."""
     found = path_problems((None, args.pred, "folder", "folder"), (None, args.target, "folder", "folder"),
                           ("--reference", args.reference, "folder", "folder"), ("--reference-stats", args.reference_stats, "file", "file"),
                           *[("--plugin", plugin, "file", None) for plugin in args.plugin], ("--data", args.data, "file or folder", None))
@@ -118,25 +126,6 @@ def check_make_stats(args) -> list[str]:
     if args.output is not None and args.output.suffix != ".safetensors":
         found.append(f"-o {args.output}: give a .safetensors file name")
     return found
-
-
-def _networks(args) -> dict:
-    """Feature name -> the file or folder given for it; each checked for existence now."""
-    from ..evaluation import MissingWeightsError
-    from ..evaluation.sets import (
-        CLIP_FEATURES,
-        INCEPTION_FEATURES,
-        INCEPTION_FILE,
-        INCEPTION_URL,
-    )
-
-    if args.clip_model is not None and not (args.clip_model / "config.json").is_file():
-        raise MissingWeightsError(f"--clip-model {args.clip_model}: no config.json there; CLIP-FID needs a transformers CLIP "
-                                  "ViT-B/32 folder (a download of openai/clip-vit-base-patch32: config.json + model.safetensors)")
-    if args.inception is not None and not args.inception.is_file():
-        raise MissingWeightsError(f"--inception {args.inception}: file not found; FID/KID need clean-fid's {INCEPTION_FILE} "
-                                  f"(download {INCEPTION_URL}; clean-fid keeps it at /tmp/{INCEPTION_FILE})")
-    return {name: path for name, path in ((CLIP_FEATURES, args.clip_model), (INCEPTION_FEATURES, args.inception)) if path}
 
 
 def _features(args, name: str, path: Path, images, device: str):
@@ -179,71 +168,15 @@ def _lpips(args, device: str):
     return lambda: Lpips(args.lpips_weights, device=device)
 
 
-@dataclass
-class _Plan:
-    """What an evaluation will read, write and compute, all checked before any model loads."""
+def _plan(args, device: str):
+    """evaluation.plan's plan of the arguments, with LPIPS and the base checked: nothing loads before."""
+    from ..evaluation.plan import plan_evaluation
 
-    pairs: list  # (name, restored or input file, reference file)
-    inputs: list  # every file read (never written over)
-    saved: dict = field(default_factory=dict)  # name -> where its restored image goes (--save-restored)
-    networks: dict = field(default_factory=dict)  # feature name -> network file or folder
-    reference_features: dict = field(default_factory=dict)
-    reference_info: dict = field(default_factory=dict)
-    reference_images: list = field(default_factory=list)
-    lpips: object = None
-    left_out: str | None = None  # the names only one folder has, not measured
-
-
-def _pairs_of_data(path: Path):
-    from ..training import PairDataset
-
-    pairs, seen = [], {}
-    for source, target in PairDataset.from_path(path).pairs:
-        stem = Path(target).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        pairs.append((stem if seen[stem] == 1 else f"{stem}_{seen[stem]}", Path(source), Path(target)))
-    return pairs
-
-
-def _plan(args, device: str) -> _Plan:
-    from ..evaluation import folders
-    from ..evaluation.sets import read_statistics
-    from ..outputs import check_new_files
-
-    if args.plugin or args.target is not None:
-        if args.plugin:
-            pairs, left_out = _pairs_of_data(args.data), None
-        else:
-            matched = folders.match_folders(args.pred, args.target)
-            pairs, left_out = matched.pairs, matched.left_out(args.pred, args.target)
-        folders.check_sizes(pairs, what=("input", "target") if args.plugin else ("restored", "reference"))
-        plan = _Plan(pairs, [p for _, a, b in pairs for p in (a, b)], left_out=left_out)
-        if left_out:
-            print(f"note: measuring the {len(pairs)} images both folders have; left out ({left_out})", file=sys.stderr)
-    else:
-        plan = _Plan([], list(folders.images_by_name(args.pred, "PRED").values()))
-    check_new_files([p for p in (args.json, args.csv) if p], overwrite=args.overwrite, inputs=plan.inputs,
-                    elsewhere="choose another --json / --csv file name")
-    if args.plugin and args.save_restored:
-        names = [n for n, _, _ in plan.pairs]
-        plan.saved = dict(zip(names, check_new_files([args.save_restored / f"{n}.png" for n in names], overwrite=args.overwrite,
-                                                     inputs=plan.inputs, elsewhere="choose another --save-restored folder")))
-    plan.networks = _networks(args)
-    if args.reference_stats:
-        plan.reference_features, plan.reference_info = read_statistics(args.reference_stats)
-        absent = [name for name in plan.networks if name not in plan.reference_features]
-        if absent:
-            raise PluginError(f"--reference-stats {args.reference_stats} holds features of "
-                              f"{', '.join(plan.reference_features) or 'nothing'}, not of {', '.join(absent)}: write them "
-                              "with `diffplugin make-stats` and the same network")
-    elif plan.networks:
-        folder = args.reference or args.target
-        plan.reference_images = (list(folders.images_by_name(folder, "--reference" if args.reference else "TARGET").values())
-                                 if folder else [b for _, _, b in plan.pairs])
-    if plan.pairs or plan.networks:  # a missing library stops here, not after the restoring
-        from ..evaluation.paired import require_libraries
-
-        require_libraries(y_channel=args.y_channel and bool(plan.pairs))
+    plan = plan_evaluation(pred=args.pred, target=args.target, data=args.data, plugins=args.plugin,
+                           reports=[p for p in (args.json, args.csv) if p], save_restored=args.save_restored,
+                           overwrite=args.overwrite, clip_model=args.clip_model, inception=args.inception,
+                           reference=args.reference, reference_stats=args.reference_stats, y_channel=args.y_channel,
+                           note=lambda line: print(f"note: {line}", file=sys.stderr))
     plan.lpips = _lpips(args, device) if plan.pairs else None
     if args.plugin:
         from .args import check_base_arguments
@@ -252,42 +185,57 @@ def _plan(args, device: str) -> _Plan:
     return plan
 
 
-def _restored(args, plan: _Plan, device: str) -> list:
-    """Each pair's input restored with the --plugin chain: (name, restored image, target path)."""
-    from ..formats import atomic_write
-    from ..images import load_image
+@contextmanager
+def _pairs(args, plan, device: str):
+    """The pairs to measure: the plan's, or (--plugin) its inputs restored by evaluation.plan."""
+    if not args.plugin:
+        yield plan.pairs
+        return
+    from ..evaluation.plan import restored_pairs
     from ..models import load_plugin
     from ..restore import check_shares
     from .args import restorer_for, torch_dtype
 
     settings = RestoreSettings.from_args(args, device=device)
-    chain = [load_plugin(p, device=device, dtype=torch_dtype(args.dtype)) for p in args.plugin]
+    chain = [load_plugin(p, device=device, dtype=torch_dtype(args.dtype)) for p in plan.plugins]
     check_shares(settings, chain)
     restorer = restorer_for(args, device, with_text=False)
-    bar, out = _bar(args, "restoring"), []
+    bar = _bar(args, "restoring")
+    report = bar.write if bar else (lambda line: print(line, file=sys.stderr))
     try:
-        for done, (name, source, target) in enumerate(plan.pairs, 1):
-            image = restorer.restore([load_image(source)], chain, settings).images[0]  # at the input's size
-            if name in plan.saved:
-                atomic_write(plan.saved[name], lambda temp: image.save(temp, format="PNG"))
-            out.append((name, image, target))
+        with restored_pairs(restorer, chain, settings, plan, on_image=bar, report=report) as pairs:
             if bar:
-                bar(done, len(plan.pairs))
+                bar.close()
+            yield pairs
     finally:
         if bar:
             bar.close()
-    return out
 
 
 def run_evaluate(args) -> int:
-    from ..evaluation import Report, measure_pairs
-    from ..evaluation.folders import means
-    from ..evaluation.sets import set_distances
+    from ..evaluation import Report
     from .args import device_of
 
     device = device_of(args.device)
     plan = _plan(args, device)
-    pairs = _restored(args, plan, device) if args.plugin else plan.pairs  # models load from here on
+    with _pairs(args, plan, device) as pairs:  # models load from here on
+        metrics, per_image = _measure(args, plan, pairs, device)
+    report = Report(metrics, per_image, _settings(args, plan, len(pairs) or len(plan.inputs)))
+    print(report.table(per_image=args.per_image))
+    for path, write in ((args.json, report.write_json), (args.csv, report.write_csv)):
+        if path:
+            print(f"wrote {write(path)}")
+    for path in plan.saved.values():
+        print(f"wrote {path}")
+    return 0
+
+
+def _measure(args, plan, pairs: list, device: str) -> tuple[dict, dict]:
+    """(the set's metrics, each image's paired metrics) of the pairs (the files they name)."""
+    from ..evaluation import measure_pairs
+    from ..evaluation.folders import means
+    from ..evaluation.sets import set_distances
+
     per_image = {}
     if pairs:
         bar = _bar(args, "paired metrics")
@@ -303,17 +251,10 @@ def run_evaluate(args) -> int:
         theirs = plan.reference_features.get(name)
         theirs = theirs if theirs is not None else _features(args, name, path, plan.reference_images, device)
         metrics.update(set_distances(name, ours, theirs))
-    report = Report(metrics, per_image, _settings(args, plan, len(restored_set)))
-    print(report.table(per_image=args.per_image))
-    for path, write in ((args.json, report.write_json), (args.csv, report.write_csv)):
-        if path:
-            print(f"wrote {write(path)}")
-    for path in plan.saved.values():
-        print(f"wrote {path}")
-    return 0
+    return metrics, per_image
 
 
-def _settings(args, plan: _Plan, count: int) -> dict:
+def _settings(args, plan, count: int) -> dict:
     from ..evaluation.paired import SSIM_SIGMA, SSIM_WINDOW
 
     settings = {
@@ -340,6 +281,7 @@ def _settings(args, plan: _Plan, count: int) -> dict:
 
 def run_make_stats(args) -> int:
     from ..evaluation import folders
+    from ..evaluation.plan import feature_networks
     from ..evaluation.sets import write_statistics
     from ..outputs import check_new_files
     from .args import device_of
@@ -348,7 +290,7 @@ def run_make_stats(args) -> int:
     if len(images) < 2:
         raise PluginError(f"{args.clean}: {len(images)} image; FID and KID need at least 2 (the paper's sets hold hundreds)")
     check_new_files([args.output], overwrite=args.overwrite, inputs=images)
-    networks, device = _networks(args), device_of(args.device)
+    networks, device = feature_networks(args.clip_model, args.inception), device_of(args.device)
     sets = {name: _features(args, name, path, images, device) for name, path in networks.items()}
     info = {"folder": str(args.clean), "images": len(images), "networks": {n: str(p) for n, p in networks.items()}}
     print(f"wrote {write_statistics(args.output, sets, info)} ({len(images)} images: {', '.join(sets)})")

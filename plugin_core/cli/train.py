@@ -98,7 +98,7 @@ def _trainer(args, config: TrainConfig, output: Path):
     """The Trainer and its accelerator, the models loaded on each process's device."""
     from ..base import BaseModels
     from ..restore import Restorer
-    from ..training import DiffusersBackend, Trainer, make_accelerator
+    from ..training import DiffusersTrainingBackend, Trainer, make_accelerator
     from .args import device_of
 
     dataset, plugin, validation, validation_pairs = _inputs(args, config, output)
@@ -109,8 +109,8 @@ def _trainer(args, config: TrainConfig, output: Path):
         device = accelerator.device  # several processes: each its own GPU
     models = BaseModels.from_pretrained(args.sd, args.clip_vision, sd_config=args.sd_config, device=device)
     render = Restorer(models, device=device).render if validation or validation_pairs is not None else None
-    return Trainer(DiffusersBackend(models, device=device), dataset, config, output, plugin=plugin, validation_images=validation,
-                   validation_pairs=validation_pairs, render=render, accelerator=accelerator)
+    return Trainer(DiffusersTrainingBackend(models, device=device), dataset, config, output, plugin=plugin,
+                   validation_images=validation, validation_pairs=validation_pairs, render=render, accelerator=accelerator)
 
 
 def run_train(args) -> int:

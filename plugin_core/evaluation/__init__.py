@@ -6,13 +6,26 @@
 * `sets` — FID / KID of a restored set against a clean one (CLIP ViT-B/32 as the paper, and
   Inception), and the statistics files of clean sets;
 * `folders` — folders matched by name, sizes checked, per-image rows and means; `report` — the
-  table, JSON and CSV.
+  table, JSON and CSV;
+* `plan` — what an evaluation reads, restores and writes, checked before any model loads, and
+  restore-and-measure's restoring (through `restore.folders.restore_files`).
 
 Names are imported lazily: `paired_metrics` brings only torch and numpy (and torchmetrics on
 its first call).
 """
 
+from typing import TYPE_CHECKING
+
 from ..lazy import lazy_exports
+
+# ruff: noqa: F401 - the names of _EXPORTS, imported for editors and static tools only (never run: the
+# imports stay lazy); tests/test_imports.py checks that both name the same names from the same modules.
+if TYPE_CHECKING:
+    from .folders import match_folders, means, measure_pairs
+    from .paired import paired_metrics, require_libraries
+    from .perceptual import Lpips, MissingWeightsError, lpips_problem
+    from .report import Report
+    from .sets import clip_network, inception_network, set_distances
 
 _EXPORTS = {
     "paired_metrics": "paired",

@@ -3,7 +3,39 @@ that holds them, whether it fits a base (fit), and its files (the reference layo
 .safetensors per plugin). Imported lazily: the SCB is built from diffusers blocks, the rest
 needs torch alone."""
 
+from typing import TYPE_CHECKING
+
 from ..lazy import lazy_exports
+
+# ruff: noqa: F401 - the names of _EXPORTS, imported for editors and static tools only (never run: the
+# imports stay lazy); tests/test_imports.py checks that both name the same names from the same modules.
+if TYPE_CHECKING:
+    from .compose import JOINT_CONTEXTS, PluginMix, joint_attention
+    from .config import (
+        DEFAULT_INSTRUCTIONS,
+        NOISE_START_TASKS,
+        REFERENCE_ORDER,
+        PluginConfig,
+        PluginInfo,
+        default_start_mode,
+        run_order,
+        run_place,
+    )
+    from .files import (
+        convert_reference_folder,
+        convert_reference_plugin,
+        describe_plugin,
+        find_plugins,
+        load_plugin,
+        one_per_task,
+        save_plugin,
+        scan_plugins,
+    )
+    from .fit import BaseFacts, check_fits
+    from .plugin import TaskPlugin
+    from .reference import is_partial_task_folder, is_reference_task_folder, load_reference_plugin, reference_folder_problem
+    from .scb import SpatialComplementBranch
+    from .tpb import TaskPromptBranch
 
 _EXPORTS = {
     "DEFAULT_INSTRUCTIONS": "config",
@@ -25,8 +57,8 @@ _EXPORTS = {
     "one_per_task": "files",
     "save_plugin": "files",
     "scan_plugins": "files",
-    "convert_reference_folder": "reference",
-    "convert_reference_plugin": "reference",
+    "convert_reference_folder": "files",
+    "convert_reference_plugin": "files",
     "is_partial_task_folder": "reference",
     "is_reference_task_folder": "reference",
     "load_reference_plugin": "reference",

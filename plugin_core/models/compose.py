@@ -28,7 +28,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from ..restore.settings import JOINT_CONTEXTS
+from ..vocabulary import JOINT_CONTEXTS
 from . import regions as regions_module
 from .config import PluginConfig
 

@@ -13,13 +13,13 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from ..vocabulary import START_MODES
+
 FORMAT_VERSION = 1
 
 # Tasks the reference samples from pure noise instead of the noised input latent
 # (demo.py switches on `inp_of_unet_is_random_noise` for exactly these).
 NOISE_START_TASKS = ("lowlight", "highlight")
-
-START_MODES = ("input", "noise")
 
 # The order the reference runs the plugins its selector picks (demo.py, its --tasks default). Only
 # the first plugin of a chain gets every step, each later one 3, so the order changes the photo.

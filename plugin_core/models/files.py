@@ -1,7 +1,8 @@
 """The project's plugin file: ONE `.safetensors` per plugin (`tpb.*` and `scb.*` tensors, the
 config and task metadata in the header); loading either layout (reference.py has the other),
 finding the plugins of a folder, and describing a plugin file from its header alone (no
-diffusers, and no torch for a .safetensors file)."""
+diffusers, and no torch for a .safetensors file); converting reference task folders into such
+files."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from .reference import (
     _shapes,
     is_partial_task_folder,
     is_reference_task_folder,
+    load_reference_plugin,
     read_reference_folder,
     reference_folder_problem,
     tpb_dims,
@@ -108,12 +110,32 @@ def _check_plugin_path(path: Path) -> None:
 
 def load_plugin(path: Path | str, device=None, dtype=None):
     """A plugin from a .safetensors file or a reference task folder."""
-    from .reference import load_reference_plugin
-
     path = Path(path)
     _check_plugin_path(path)
     plugin = load_reference_plugin(path) if path.is_dir() else _plugin_from_safetensors(path)
     return plugin.to(device=device, dtype=dtype)
+
+
+def convert_reference_plugin(folder: Path, output: Path, dtype=None) -> Path:
+    """A reference task folder -> one .safetensors plugin file."""
+    return save_plugin(load_reference_plugin(folder), output, dtype=dtype)
+
+
+def convert_reference_folder(source: Path, output: Path, dtype=None,
+                             overwrite: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every reference task folder directly in `source` (e.g. the release's pre-trained/) ->
+    output/<task>.safetensors: (the files written, [(folder, why it was skipped)]). Existing
+    outputs are refused, before anything is written, unless `overwrite`."""
+    from ..outputs import check_new_files
+
+    folders, skipped = [], []
+    for folder in sorted(p for p in Path(source).iterdir() if p.is_dir()):
+        if is_reference_task_folder(folder):
+            folders.append(folder)
+        elif is_partial_task_folder(folder):
+            skipped.append((folder, reference_folder_problem(folder)))
+    targets = check_new_files([Path(output) / f"{f.name}.safetensors" for f in folders], overwrite=overwrite)
+    return [convert_reference_plugin(f, t, dtype=dtype) for f, t in zip(folders, targets)], skipped
 
 
 def describe_plugin(path: Path | str) -> str:

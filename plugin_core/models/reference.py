@@ -1,6 +1,7 @@
 """The reference implementation's plugin layout: `<task>/tpb.pt` + `<task>/scb/{config.json,
 diffusion_pytorch_model.bin | .safetensors}` (Python pickles, read only through
-`torch.load(weights_only=True)`), and its conversion to one .safetensors file per plugin."""
+`torch.load(weights_only=True)`), read and checked. Its conversion to the project's one
+.safetensors file per plugin is files.py's, which writes that file."""
 
 from __future__ import annotations
 
@@ -161,26 +162,3 @@ def reference_folder_problem(folder: Path) -> str:
                                      ("scb/diffusion_pytorch_model.{bin,safetensors}", any((scb / n).is_file() for n in SCB_WEIGHT_FILES)))
                if not ok]
     return f"missing {', '.join(missing)}" if missing else ""
-
-
-def convert_reference_plugin(folder: Path, output: Path, dtype=None) -> Path:
-    """A reference task folder -> one .safetensors plugin file."""
-    from .files import save_plugin
-
-    return save_plugin(load_reference_plugin(folder), output, dtype=dtype)
-
-
-def convert_reference_folder(source: Path, output: Path, dtype=None, overwrite: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Every reference task folder directly in `source` (e.g. the release's pre-trained/) ->
-    output/<task>.safetensors: (the files written, [(folder, why it was skipped)]). Existing
-    outputs are refused, before anything is written, unless `overwrite`."""
-    from ..outputs import check_new_files
-
-    folders, skipped = [], []
-    for folder in sorted(p for p in Path(source).iterdir() if p.is_dir()):
-        if is_reference_task_folder(folder):
-            folders.append(folder)
-        elif is_partial_task_folder(folder):
-            skipped.append((folder, reference_folder_problem(folder)))
-    targets = check_new_files([Path(output) / f"{f.name}.safetensors" for f in folders], overwrite=overwrite)
-    return [convert_reference_plugin(f, t, dtype=dtype) for f, t in zip(folders, targets)], skipped

@@ -1,18 +1,58 @@
 """The one restore engine: the settings (settings.py), the recipe written once for every front end
-(recipe.py), its backend on diffusers models (restorer.py: `Restorer`), the VAE by bands, the
+(recipe.py) over a backend (backend.py: `RestoreBackend`, and `DiffusersRestoreBackend` on diffusers
+models), the front door `Restorer` (restorer.py) over that backend, the VAE by bands, the
 progress meter, and image files restored into image files (folders.py, processes.py). Imported
 lazily: the settings need no torch, the recipe no diffusers."""
 
+from typing import TYPE_CHECKING
+
 from ..lazy import lazy_exports
 
+# ruff: noqa: F401 - the names of _EXPORTS, imported for editors and static tools only (never run: the
+# imports stay lazy); tests/test_imports.py checks that both name the same names from the same modules.
+if TYPE_CHECKING:
+    from .backend import DiffusersRestoreBackend, RestoreBackend
+    from .folders import FolderReport, Selecting, find_inputs, restore_files
+    from .processes import Processes
+    from .recipe import (
+        PluginGroup,
+        RestoreResult,
+        check_shares,
+        composed,
+        describe_run,
+        groups_by_selection,
+        plugin_inputs,
+        prompt_tokens,
+        restore_groups,
+        run_chain,
+        tile_advice,
+    )
+    from .restorer import Restorer
+    from .settings import (
+        COLOR_FIXES,
+        COMPOSE_MODES,
+        JOINT_CONTEXTS,
+        OUTPUT_SIZES,
+        RESIZE_MODES,
+        STRENGTH_MAX,
+        TILE_PROMPTS,
+        WEIGHTS_MEANING,
+        WEIGHTS_RENAMED,
+        RestoreSettings,
+        TileSettings,
+        parse_shares,
+        tile_defaults,
+    )
+
 _EXPORTS = {
+    "DiffusersRestoreBackend": "backend",
+    "RestoreBackend": "backend",
     "FolderReport": "folders",
     "Selecting": "folders",
     "find_inputs": "folders",
     "restore_files": "folders",
     "Processes": "processes",
     "PluginGroup": "recipe",
-    "RestoreBackend": "recipe",
     "RestoreResult": "recipe",
     "check_shares": "recipe",
     "composed": "recipe",

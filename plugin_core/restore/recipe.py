@@ -1,7 +1,7 @@
 """The restore recipe, written once for every front end: the command line and evaluation run it
-on diffusers models (restorer.Restorer), the ComfyUI nodes on a MODEL, VAE and CLIP_VISION (their
-own backend). A backend gives the recipe the base model's calls; the recipe decides everything
-else, in this order:
+on diffusers models (restorer.Restorer, over backend.DiffusersRestoreBackend), the ComfyUI nodes on
+a MODEL, VAE and CLIP_VISION (their ComfyRestoreBackend). A backend (backend.RestoreBackend) gives
+the recipe the base model's calls; the recipe decides everything else, in this order:
 
 1. every plugin must fit the base (one check, one message), before any work;
 2. each image gets its working size (the short-side rule, sides to multiples of the VAE's factor);
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from PIL import Image
@@ -27,9 +27,12 @@ from PIL import Image
 from .. import images as imaging
 from ..colorfix import fix_colors
 from ..errors import InputImageError, PluginError
-from ..models.fit import BaseFacts, check_fits
+from ..models.fit import check_fits
 from .meter import Meter, ProgressFn
 from .settings import CPU_TILES, RestoreSettings, TileSettings, on_cpu
+
+if TYPE_CHECKING:
+    from .backend import RestoreBackend
 
 
 @dataclass
@@ -45,30 +48,6 @@ class PluginGroup:
 class RestoreResult:
     images: list[Image.Image]  # at the output size the settings ask for
     latents: list  # the final latent of each image (of its last plugin), as the backend gives it
-
-
-class RestoreBackend(Protocol):
-    """What the recipe needs from a base model. Latents are whatever the backend's encode gives
-    and its sample and decode take; the recipe only passes them on."""
-
-    vae_factor: int  # image pixels per latent pixel, per side
-    device: torch.device
-
-    @property
-    def facts(self) -> BaseFacts: ...
-
-    def clip_tokens(self, images: Sequence[Image.Image], layer: int) -> torch.Tensor:
-        """CLIP vision hidden states at `layer` with the reference's preprocessing, [B, 1 + N, width]."""
-
-    def encode_images(self, images: Sequence[Image.Image], tiled: bool = False):
-        """The latents the SCB reads (scaled posterior mean) of same-size working images."""
-
-    def sample(self, plugin, input_latent, visual_prompt: torch.Tensor, *, steps: int, seed: int, renoise_until: int,
-               plan, tile_batch: int, progress: ProgressFn | None):
-        """The denoising loop of one plugin; returns the final latents."""
-
-    def decode(self, latents, tiled: bool = False) -> list[Image.Image]:
-        """8-bit images of the latents."""
 
 
 def restore_groups(backend: RestoreBackend, images: Sequence[Image.Image], groups: Sequence[PluginGroup],

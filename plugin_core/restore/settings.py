@@ -11,13 +11,8 @@ from dataclasses import dataclass, field
 
 from ..errors import PluginError
 from ..options import Option, add_options, check_settings
+from ..vocabulary import COLOR_FIXES, COMPOSE_MODES, JOINT_CONTEXTS, OUTPUT_SIZES, RESIZE_MODES, TILE_PROMPTS
 
-RESIZE_MODES = ("min", "exact")
-OUTPUT_SIZES = ("original", "processed")
-COLOR_FIXES = ("none", "wavelet", "adain")  # colorfix.py implements them
-TILE_PROMPTS = ("tile", "global")
-COMPOSE_MODES = ("chain", "joint")  # several plugins: one after another (the reference), or in one pass
-JOINT_CONTEXTS = ("attention", "tokens")  # models/compose.py: how the UNet reads the plugins' prompts in one pass
 STRENGTH_MAX = 5.0
 WEIGHTS_MEANING = ("a plugin's share of a joint pass, where only the ratios count; to scale the plugins as a weight did "
                    "for one plugin, use strength (--strength)")

@@ -13,7 +13,39 @@ file never needs diffusers).
 Imported lazily: the training settings need no torch.
 """
 
+from typing import TYPE_CHECKING
+
 from ..lazy import lazy_exports
+
+# ruff: noqa: F401 - the names of _EXPORTS, imported for editors and static tools only (never run: the
+# imports stay lazy); tests/test_imports.py checks that both name the same names from the same modules.
+if TYPE_CHECKING:
+    from .config import (
+        EMBED_WIDTH,
+        FINE_TUNE_STEPS,
+        READER_WIDTH,
+        SELECT_THRESHOLD,
+        SELECT_THRESHOLD_MIN,
+        TEXT_ENCODERS,
+        TRAIN_OPTIONS,
+        SelectorTrainConfig,
+    )
+    from .corpus import SETS, Instruction, instruction_sets, load_corpus, read_task_instructions
+    from .files import convert_reference_selector, describe_selector, is_selector_file, load_selector, save_selector
+    from .memory import InstructionMemory
+    from .metrics import evaluate, format_table, selector_metrics
+    from .model import NULL_TASK, PluginSelector, Selection, apply_selection_rule, pooled_prompts, select
+    from .text import (
+        CLIP_TEXT_ENCODER,
+        ClipTextEncoder,
+        InstructionFeatures,
+        RememberingEncoder,
+        SentenceTextEncoder,
+        clip_words,
+        sentence_encoder,
+        text_encoder_for,
+    )
+    from .training import SelectorRun, train_selector
 
 _EXPORTS = {
     "EMBED_WIDTH": "config",

@@ -7,10 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..options import Option, add_options, check_settings
-
-MIXED_PRECISION = ("no", "fp16", "bf16")  # autocast, fp32 master weights
-REPORT_TO = ("none", "tensorboard", "wandb")  # Accelerate's trackers
-START_MODES = ("input", "noise")
+from ..restore.settings import RestoreSettings
+from ..vocabulary import MIXED_PRECISION, REPORT_TO, START_MODES
 
 
 @dataclass
@@ -35,7 +33,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     validate_every: int = 0
-    validation_steps: int = 20
+    validation_steps: int = RestoreSettings.steps  # a restore's (the reference inference's 20)
     init_scb_from_unet: bool = False
     cache: bool = False  # encode each pair once (centre crop, both flips): faster, less augmentation
     workers: int = 2  # DataLoader worker processes (0: in the training process)

@@ -24,8 +24,8 @@ class Encodings:
             return tuple(torch.stack(p).to(self.device) for p in zip(*parts))
         source, target = batch["source"].to(self.device), batch["target"].to(self.device)
         # All inputs and targets of the micro-batch through the VAE in one batch.
-        mean, std = self.backend.encode(torch.cat([source, target]))
-        tokens = self.backend.clip_tokens(source, self.clip_layer)
+        mean, std = self.backend.encode_distribution(torch.cat([source, target]))
+        tokens = self.backend.clip_tokens_of_pixels(source, self.clip_layer)
         count = source.shape[0]
         return mean[:count], mean[count:], std[count:], tokens
 
@@ -39,8 +39,8 @@ class Encodings:
         for index, flip in items[self.rank :: self.processes]:
             pixels = torch.stack(centre(*self.dataset[index], None))
             pixels = (pixels.flip(-1) if flip else pixels).to(self.device)
-            mean, std = self.backend.encode(pixels)
-            tokens = self.backend.clip_tokens(pixels[:1], self.clip_layer)
+            mean, std = self.backend.encode_distribution(pixels)
+            tokens = self.backend.clip_tokens_of_pixels(pixels[:1], self.clip_layer)
             mine[index, flip] = tuple(t.cpu() for t in (mean[0], mean[1], std[1], tokens[0]))
         if self.processes > 1:
             from accelerate.utils import gather_object

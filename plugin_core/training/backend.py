@@ -1,8 +1,10 @@
-"""What the trainer needs from a frozen base model, behind one small interface.
+"""What the trainer needs from a frozen base model (`TrainingBackend`), and that backend on
+diffusers / transformers models (`DiffusersTrainingBackend`, the command line).
 
-`DiffusersBackend` runs diffusers / transformers models (the command line); the ComfyUI
-node pack provides its own backend over ComfyUI's MODEL, VAE and CLIP_VISION. The trainer
-never touches a base model directly, so the recipe lives in one place.
+The ComfyUI node pack has its own training backend over ComfyUI's MODEL, VAE and CLIP_VISION
+(nodes/training_backend.py); restoring's backends are restore/backend.py's. The trainer never
+touches a base model directly, so the recipe lives in one place. Pixels here are tensors in
+[-1, 1] (a training batch), not PIL images as a restore backend takes.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ class TrainingBackend(Protocol):
     prediction_type: str  # "epsilon" or "v_prediction"
     alphas_cumprod: torch.Tensor  # [num_train_timesteps], float32, CPU
 
-    def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_distribution(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixels [B,3,H,W] in [-1,1] -> scaled posterior (mean, std). No autograd."""
 
-    def clip_tokens(self, pixels: torch.Tensor, layer: int) -> torch.Tensor:
-        """Pixels in [-1,1] -> CLIP vision hidden states at `layer`, class token first. No autograd."""
+    def clip_tokens_of_pixels(self, pixels: torch.Tensor, layer: int) -> torch.Tensor:
+        """Pixels [B,3,H,W] in [-1,1] -> CLIP vision hidden states at `layer`, class token first. No autograd."""
 
     def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, visual_prompt: torch.Tensor, residuals: list) -> torch.Tensor:
         """The frozen UNet with Fp as context and the SCB residuals on the first three skips."""
@@ -38,8 +40,8 @@ class TrainingBackend(Protocol):
         for an SCB started from its first level (SpatialComplementBranch.from_unet)."""
 
 
-class DiffusersBackend:
-    """Backend over diffusers' UNet2DConditionModel / AutoencoderKL and transformers' CLIPVisionModel."""
+class DiffusersTrainingBackend:
+    """`TrainingBackend` over diffusers' UNet2DConditionModel / AutoencoderKL and transformers' CLIPVisionModel."""
 
     def __init__(self, models, device="cpu", dtype=torch.float32):
         from diffusers import DDPMScheduler
@@ -52,10 +54,10 @@ class DiffusersBackend:
         self.prediction_type = noise.config.prediction_type
         self.alphas_cumprod = noise.alphas_cumprod.float()
 
-    def encode(self, pixels):
+    def encode_distribution(self, pixels):
         return vae_posterior(self.models.vae, pixels.to(self.device))
 
-    def clip_tokens(self, pixels, layer):
+    def clip_tokens_of_pixels(self, pixels, layer):
         x = training_clip_pixels(pixels.to(self.device, torch.float32)).to(self.dtype)
         return clip_hidden_states(self.models.clip_vision, x, layer).float()
 
