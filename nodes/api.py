@@ -5,8 +5,8 @@ only on a host that has no versioned module."""
 from __future__ import annotations
 
 try:
-    from comfy_api.v0_0_2 import ComfyExtension, io
+    from comfy_api.v0_0_2 import ComfyAPI, ComfyExtension, io
 except ImportError:  # pragma: no cover - a host without the versioned API
-    from comfy_api.latest import ComfyExtension, io
+    from comfy_api.latest import ComfyAPI, ComfyExtension, io
 
-__all__ = ["ComfyExtension", "io"]
+__all__ = ["ComfyAPI", "ComfyExtension", "io"]

@@ -10,8 +10,9 @@ from ..plugin_core import RestoreSettings, TileSettings, check_fits
 from ..plugin_core.restore import STRENGTH_MAX, plugin_inputs
 from . import bridge
 from .api import io
-from .engine import ComfyRestoreBackend, patch_model
 from .plugin_types import ChainOnly, TaskPluginIO
+from .restore_backend import ComfyRestoreBackend, patch_model
+from .search import RESTORE_WORDS, TASK_WORDS
 from .tiles import DEFAULTS, tile_inputs, tile_settings
 from .validation import Float
 
@@ -54,6 +55,8 @@ def check_mask_batch(mask, images: int) -> None:
 
 
 class ApplyTaskPlugin(io.ComfyNode):
+    SEARCH_ALIASES = (*TASK_WORDS, *RESTORE_WORDS, "patch model")
+
     @classmethod
     def define_schema(cls):
         return io.Schema(

@@ -12,6 +12,8 @@ CATEGORY = "Diff-Plugin"
 
 
 class DiffPluginColorFix(io.ComfyNode):
+    SEARCH_ALIASES = ("color fix", "colour fix", "color correction", "wavelet color fix", "adain")
+
     @classmethod
     def define_schema(cls):
         return io.Schema(

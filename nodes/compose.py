@@ -95,6 +95,8 @@ def one_pass(plugins: PluginSet):
 
 
 class ComposeTaskPlugins(io.ComfyNode):
+    SEARCH_ALIASES = ("combine plugins", "several tasks", "multi-task", "joint pass", "region per plugin", "shares")
+
     @classmethod
     def define_schema(cls):
         return io.Schema(

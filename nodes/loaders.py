@@ -72,6 +72,8 @@ def _fingerprint(name: str):
 
 
 class LoadTaskPlugin(io.ComfyNode):
+    SEARCH_ALIASES = ("task plugin", "diff-plugin", "load plugin", "derain plugin", "dehaze plugin", "desnow plugin")
+
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -103,6 +105,8 @@ class LoadTaskPlugin(io.ComfyNode):
 
 
 class LoadTaskPluginLibrary(io.ComfyNode):
+    SEARCH_ALIASES = ("plugin library", "all task plugins", "selector weights", "diff-plugin")
+
     @classmethod
     def define_schema(cls):
         return io.Schema(

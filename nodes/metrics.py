@@ -11,6 +11,8 @@ CATEGORY = "Diff-Plugin"
 
 
 class ImageMetrics(io.ComfyNode):
+    SEARCH_ALIASES = ("psnr", "ssim", "lpips", "image quality", "evaluate", "metrics")
+
     @classmethod
     def define_schema(cls):
         return io.Schema(

@@ -15,9 +15,10 @@ from ..plugin_core import RestoreSettings, tile_advice
 from ..plugin_core.restore import OUTPUT_SIZES
 from .api import io
 from .apply import guidance_input, strength_input
-from .engine import ComfyRestoreBackend, Sampling
 from .frames import restore_frames
 from .plugin_types import TaskPluginsIO
+from .restore_backend import ComfyRestoreBackend, Sampling
+from .search import RESTORE_WORDS, TASK_WORDS, advanced
 from .tiles import DEFAULTS, color_fix_input, tile_inputs, tile_settings
 from .validation import Choice, Float
 
@@ -36,6 +37,8 @@ def restore_images(model, plugin_set, clip_vision, vae, image, settings: Restore
 
 
 class RestoreWithTaskPlugins(io.ComfyNode):
+    SEARCH_ALIASES = (*TASK_WORDS, *RESTORE_WORDS)
+
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -53,8 +56,8 @@ class RestoreWithTaskPlugins(io.ComfyNode):
                 io.ClipVision.Input("clip_vision", tooltip="CLIP ViT-L/14 vision."),
                 io.Vae.Input("vae", tooltip="The checkpoint's VAE."),
                 io.Image.Input("image", tooltip="The degraded photo(s)."),
-                io.Int.Input("seed", default=SETTINGS.seed, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip=f"Noise seed; every plugin run starts from it (the reference uses {SETTINGS.seed})."),
+                advanced(io.Int.Input("seed", default=SETTINGS.seed, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                                      tooltip=f"Noise seed; every plugin run starts from it (the reference uses {SETTINGS.seed}).")),
                 io.Int.Input("steps", default=SETTINGS.steps, min=1, max=200,
                              tooltip=f"Steps of the first plugin (reference: {SETTINGS.steps})."),
                 io.Int.Input("later_steps", default=SETTINGS.later_steps, min=1, max=200,
@@ -70,14 +73,14 @@ class RestoreWithTaskPlugins(io.ComfyNode):
                 Choice("output_size", options=list(OUTPUT_SIZES), default=SETTINGS.output_size,
                        tooltip="'original': back to the input's size; 'processed': the working size the plugins ran at."),
                 *tile_inputs(),
-                color_fix_input(),
+                advanced(color_fix_input()),
                 guidance_input(),
                 io.Int.Input("batch_size", default=BATCH_SIZE, min=1, max=4096, optional=True,
                              tooltip="Frames restored together: a longer IMAGE batch (video frames) runs in chunks of this "
                                      "many, so memory does not grow with the frame count. It never changes a frame's result."),
-                io.Boolean.Input("same_noise", default=False, optional=True,
-                                 tooltip="Off: each frame starts from its own noise, as KSampler gives a batch. On: every frame "
-                                         "starts from the same noise (as each photo alone would), for steadier video."),
+                advanced(io.Boolean.Input("same_noise", default=False, optional=True,
+                                          tooltip="Off: each frame starts from its own noise, as KSampler gives a batch. On: every "
+                                                  "frame starts from the same noise (as each photo alone would), for steadier video.")),
                 strength_input(optional=True),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The restored photo(s).")],

@@ -39,6 +39,8 @@ def select_plugins(plugins: PluginSet, selector_handle, clip, clip_vision, image
 
 
 class PluginSelector(io.ComfyNode):
+    SEARCH_ALIASES = ("instruction", "remove the rain and the haze", "text instruction", "choose plugin", "which task")
+
     @classmethod
     def define_schema(cls):
         return io.Schema(

@@ -15,6 +15,8 @@ CATEGORY = "Diff-Plugin"
 
 
 class SynthesizeDegradedPairs(io.ComfyNode):
+    SEARCH_ALIASES = ("synthetic rain", "add rain", "add haze", "degrade image", "training pairs", "dataset")
+
     @classmethod
     def define_schema(cls):
         from ..plugin_core.synthetic import DEGRADATIONS

@@ -12,13 +12,15 @@ from ..plugin_core import (
     TileSettings,
 )
 from .api import io
+from .search import advanced
 from .validation import Choice
 
 DEFAULTS = TileSettings()
 
 
 def tile_inputs() -> list:
-    return [
+    """The tile inputs, folded away as advanced: the defaults suit most photos."""
+    return [advanced(input) for input in [
         io.Int.Input("tile_size", default=DEFAULTS.size, min=0, max=16384, step=8,
                      tooltip="Tile size in px: a photo whose working size fits in one tile is not tiled (the reference "
                              "result); larger ones are sampled in overlapping tiles, each with its own spatial branch. 0: never tile."),
@@ -28,7 +30,7 @@ def tile_inputs() -> list:
         Choice("tile_prompt", options=list(TILE_PROMPTS), default=DEFAULTS.prompt,
                tooltip="'tile': each tile's visual prompt from its own pixels (nearer the plugins' 512 px training crops); "
                        "'global': one from the whole photo."),
-    ]
+    ]]
 
 
 def color_fix_input() -> io.Combo.Input:

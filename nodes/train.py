@@ -15,10 +15,10 @@ import torch
 from ..plugin_core.training import TrainConfig
 from . import bridge, library
 from .api import io
-from .comfy_backend import ComfyBackend
 from .dependencies import require
 from .paths import allow_hint, data_location, data_roots
 from .plugin_types import TaskPluginHandle, TaskPluginIO
+from .training_backend import ComfyTrainingBackend
 from .validation import Choice, Float, name_problem, plain_name
 
 CATEGORY = "Diff-Plugin"
@@ -39,6 +39,8 @@ def _dataset(data_path: str, input_images, target_images):
 
 
 class TrainTaskPlugin(io.ComfyNode):
+    SEARCH_ALIASES = ("train plugin", "training", "fine-tune", "learn a task", "new task")
+
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -104,7 +106,7 @@ class TrainTaskPlugin(io.ComfyNode):
                              gradient_checkpointing=gradient_checkpointing, checkpoint_every=checkpoint_every, workers=0)
         dataset = _dataset(data_path, input_images, target_images)
         run_dir, plugin_path = _places(name, resume, overwrite)
-        result = _train(ComfyBackend(model, vae, clip_vision), dataset, config, run_dir, plugin_path, resume, overwrite)
+        result = _train(ComfyTrainingBackend(model, vae, clip_vision), dataset, config, run_dir, plugin_path, resume, overwrite)
         if result.stopped:
             log.info("Diff-Plugin training of '%s' cancelled at step %d; checkpoint %s (run again with resume to continue)",
                      name, result.steps, result.checkpoint_path)

@@ -47,6 +47,8 @@ def parse_task_instructions(text: str) -> dict[str, dict[str, list[str]]]:
 
 
 class TrainPluginSelector(io.ComfyNode):
+    SEARCH_ALIASES = ("train selector", "training", "instructions")
+
     @classmethod
     def define_schema(cls):
         return io.Schema(

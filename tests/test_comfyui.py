@@ -610,7 +610,7 @@ def test_training_backend_matches_the_reference_unet_and_trains_only_the_plugin(
     from plugin_core import PluginConfig, PluginInfo, TaskPlugin
 
     train = module(pack, "train")
-    backend = train.ComfyBackend(base["model"], base["vae"], base["clip_vision"])
+    backend = train.ComfyTrainingBackend(base["model"], base["vae"], base["clip_vision"])
     backend.load()
     torch.manual_seed(0)
     plugin = TaskPlugin(PluginConfig(), PluginInfo.for_task("probe"))

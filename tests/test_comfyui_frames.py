@@ -44,14 +44,14 @@ def restore(pack, base, plugins, image, **options):
 @pytest.fixture
 def sampled(pack, monkeypatch):
     """The latent batch of every sampling the restore runs, as it reaches ComfyUI's sampler."""
-    engine = module(pack, "engine")
-    real, batches = engine.ksample, []
+    restore_backend = module(pack, "restore_backend")
+    real, batches = restore_backend.ksample, []
 
     def recording(model, seed, steps, cfg, sampler_name, scheduler, conditioning, latent, callback=None):
         batches.append({"size": latent["samples"].shape[0], "batch_index": list(latent["batch_index"])})
         return real(model, seed, steps, cfg, sampler_name, scheduler, conditioning, latent, callback)
 
-    monkeypatch.setattr(engine, "ksample", recording)
+    monkeypatch.setattr(restore_backend, "ksample", recording)
     return batches
 
 

@@ -1,6 +1,7 @@
-"""plugin_core's restore recipe on ComfyUI's MODEL, VAE and CLIP_VISION: the backend the recipe
-calls (CLIP vision tokens, the VAE, sampling with ComfyUI's own KSampler path on a patched MODEL),
-and `patch_model`, the one place a MODEL gets a Task-Plugin (Apply Task-Plugin uses it too)."""
+"""plugin_core's restore recipe on ComfyUI's MODEL, VAE and CLIP_VISION: `ComfyRestoreBackend`,
+the plugin_core.restore.RestoreBackend the recipe calls (CLIP vision tokens, the VAE, sampling
+with ComfyUI's own KSampler path on a patched MODEL), and `patch_model`, the one place a MODEL
+gets a Task-Plugin (Apply Task-Plugin uses it too). Training's backend: training_backend.py."""
 
 from __future__ import annotations
 
@@ -104,7 +105,7 @@ def ksample(model, seed, steps, cfg, sampler_name, scheduler, conditioning, late
 
 
 class ComfyRestoreBackend:
-    """plugin_core's RestoreBackend over ComfyUI's MODEL, VAE and CLIP_VISION. Latents are ComfyUI's
+    """plugin_core.restore.RestoreBackend over ComfyUI's MODEL, VAE and CLIP_VISION. Latents are ComfyUI's
     (unscaled) LATENT samples; each plugin's run is ComfyUI's sampler on the patched MODEL, which
     noises the input's latent at its first step itself (the reference's renoise rule is the
     diffusers loop's). Every CLIP vision call and VAE encode first stops if the prompt was

@@ -1,5 +1,6 @@
 """plugin_core's TrainingBackend over ComfyUI's MODEL, VAE and CLIP_VISION: what
-TrainTaskPlugin trains on. Model adaptation only; the recipe is plugin_core's Trainer."""
+TrainTaskPlugin trains on. Model adaptation only; the recipe is plugin_core's Trainer.
+Restoring's backend: restore_backend.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from .management import compute_dtype
 from .patch import SkipResiduals
 
 
-class ComfyBackend:
+class ComfyTrainingBackend:
     """plugin_core.training.TrainingBackend over ComfyUI's MODEL, VAE and CLIP_VISION."""
 
     def __init__(self, model, vae, clip_vision):
@@ -39,7 +40,8 @@ class ComfyBackend:
         self.dtype = compute_dtype(self.model)  # fp8 storage computes in its manual cast dtype
 
     @torch.no_grad()
-    def encode(self, pixels):
+    def encode_distribution(self, pixels):
+        """Pixels [B,3,H,W] in [-1,1] -> scaled posterior (mean, std), as the UNet reads latents."""
         vae = self.vae
         comfy.model_management.load_models_gpu([vae.patcher])
         x = pixels.to(vae.device, vae.vae_dtype)  # already in [-1, 1]
@@ -56,7 +58,7 @@ class ComfyBackend:
         scale = self.latent_format.scale_factor
         return scaled.to(self.device).float(), (std * scale).to(self.device).float()
 
-    def clip_tokens(self, pixels, layer):
+    def clip_tokens_of_pixels(self, pixels, layer):
         return bridge.clip_hidden_states(self.clip_vision, training_clip_pixels(pixels.float()), layer).to(self.device)
 
     def predict(self, noisy, timesteps, visual_prompt, residuals):
