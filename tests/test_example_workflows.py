@@ -48,6 +48,30 @@ def test_workflow_files_are_up_to_date():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_blueprint_is_the_one_plugin_workflow_as_one_node():
+    """subgraphs/: the example's nodes and values inside, the photo in, the result out, and the
+    plugin, strength and steps exposed; up to date with the example workflow it is made from."""
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "build_blueprint.py"), "--check"], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [path] = (REPO / "subgraphs").glob("*.json")
+    [definition] = json.loads(path.read_text())["definitions"]["subgraphs"]
+    example = json.loads((REPO / "example_workflows" / "Diff-Plugin - Restore a photo with one Task-Plugin.json").read_text())
+    inner = {n["id"]: n for n in definition["nodes"]}
+    kept = [n for n in example["nodes"] if n["type"] not in ("MarkdownNote", "LoadImage", "SaveImage")]
+    assert {n["id"]: (n["type"], n["widgets_values"]) for n in kept} == {i: (n["type"], n["widgets_values"]) for i, n in inner.items()}
+    assert [(i["name"], i["type"]) for i in definition["inputs"]] == [("image", "IMAGE"), ("plugin", "COMBO"), ("strength", "FLOAT"),
+                                                                      ("steps", "INT")]
+    targets = {link["id"]: (inner[link["target_id"]]["type"], link["target_slot"]) for link in definition["links"]
+               if link["origin_id"] == -10}
+    fed = {name: sorted(targets[i] for i in entry["linkIds"]) for name, entry in ((e["name"], e) for e in definition["inputs"])}
+    widget = {(n["type"], slot): i["widget"]["name"] for n in inner.values() for slot, i in enumerate(n["inputs"]) if "widget" in i}
+    assert fed["image"] == [("ApplyTaskPlugin", 4), ("GetImageSize", 0)]
+    assert [widget[fed[name][0]] for name in ("plugin", "strength", "steps")] == ["plugin_name", "strength", "steps"]
+    [out] = [link for link in definition["links"] if link["target_id"] == -20]
+    assert inner[out["origin_id"]]["type"] == "ImageScale"
+
+
 def test_the_template_browser_lists_exactly_the_workflows_with_their_thumbnails():
     """The browser lists every example_workflows/*.json (by file name) and asks for <name>.jpg."""
     listed = {p.stem for p in (REPO / "example_workflows").glob("*.json")}
