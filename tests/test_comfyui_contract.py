@@ -18,26 +18,17 @@ import importlib
 import importlib.util
 import json
 import logging
-import sys
 
 import pytest
 
 from tests import comfy_support as cs
+from tests.script_support import script
 
 pytestmark = pytest.mark.comfyui
 
 cs.require_host("the node contract tests")
 
 REPO = cs.REPO
-
-
-def script(name: str):
-    """A module of scripts/ (no package), loaded once."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))
-    if not hasattr(module, "main"):
-        spec.loader.exec_module(module)
-    return module
 
 
 contract_script = script("node_contract")

@@ -12,7 +12,6 @@ widget labels (locales/zh). The browser steps are scripts/help_pictures.py's, wh
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -22,16 +21,14 @@ import urllib.request
 import pytest
 
 from tests import comfy_support as cs
+from tests.script_support import script
 
 pytestmark = pytest.mark.comfyui
 
 cs.require_host("the help page tests")
 
 REPO = cs.REPO
-_spec = importlib.util.spec_from_file_location("help_pictures", REPO / "scripts" / "help_pictures.py")
-pictures = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))  # scripts/ is no package
-if not hasattr(pictures, "open_help"):
-    _spec.loader.exec_module(pictures)
+pictures = script("help_pictures")
 
 DOCS = pictures.WEB_DOCS
 NODE_IDS = pictures.node_ids()

@@ -12,11 +12,9 @@ node with the photo, plugin, strength and steps on it, and restores a photo when
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
-import sys
 import types
 
 import pytest
@@ -24,15 +22,13 @@ from PIL import Image
 
 from tests import comfy_support as cs
 from tests.frontend_support import browser, open_page  # noqa: F401  (browser: a fixture)
+from tests.script_support import script
 
 pytestmark = pytest.mark.comfyui
 
 cs.require_host("the node library tests")
 
-_spec = importlib.util.spec_from_file_location("help_pictures", cs.REPO / "scripts" / "help_pictures.py")
-pictures = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))  # scripts/ is no package
-if not hasattr(pictures, "open_search"):
-    _spec.loader.exec_module(pictures)
+pictures = script("help_pictures")
 
 BLUEPRINT = "Restore a photo with one Task-Plugin"
 # What a user types -> the nodes any of which does it, one of them among the first results.

@@ -9,7 +9,6 @@ where the frontend reads them.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import sys
@@ -17,6 +16,7 @@ import sys
 import pytest
 
 from tests import comfy_support as cs
+from tests.script_support import script
 
 pytestmark = pytest.mark.comfyui
 
@@ -25,10 +25,7 @@ cs.require_host("the translation tests")
 REPO = cs.REPO
 LOCALES = REPO / "locales"
 LANGUAGES = ("en", "zh")
-_spec = importlib.util.spec_from_file_location("build_locales", REPO / "scripts" / "build_locales.py")
-builder = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))  # scripts/ is no package
-if not hasattr(builder, "node_defs"):
-    _spec.loader.exec_module(builder)
+builder = script("build_locales")
 
 
 def committed(language: str) -> dict:

@@ -6,7 +6,6 @@ No ComfyUI needed; tests/test_workflows_frontend.py loads the same files in the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -15,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.script_support import script
+
 REPO = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("build_example_workflows", REPO / "scripts" / "build_example_workflows.py")
-builder = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))  # scripts/ is no package
-if not hasattr(builder, "workflows"):
-    _spec.loader.exec_module(builder)
+builder = script("build_example_workflows")
 
 WORKFLOWS = builder.workflows()
 NOTE_TYPES = {"Note", "MarkdownNote"}  # the frontend's own notes: never in a prompt

@@ -14,10 +14,8 @@ Needs playwright (pip install playwright) and Chromium (apt install chromium, or
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -36,6 +34,7 @@ from tests.frontend_support import (  # noqa: F401
     new_server,
     node_pixels,
 )
+from tests.script_support import script
 
 # ruff: noqa: F811, F402 (the browser and frontend fixtures are imported from tests/frontend_support.py, then named as arguments)
 
@@ -44,10 +43,7 @@ pytestmark = pytest.mark.comfyui
 cs.require_host("the browser tests")
 
 REPO = cs.REPO
-_spec = importlib.util.spec_from_file_location("build_example_workflows", REPO / "scripts" / "build_example_workflows.py")
-builder = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))  # scripts/ is no package
-if not hasattr(builder, "workflows"):
-    _spec.loader.exec_module(builder)
+builder = script("build_example_workflows")
 
 WORKFLOWS = builder.workflows()
 each_workflow = pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda w: w.key)
